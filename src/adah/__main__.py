@@ -1,0 +1,3 @@
+from adah.cli import main
+
+main()

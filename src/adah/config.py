@@ -1,0 +1,208 @@
+"""Run configuration: small dataclasses, saved with every run and checkpoint.
+
+Every choice the paper leaves open is a field here, with its default and reason listed in the
+README's "Deviations and choices".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adah.errors import AdahError
+
+ATTENTION_VARIANTS = ("none", "image", "text", "both")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. ``text_dim`` is set from the data when 0."""
+
+    bits: int = 32
+    attention: str = "both"  # none | image | text | both (the paper's Table 4)
+    image_backbone: str = "small_cnn"  # a name in adah.models.backbones.list_backbones()
+    image_weights: str | None = None  # backbone weights: None (random), "DEFAULT", or a file path
+    image_fc_dims: tuple[int, ...] = (512, 512)  # fc6, fc7 when the backbone brings none
+    mask_position: str = "before_pool"  # image mask on the conv maps before or after pool5
+    image_size: int = 0  # input side in pixels; 0: the backbone's default (set from the data)
+    text_dim: int = 0
+    text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.bits <= 0:
+            raise AdahError(f"model.bits must be a positive integer, got {self.bits}")
+        if self.attention not in ATTENTION_VARIANTS:
+            raise AdahError(f"model.attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
+        if self.mask_position not in ("before_pool", "after_pool"):
+            raise AdahError(f"model.mask_position must be 'before_pool' or 'after_pool', got {self.mask_position!r}")
+        if not self.text_hidden or any(d <= 0 for d in self.text_hidden):
+            raise AdahError(f"model.text_hidden must be positive layer sizes, got {self.text_hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdahError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def image_attention(self) -> bool:
+        return self.attention in ("image", "both")
+
+    @property
+    def text_attention(self) -> bool:
+        return self.attention in ("text", "both")
+
+
+@dataclass
+class LossConfig:
+    """Triplet ranking objective of Sec. 3.3."""
+
+    margin: float = 0.5  # eps, in units of the code distance divided by sqrt(bits)
+    distance: str = "euclidean"  # euclidean | squared (both divided by sqrt(bits) / bits)
+    reduction: str = "mean"  # mean over valid triplets | mean_nonzero | sum
+    adversarial_weight: float = 1.0  # weight of T->I_hat and I->T_hat in the E,D objective
+    detach_adversarial_queries: bool = True  # G step moves only the unattended codes H_hat
+
+    def validate(self) -> None:
+        if self.margin < 0:
+            raise AdahError(f"loss.margin must be >= 0, got {self.margin}")
+        if self.distance not in ("euclidean", "squared"):
+            raise AdahError(f"loss.distance must be 'euclidean' or 'squared', got {self.distance!r}")
+        if self.reduction not in ("mean", "mean_nonzero", "sum"):
+            raise AdahError(f"loss.reduction must be 'mean', 'mean_nonzero' or 'sum', got {self.reduction!r}")
+        if self.adversarial_weight < 0:
+            raise AdahError(f"loss.adversarial_weight must be >= 0, got {self.adversarial_weight}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: Adam(lr 2e-4, beta1 0.5), batch 64, lr/10 every 20 epochs, 4 E/D : 1 G."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 2e-4
+    attention_lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.1
+    steps_min: int = 4  # E,D steps (minimise the full objective) per cycle
+    steps_max: int = 1  # G steps (maximise the adversarial terms) per cycle
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast on CUDA; ignored on the CPU
+    eval_every: int = 1  # epochs between validation MAP evaluations (0: only at the end)
+    max_batches_per_epoch: int = 0  # 0: full epoch; >0 caps it (smoke tests)
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "lr_step_epochs", "steps_min"):
+            if getattr(self, name) <= 0:
+                raise AdahError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.steps_max < 0:
+            raise AdahError(f"train.steps_max must be >= 0, got {self.steps_max}")
+        if self.batch_size < 2:
+            raise AdahError(f"train.batch_size must be at least 2 to form triplets, got {self.batch_size}")
+        if self.lr <= 0 or self.attention_lr <= 0:
+            raise AdahError("train.lr and train.attention_lr must be positive")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise AdahError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and protocol. ``name='scenes'`` generates the built-in synthetic set."""
+
+    name: str = "scenes"
+    num_items: int = 3000
+    num_query: int = 300
+    num_train: int = 2000
+    val_fraction: float = 0.1
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific (e.g. scenes noise)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.loss.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "Config":
+        if not isinstance(raw, dict):
+            raise AdahError(f"{source}: expected a JSON object at the top level")
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise AdahError(f"{source}: unknown section(s) {sorted(unknown)}; expected model, loss, train, data")
+        parts = {}
+        for f in dataclasses.fields(cls):
+            section_cls = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig}[f.name]
+            parts[f.name] = _section_from_dict(section_cls, raw.get(f.name, {}), f"{source}: section '{f.name}'")
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        """Read a JSON config file, or a bundled one by name (see :func:`bundled_configs`)."""
+        path = Path(path)
+        if not path.is_file() and path.suffix == "" and str(path) in bundled_configs():
+            path = BUNDLED_DIR / f"{path}.json"
+        if not path.is_file():
+            raise AdahError(f"config file not found: {path} (bundled configs: {', '.join(bundled_configs())})")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise AdahError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(raw, source=str(path))
+
+    def override(self, dotted: dict[str, Any]) -> "Config":
+        """Return a copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped)."""
+        raw = self.to_dict()
+        for key, value in dotted.items():
+            if value is None:
+                continue
+            section, _, name = key.partition(".")
+            if section not in raw or name not in raw[section]:
+                raise AdahError(f"unknown config key {key!r}")
+            raw[section][name] = value
+        return Config.from_dict(raw)
+
+
+BUNDLED_DIR = Path(__file__).parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped in ``adah/configs`` (usable as ``--config NAME``)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.json"))
+
+
+def _section_from_dict(section_cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise AdahError(f"{where} must be a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise AdahError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    values = {}
+    for name, value in raw.items():
+        default = getattr(section_cls(), name)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise AdahError(f"{where}: key '{name}' must be true or false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            raise AdahError(f"{where}: key '{name}' must be an integer, got {value!r}")
+        elif isinstance(default, float) and not isinstance(value, (int, float)):
+            raise AdahError(f"{where}: key '{name}' must be a number, got {value!r}")
+        values[name] = float(value) if isinstance(default, float) else value
+    return section_cls(**values)

@@ -1,0 +1,47 @@
+"""Evaluate a saved checkpoint on the query / retrieval split it was trained with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adah.checkpoint import load_model
+from adah.data.base import Split
+from adah.data.registry import load_dataset
+from adah.errors import AdahError
+from adah.evaluate import DIRECTIONS, RetrievalReport, encode, evaluate_codes
+from adah.fileio import atomic_write_text
+from adah.runtime import resolve_device
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    split_path: str | Path | None = None,
+    topk: int | None = 500,
+    directions: tuple[str, ...] = tuple(DIRECTIONS),
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple[RetrievalReport, Path]:
+    """Encode the split's queries and retrieval set, score ``directions``, write JSON to ``out``
+    (default ``eval.json`` beside the checkpoint). Refuses data that differs from training."""
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or not directions:
+        raise AdahError(f"unknown direction(s) {bad or directions}; choose from {', '.join(DIRECTIONS)}")
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    model, config, payload = load_model(checkpoint, dev)
+    data = load_dataset(config.data)
+    if payload.get("data_fingerprint") not in (None, data.fingerprint()):
+        raise AdahError(f"{checkpoint}: the dataset rebuilt from its config differs from the one it was trained on")
+    split_path = Path(split_path) if split_path else checkpoint.parent / "split.json"
+    split = Split.load(split_path, num_items=len(data))
+    q = encode(model, data, split.query, device=dev)
+    db = encode(model, data, split.retrieval, device=dev)
+    report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=True)
+    out = Path(out) if out else checkpoint.parent / "eval.json"
+    atomic_write_text(out, json.dumps({
+        "checkpoint": str(checkpoint), "epoch": payload.get("epoch"), "split": str(split_path),
+        "split_sha256": split.digest(), "config": config.to_dict(), **report.to_dict(),
+    }, indent=2))
+    return report, out

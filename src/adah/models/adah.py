@@ -1,0 +1,101 @@
+"""The ADAH model: for each modality, feature learning E, attention G and hashing D."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from adah.config import ModelConfig
+from adah.errors import AdahError
+from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention, SpatialAttention
+from adah.models.backbones import get_backbone
+from adah.models.hashing import HashHead
+from adah.models.text import TextEncoder
+
+
+class BranchOutput(NamedTuple):
+    codes: torch.Tensor  # H = D(attended): (B, bits) in (-1, 1)
+    codes_hat: torch.Tensor  # H_hat = D(unattended): (B, bits)
+    mask: torch.Tensor  # Z: (B, 1, h, w) image, (B, d) text
+    probs: torch.Tensor  # soft attention p, same shape as mask
+
+
+class ImageBranch(nn.Module):
+    """(B, 3, H, W) uint8 images -> BranchOutput. The mask sits on the conv maps before pool5
+    (``mask_position='before_pool'``, VGG-19 conv5_4 at 14x14) or after it."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        kwargs = {"weights": cfg.image_weights, "fc_dims": tuple(cfg.image_fc_dims), "dropout": cfg.dropout}
+        if cfg.image_size:
+            kwargs["image_size"] = cfg.image_size
+        self.backbone = get_backbone(cfg.image_backbone, **kwargs)
+        self.mask_after_pool = cfg.mask_position == "after_pool"
+        c = self.backbone.out_channels
+        self.attention = SpatialAttention(c) if cfg.image_attention else NoAttention(spatial=True)
+        self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)
+
+    def attend(self, images: torch.Tensor) -> AttentionOutput:
+        maps = self.backbone.features(self.backbone.preprocess(images))
+        if self.mask_after_pool:
+            maps = self.backbone.pool(maps)
+        return self.attention(maps)
+
+    def forward(self, images: torch.Tensor) -> BranchOutput:
+        att = self.attend(images)
+        attended, unattended = att.attended, att.unattended
+        if not self.mask_after_pool:
+            attended, unattended = self.backbone.pool(attended), self.backbone.pool(unattended)
+        return BranchOutput(self.hash(attended), self.hash(unattended), att.mask, att.probs)
+
+
+class TextBranch(nn.Module):
+    """(B, V) bag-of-words -> BranchOutput; the mask is over the d = text_hidden[-1] features."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.text_dim <= 0:
+            raise AdahError(f"model.text_dim must be the vocabulary size (> 0), got {cfg.text_dim}")
+        self.encoder = TextEncoder(cfg.text_dim, tuple(cfg.text_hidden), cfg.dropout)
+        d = self.encoder.out_dim
+        self.attention = FeatureAttention(d) if cfg.text_attention else NoAttention(spatial=False)
+        self.hash = HashHead(nn.Identity(), d, cfg.bits)
+
+    def forward(self, bow: torch.Tensor) -> BranchOutput:
+        att = self.attention(self.encoder(bow))
+        return BranchOutput(self.hash(att.attended), self.hash(att.unattended), att.mask, att.probs)
+
+
+class ADAH(nn.Module):
+    """Two branches; ``encode_image`` / ``encode_text`` give continuous test codes H = D(attended)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.image = ImageBranch(cfg)
+        self.text = TextBranch(cfg)
+
+    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[BranchOutput, BranchOutput]:
+        return self.image(images), self.text(texts)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image(images).codes
+
+    def encode_text(self, texts: torch.Tensor) -> torch.Tensor:
+        return self.text(texts).codes
+
+    def attention_parameters(self) -> list[nn.Parameter]:
+        """Parameters of G (both modalities); empty for the ``none`` variant."""
+        return list(self.image.attention.parameters()) + list(self.text.attention.parameters())
+
+    def hashing_parameters(self) -> list[nn.Parameter]:
+        """Parameters of E and D (everything but G)."""
+        att = {id(p) for p in self.attention_parameters()}
+        return [p for p in self.parameters() if id(p) not in att]
+
+
+def build_model(cfg: ModelConfig) -> ADAH:
+    return ADAH(cfg)

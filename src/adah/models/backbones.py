@@ -1,0 +1,172 @@
+"""Image feature learning E: a registry of CNN backbones returning conv feature maps.
+
+Each builder returns an :class:`ImageBackbone` with three parts that match the paper's layout:
+``features`` (images -> conv maps, VGG-19's conv5_4), ``pool`` (pool5) and ``fc`` (fc6, fc7; they
+belong to the hashing module D). Builders take keyword-only ``weights=``: ``None`` builds random
+weights, ``"DEFAULT"`` (or a torchvision enum name) asks torchvision for its pretrained weights
+(this may download), and a file path loads a state dict from disk. Nothing downloads unless asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from adah.errors import AdahError
+
+_BACKBONES: dict[str, Callable[..., "ImageBackbone"]] = {}
+
+
+class ImageBackbone(nn.Module):
+    """features: (B, 3, S, S) normalised pixels -> (B, C, h, w) maps; pool: maps -> pooled maps;
+    fc: pooled maps -> (B, out_dim). ``preprocess`` turns uint8 pixels into the input it expects."""
+
+    def __init__(
+        self,
+        features: nn.Module,
+        pool: nn.Module,
+        fc: nn.Module,
+        *,
+        out_channels: int,
+        out_dim: int,
+        input_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+    ) -> None:
+        super().__init__()
+        self.features, self.pool, self.fc = features, pool, fc
+        self.out_channels, self.out_dim, self.input_size = out_channels, out_dim, input_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 in [0, 255] -> float, resized to ``input_size``, normalised."""
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+def register_backbone(name: str):
+    """Decorator adding a builder ``fn(*, weights, image_size, fc_dims, dropout)`` under ``name``."""
+
+    def wrap(fn):
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BACKBONES[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def get_backbone(name: str, **kwargs) -> ImageBackbone:
+    if name not in _BACKBONES:
+        raise AdahError(f"unknown image backbone {name!r}; available: {', '.join(list_backbones())}")
+    return _BACKBONES[name](**kwargs)
+
+
+def _load_state_file(module: nn.Module, path: str | Path, what: str) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise AdahError(f"{what} weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+        raise AdahError(f"{what} weights file {path} could not be read as a torch state dict: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing:
+        raise AdahError(f"{what} weights file {path} lacks {len(missing)} tensors, e.g. {missing[:3]}")
+    if unexpected:
+        raise AdahError(f"{what} weights file {path} has {len(unexpected)} unknown tensors, e.g. {unexpected[:3]}")
+
+
+def _fc_stack(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for d in dims:
+        layers += [nn.Linear(in_dim, d), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = d
+    return nn.Sequential(*layers)
+
+
+@register_backbone("small_cnn")
+def small_cnn(
+    *, weights: str | None = None, image_size: int = 64, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0
+) -> ImageBackbone:
+    """Four 3x3 conv blocks for the demo and tests: 64x64 input -> 128 x 8 x 8 maps, pool5 -> 4 x 4.
+
+    It plays VGG-19's role at a size that trains on a CPU in a minute; ``weights`` may only be
+    ``None`` or a file path (there is no published pretraining for it)."""
+    if image_size % 16 != 0 or image_size < 32:
+        raise AdahError(f"small_cnn needs an image size that is a multiple of 16 and >= 32, got {image_size}")
+
+    def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)] + ([nn.MaxPool2d(2)] if pool else [])
+
+    features = nn.Sequential(*block(3, 32, True), *block(32, 64, True), *block(64, 128, True), *block(128, 128, False))
+    side = image_size // 16
+    fc = _fc_stack(128 * side * side, tuple(fc_dims), dropout)
+    backbone = ImageBackbone(
+        features, nn.MaxPool2d(2), fc,
+        out_channels=128, out_dim=fc_dims[-1], input_size=image_size,
+        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+    )
+    if weights is not None:
+        if weights.upper() == "DEFAULT":
+            raise AdahError("small_cnn has no published pretrained weights; pass a file path or None")
+        _load_state_file(backbone, weights, "small_cnn")
+    return backbone
+
+
+@register_backbone("vgg19")
+def vgg19(
+    *, weights: str | None = None, image_size: int = 224, fc_dims: tuple[int, ...] = (4096, 4096), dropout: float = 0.5
+) -> ImageBackbone:
+    """VGG-19 as in the paper: features up to conv5_4 (+ReLU), 512 x 14 x 14 at 224 px; pool5;
+    fc6 and fc7 from the classifier (4096-d). ``weights``: None, a torchvision
+    ``VGG19_Weights`` name such as "DEFAULT" / "IMAGENET1K_V1" (downloads if not cached), or a path
+    to a torchvision-layout state dict file. ``image_size`` must be 224 (fc6 expects 7x7 pool5)."""
+    from torchvision.models import VGG19_Weights
+    from torchvision.models import vgg19 as tv_vgg19
+
+    if tuple(fc_dims) != (4096, 4096):
+        raise AdahError(f"vgg19 brings its own fc6/fc7 of (4096, 4096); got model.image_fc_dims={tuple(fc_dims)}")
+    tv_weights = None
+    path = None
+    if weights is not None:
+        if Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists():
+            path = weights
+        else:
+            try:
+                tv_weights = VGG19_Weights[weights.upper()] if weights.upper() != "DEFAULT" else VGG19_Weights.DEFAULT
+            except KeyError:
+                names = ", ".join(["DEFAULT"] + [w.name for w in VGG19_Weights])
+                raise AdahError(f"vgg19 weights {weights!r} is neither a file nor one of: {names}") from None
+    net = tv_vgg19(weights=tv_weights)
+    if path is not None:
+        _load_state_file(net, path, "vgg19")
+    features = net.features[:36]  # ... conv5_4, ReLU; index 36 is pool5
+    pool = nn.Sequential(net.features[36], net.avgpool)
+    cls = net.classifier  # fc6, ReLU, Dropout, fc7, ReLU, Dropout, fc8
+    fc_layers: list[nn.Module] = [nn.Flatten(), cls[0], cls[1]]
+    if dropout > 0:
+        fc_layers.append(nn.Dropout(dropout))
+    fc_layers += [cls[3], cls[4]]
+    if dropout > 0:
+        fc_layers.append(nn.Dropout(dropout))
+    return ImageBackbone(
+        features, pool, nn.Sequential(*fc_layers),
+        out_channels=512, out_dim=4096, input_size=image_size,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    )

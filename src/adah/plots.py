@@ -1,0 +1,97 @@
+"""Figures: precision-recall curves and attention masks over images (the paper's Fig. 6)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Save a figure as PNG through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plot_pr_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: str | Path, title: str = "") -> Path:
+    """One panel per direction. ``curves[method][direction] = {"precision": [...], "recall": [...]}``
+    (points by Hamming radius 0..bits, as ``metrics.pr_curve_by_radius`` gives)."""
+    plt = _figure()
+    directions = sorted({d for per in curves.values() for d in per})
+    fig, axes = plt.subplots(1, len(directions), figsize=(4.2 * len(directions), 3.8), squeeze=False)
+    for ax, direction in zip(axes[0], directions):
+        for method, per in curves.items():
+            if direction in per:
+                pr = per[direction]
+                keep = np.asarray(pr["precision"]) > 0  # radii with nothing retrieved have no precision
+                ax.plot(np.asarray(pr["recall"])[keep], np.asarray(pr["precision"])[keep], marker=".", label=method)
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+               title=f"{direction.replace('2', ' -> ').upper()}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_attention_grid(
+    images: np.ndarray,
+    masks: np.ndarray,
+    probs: np.ndarray,
+    path: str | Path,
+    captions: list[str] | None = None,
+    object_masks: np.ndarray | None = None,
+) -> Path:
+    """A row of three panels per image: the image (object outlines in white when
+    ``object_masks`` is given), the binary mask Z over it (unattended cells darkened, attended
+    outlined), and the soft attention p as a heat map.
+
+    images (n, 3, H, W) uint8; masks and probs (n, 1, h, w) or (n, h, w); object_masks (n, H, W)."""
+    plt = _figure()
+    n = len(images)
+    masks = masks.reshape(n, *masks.shape[-2:])
+    probs = probs.reshape(n, *probs.shape[-2:])
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.25 * n), squeeze=False)
+    for i in range(n):
+        img = images[i].transpose(1, 2, 0)
+        h, w = img.shape[:2]
+        scale = (h // masks.shape[1], w // masks.shape[2])
+        up = np.kron(masks[i], np.ones(scale))[:h, :w]
+        axes[i, 0].imshow(img)
+        if object_masks is not None:
+            axes[i, 0].contour(object_masks[i], levels=[0.5], colors="white", linewidths=0.8)
+        axes[i, 0].set_title(captions[i] if captions else "image", fontsize=7)
+        shaded = (img * (0.25 + 0.75 * up[..., None])).astype(np.uint8)
+        axes[i, 1].imshow(shaded)
+        axes[i, 1].contour(up, levels=[0.5], colors="yellow", linewidths=1.0)
+        axes[i, 1].set_title(f"mask Z ({masks[i].mean():.0%} attended)", fontsize=7)
+        axes[i, 2].imshow(probs[i], cmap="magma")
+        axes[i, 2].set_title("attention p", fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
