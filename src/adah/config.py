@@ -39,8 +39,10 @@ class ModelConfig:
             raise AdahError(f"model.attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
         if self.mask_position not in ("before_pool", "after_pool"):
             raise AdahError(f"model.mask_position must be 'before_pool' or 'after_pool', got {self.mask_position!r}")
-        if not self.text_hidden or any(d <= 0 for d in self.text_hidden):
-            raise AdahError(f"model.text_hidden must be positive layer sizes, got {self.text_hidden}")
+        for name in ("text_hidden", "image_fc_dims"):
+            dims = getattr(self, name)
+            if not isinstance(dims, (tuple, list)) or not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+                raise AdahError(f"model.{name} must be a non-empty list of positive layer sizes, got {dims!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdahError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -195,14 +197,31 @@ def _section_from_dict(section_cls, raw: Any, where: str):
         raise AdahError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
     values = {}
     for name, value in raw.items():
-        default = getattr(section_cls(), name)
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise AdahError(f"{where}: key '{name}' must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
-            raise AdahError(f"{where}: key '{name}' must be an integer, got {value!r}")
-        elif isinstance(default, float) and not isinstance(value, (int, float)):
-            raise AdahError(f"{where}: key '{name}' must be a number, got {value!r}")
-        values[name] = float(value) if isinstance(default, float) else value
+        values[name] = _coerce(getattr(section_cls(), name), value, f"{where}: key '{name}'")
     return section_cls(**values)
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the type of the field's default; JSON lists become tuples."""
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(is_num(v) for v in value):
+            raise AdahError(f"{where} must be a list of numbers, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise AdahError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if not is_int(value):
+            raise AdahError(f"{where} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if not is_num(value):
+            raise AdahError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    elif isinstance(default, dict) and not isinstance(value, dict):
+        raise AdahError(f"{where} must be a JSON object, got {value!r}")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise AdahError(f"{where} must be a string, got {value!r}")
+    return value
+

@@ -77,16 +77,23 @@ class Trainer:
         self.adv_terms = adversarial_terms(self.config)
         self.opt_min = torch.optim.Adam(self.model.hashing_parameters(), lr=tc.lr, betas=tuple(tc.betas),
                                         weight_decay=tc.weight_decay)
-        att_params = self.model.attention_parameters()
+        self.att_params = att_params = self.model.attention_parameters()
         self.use_max_steps = bool(att_params) and bool(self.adv_terms) and tc.steps_max > 0
         self.opt_max = (torch.optim.Adam(att_params, lr=tc.attention_lr, betas=tuple(tc.betas))
                         if self.use_max_steps else None)
-        self.schedulers = [torch.optim.lr_scheduler.StepLR(o, tc.lr_step_epochs, tc.lr_gamma)
-                           for o in (self.opt_min, self.opt_max) if o is not None]
         self.step = 0  # counts optimisation steps of both kinds; the phase is step % cycle
         self.epoch = 0
         self.history: list[dict] = []
         self.best_val_map, self.best_epoch = -math.inf, 0
+
+    def _set_learning_rates(self) -> None:
+        """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
+        tc = self.config.train
+        factor = tc.lr_gamma ** (self.epoch // tc.lr_step_epochs)
+        for opt, base in ((self.opt_min, tc.lr), (self.opt_max, tc.attention_lr)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * factor
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,8 +118,8 @@ class Trainer:
         self.opt_min.step()
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["objective"] = float(loss.detach())
-        out["mask_image"] = float(image_out.mask.float().mean())
-        out["mask_text"] = float(text_out.mask.float().mean())
+        out["mask_image"] = float(image_out.mask.detach().float().mean())
+        out["mask_text"] = float(text_out.mask.detach().float().mean())
         return out
 
     def max_step(self, images, texts, labels) -> dict[str, float]:
@@ -123,7 +130,7 @@ class Trainer:
                                    detach_queries_of_adversarial=self.config.loss.detach_adversarial_queries)
             adv = adversarial_objective(terms)
         self.opt_max.zero_grad(set_to_none=True)
-        (-adv).backward()
+        (-adv).backward(inputs=self.att_params)  # only G's gradients are needed
         self.opt_max.step()
         return {"adversarial_max": float(adv.detach())}
 
@@ -153,6 +160,7 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         batches = self._epoch_batches()
+        lr_used = self.opt_min.param_groups[0]["lr"]
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{tc.epochs}", disable=not tc.progress, leave=False)
         for idx in bar:
             batch = self._batch(idx)
@@ -163,10 +171,9 @@ class Trainer:
                 counts[k] = counts.get(k, 0) + 1
             if "objective" in stats:
                 bar.set_postfix(objective=f"{stats['objective']:.4f}")
-        for s in self.schedulers:
-            s.step()
         self.epoch += 1
-        record = {"epoch": self.epoch, "step": self.step, "lr": self.opt_min.param_groups[0]["lr"]}
+        self._set_learning_rates()
+        record = {"epoch": self.epoch, "step": self.step, "lr": lr_used}
         record.update({k: sums[k] / counts[k] for k in sums})
         return record
 
@@ -212,7 +219,6 @@ class Trainer:
             self.run_dir / name, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
             optimizer_min=self.opt_min.state_dict(),
             optimizer_max=self.opt_max.state_dict() if self.opt_max else None,
-            schedulers=[s.state_dict() for s in self.schedulers],
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint, metrics=record,
         )
 

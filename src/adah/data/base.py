@@ -126,11 +126,16 @@ class Split:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise AdahError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(raw, dict):
+            raise AdahError(f"{path}: expected a JSON object with query/retrieval/train/val index lists")
         parts = {}
         for k in ("query", "retrieval", "train", "val"):
             if k not in raw:
                 raise AdahError(f"{path}: missing field '{k}'")
-            arr = np.asarray(raw[k], dtype=np.int64)
+            try:
+                arr = np.asarray(raw[k], dtype=np.int64)
+            except (TypeError, ValueError):
+                raise AdahError(f"{path}: field '{k}' must be a list of integer row indices") from None
             if arr.ndim != 1:
                 raise AdahError(f"{path}: field '{k}' must be a flat list of row indices")
             if num_items is not None and arr.size and (arr.min() < 0 or arr.max() >= num_items):
@@ -159,6 +164,11 @@ def random_split(
     query, retrieval = np.sort(perm[:num_query]), np.sort(perm[num_query:])
     train_all = rng.choice(retrieval, size=num_train, replace=False)
     num_val = int(round(num_train * val_fraction))
+    if num_train - num_val < 2:
+        raise AdahError(
+            f"split: num_train={num_train} with val_fraction={val_fraction} leaves {num_train - num_val} "
+            "training rows; at least 2 are needed"
+        )
     return Split(
         query=query,
         retrieval=retrieval,

@@ -104,22 +104,25 @@ def _fc_stack(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequenti
 def small_cnn(
     *, weights: str | None = None, image_size: int = 64, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0
 ) -> ImageBackbone:
-    """Four 3x3 conv blocks for the demo and tests: 64x64 input -> 128 x 8 x 8 maps, pool5 -> 4 x 4.
+    """A small CNN for the demo and tests: 64x64 input -> 64 x 8 x 8 maps, pool5 -> 4 x 4.
 
-    It plays VGG-19's role at a size that trains on a CPU in a minute; ``weights`` may only be
-    ``None`` or a file path (there is no published pretraining for it)."""
+    A 5x5 stride-2 conv, then three 3x3 convs (two followed by 2x2 max-pooling). It plays
+    VGG-19's role at a size that trains on a CPU in a minute; ``weights`` may only be ``None`` or a
+    file path (there is no published pretraining for it)."""
     if image_size % 16 != 0 or image_size < 32:
         raise AdahError(f"small_cnn needs an image size that is a multiple of 16 and >= 32, got {image_size}")
-
-    def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)] + ([nn.MaxPool2d(2)] if pool else [])
-
-    features = nn.Sequential(*block(3, 32, True), *block(32, 64, True), *block(64, 128, True), *block(128, 128, False))
+    relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+    features = nn.Sequential(
+        nn.Conv2d(3, 16, 5, stride=2, padding=2), relu(),
+        nn.Conv2d(16, 32, 3, padding=1), relu(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), relu(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), relu(),
+    )
     side = image_size // 16
-    fc = _fc_stack(128 * side * side, tuple(fc_dims), dropout)
+    fc = _fc_stack(64 * side * side, tuple(fc_dims), dropout)
     backbone = ImageBackbone(
         features, nn.MaxPool2d(2), fc,
-        out_channels=128, out_dim=fc_dims[-1], input_size=image_size,
+        out_channels=64, out_dim=fc_dims[-1], input_size=image_size,
         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
     )
     if weights is not None:
