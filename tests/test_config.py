@@ -75,7 +75,7 @@ def test_load_bundled_config_by_name():
     assert cfg.model.bits == raw["model"]["bits"] == 32
     assert cfg.model.image_fc_dims == tuple(raw["model"]["image_fc_dims"]) == (256, 256)
     assert cfg.model.text_hidden == tuple(raw["model"]["text_hidden"]) == (1024, 256)
-    assert cfg.train.epochs == raw["train"]["epochs"] == 8
+    assert cfg.train.epochs == raw["train"]["epochs"] == 16
     assert cfg.train.lr == 0.001
     assert cfg.data.num_items == 3000 and cfg.data.num_query == 300 and cfg.data.num_train == 2000
     # fields the file leaves out keep their defaults
@@ -196,7 +196,7 @@ def test_override_changes_given_keys_and_skips_none():
     new = base.override({"train.epochs": 3, "model.bits": None})
     assert new.train.epochs == 3
     assert new.model.bits == base.model.bits == 32
-    assert base.train.epochs == 8  # the original is not modified
+    assert base.train.epochs == 16  # the original is not modified
     assert dataclasses.replace(new, train=base.train) == base  # nothing else changed
 
 

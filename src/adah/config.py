@@ -59,9 +59,9 @@ class ModelConfig:
 class LossConfig:
     """Triplet ranking objective of Sec. 3.3."""
 
-    margin: float = 0.5  # eps, in units of the code distance divided by sqrt(bits)
+    margin: float = 0.25  # eps, in units of the code distance divided by sqrt(bits)
     distance: str = "euclidean"  # euclidean | squared (both divided by sqrt(bits) / bits)
-    reduction: str = "mean"  # mean over valid triplets | mean_nonzero | sum
+    reduction: str = "mean_nonzero"  # mean over violated triplets | mean over all valid | sum
     adversarial_weight: float = 1.0  # weight of T->I_hat and I->T_hat in the E,D objective
     detach_adversarial_queries: bool = True  # G step moves only the unattended codes H_hat
 

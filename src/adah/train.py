@@ -75,7 +75,8 @@ class Trainer:
         self.data_gen = seed_everything(tc.seed)
         self.model = build_model(self.config.model).to(self.device)
         self.adv_terms = adversarial_terms(self.config)
-        self.opt_min = torch.optim.Adam(self.model.hashing_parameters(), lr=tc.lr, betas=tuple(tc.betas),
+        self.min_params = self.model.hashing_parameters()
+        self.opt_min = torch.optim.Adam(self.min_params, lr=tc.lr, betas=tuple(tc.betas),
                                         weight_decay=tc.weight_decay)
         self.att_params = att_params = self.model.attention_parameters()
         self.use_max_steps = bool(att_params) and bool(self.adv_terms) and tc.steps_max > 0
@@ -114,7 +115,7 @@ class Trainer:
             terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms)
             loss = total_min_objective(terms, self.config.loss)
         self.opt_min.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=self.min_params)  # G is not updated here: skip its gradients
         self.opt_min.step()
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["objective"] = float(loss.detach())

@@ -104,24 +104,25 @@ def _fc_stack(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequenti
 def small_cnn(
     *, weights: str | None = None, image_size: int = 64, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0
 ) -> ImageBackbone:
-    """A small CNN for the demo and tests: 64x64 input -> 64 x 8 x 8 maps, pool5 -> 4 x 4.
+    """A small CNN for the demo and tests: 64x64 input -> 64 x 8 x 8 maps; pool5 is a global max.
 
-    A 5x5 stride-2 conv, then three 3x3 convs (two followed by 2x2 max-pooling). It plays
+    A 5x5 stride-2 conv, then three 3x3 convs (two followed by 2x2 max-pooling), each with
+    batch norm. Its global max pool5 makes fc6 translation invariant, which a model trained from
+    scratch on a few thousand images needs (VGG-19's pretrained fc6 sees a 7 x 7 layout). It plays
     VGG-19's role at a size that trains on a CPU in a minute; ``weights`` may only be ``None`` or a
     file path (there is no published pretraining for it)."""
     if image_size % 16 != 0 or image_size < 32:
         raise AdahError(f"small_cnn needs an image size that is a multiple of 16 and >= 32, got {image_size}")
-    relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+    def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+
     features = nn.Sequential(
-        nn.Conv2d(3, 16, 5, stride=2, padding=2), relu(),
-        nn.Conv2d(16, 32, 3, padding=1), relu(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), relu(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), relu(),
+        *conv(3, 16, 5, 2), *conv(16, 32), nn.MaxPool2d(2), *conv(32, 64), nn.MaxPool2d(2), *conv(64, 64),
     )
-    side = image_size // 16
-    fc = _fc_stack(64 * side * side, tuple(fc_dims), dropout)
+    fc = _fc_stack(64, tuple(fc_dims), dropout)
     backbone = ImageBackbone(
-        features, nn.MaxPool2d(2), fc,
+        features, nn.AdaptiveMaxPool2d(1), fc,
         out_channels=64, out_dim=fc_dims[-1], input_size=image_size,
         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
     )

@@ -1,0 +1,26 @@
+# Every target sets up .venv first if it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.adah-installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## generate scenes, train ADAH and the no-attention variant, print MAP, write PNGs
+	$(BIN)/adah demo --out runs/demo
+
+test: setup  ## the whole test suite (a few minutes on 2 CPU cores)
+	$(BIN)/python -m pytest -q
+
+bench: setup  ## speed benchmarks, printing ratios against references run in the same process
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf runs .pytest_cache
