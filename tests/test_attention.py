@@ -60,3 +60,12 @@ def test_no_attention_keeps_everything():
     assert torch.equal(out.attended, maps)
     assert torch.equal(out.unattended, torch.zeros_like(maps))
     assert out.mask.shape == (2, 1, 4, 4) and bool((out.mask == 1).all())
+
+
+def test_spatial_attention_refuses_a_single_position():
+    import pytest
+
+    from adah.errors import AdahError
+
+    with pytest.raises(AdahError, match="before_pool"):
+        SpatialAttention(channels=4)(torch.randn(2, 4, 1, 1))

@@ -116,6 +116,7 @@ class DataConfig:
     """Which dataset and protocol. ``name='scenes'`` generates the built-in synthetic set."""
 
     name: str = "scenes"
+    root: str = ""  # data root for real datasets; "" means $ADAH_DATA, then ../shared/data
     num_items: int = 3000
     num_query: int = 300
     num_train: int = 2000

@@ -37,7 +37,7 @@ def plot_pr_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: s
     """One panel per direction. ``curves[method][direction] = {"precision": [...], "recall": [...]}``
     (points by Hamming radius 0..bits, as ``metrics.pr_curve_by_radius`` gives)."""
     plt = _figure()
-    directions = sorted({d for per in curves.values() for d in per})
+    directions = list(dict.fromkeys(d for per in curves.values() for d in per))  # first-seen order
     fig, axes = plt.subplots(1, len(directions), figsize=(4.2 * len(directions), 3.8), squeeze=False)
     for ax, direction in zip(axes[0], directions):
         for method, per in curves.items():

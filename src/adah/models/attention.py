@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from adah.errors import AdahError
+
 
 class AttentionOutput(NamedTuple):
     attended: torch.Tensor  # Z * f, same shape as f
@@ -38,6 +40,11 @@ class SpatialAttention(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> AttentionOutput:
         b, _, h, w = maps.shape
+        if h * w < 2:
+            raise AdahError(
+                f"image attention needs a map with at least 2 positions, got {h}x{w}; "
+                "with a globally pooled backbone use model.mask_position='before_pool'"
+            )
         scores = self.score(maps).view(b, h * w)
         probs = torch.softmax(scores.float(), dim=1).view(b, 1, h, w)
         mask = threshold_ste(probs, 1.0 / (h * w)).to(maps.dtype)
