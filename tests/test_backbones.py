@@ -130,3 +130,27 @@ def test_checkpoint_rebuild_never_fetches_pretrained_weights(monkeypatch):
     assert calls == [None]
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_feature_vector_images_use_an_mlp_and_attention_over_dimensions():
+    from adah.config import Config
+    from adah.data.base import CrossModalData
+    from adah.train import complete_config
+
+    rng = np.random.default_rng(0)
+    labels = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 20)]
+    feats = CrossModalData(rng.normal(size=(20, 12)).astype(np.float32), rng.random((20, 7)).astype(np.float32), labels)
+    cfg = complete_config(Config().override({"model.image_backbone": "mlp", "model.image_fc_dims": [16, 10],
+                                             "model.text_hidden": [8]}), feats)
+    assert cfg.model.image_dim == 12 and cfg.model.text_dim == 7
+    model = build_model(cfg.model)
+    out = model.image(torch.from_numpy(feats.images[:4]))
+    assert out.mask.shape == (4, 10)  # attention over the 10 features E_I produces, alpha = 1/10
+    assert torch.equal(out.mask, (out.probs >= 0.1).float())
+    with pytest.raises(AdahError, match="image features must be"):
+        model.image(torch.zeros(2, 5))
+    with pytest.raises(AdahError, match="'mlp'"):
+        complete_config(Config(), feats)  # small_cnn on feature vectors
+    pixels = CrossModalData(np.zeros((20, 3, 32, 32), np.uint8), feats.texts, labels)
+    with pytest.raises(AdahError, match="pixels"):
+        complete_config(Config().override({"model.image_backbone": "mlp"}), pixels)

@@ -28,6 +28,7 @@ class ModelConfig:
     image_fc_dims: tuple[int, ...] = (512, 512)  # fc6, fc7 when the backbone brings none
     mask_position: str = "before_pool"  # image mask on the conv maps before or after pool5
     image_size: int = 0  # input side in pixels; 0: the backbone's default (set from the data)
+    image_dim: int = 0  # feature size when images are given as vectors (backbone "mlp"; set from the data)
     text_dim: int = 0
     text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
     dropout: float = 0.0

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from adah import metrics
 from adah.data.base import CrossModalData
 from adah.models import ADAH, binarize
+from adah.runtime import batch_tensors
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image", "image"), "t2t": ("text", "text")}
 
@@ -47,9 +48,7 @@ def encode(
     model.eval()
     images, texts = [], []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
-        idx = indices[start : start + batch_size]
-        img = torch.from_numpy(data.images[idx]).to(device)
-        txt = torch.from_numpy(np.asarray(data.texts[idx], dtype=np.float32)).to(device)
+        img, txt, _ = batch_tensors(data, indices[start : start + batch_size], device)
         images.append(binarize(model.encode_image(img)).cpu().numpy())
         texts.append(binarize(model.encode_text(txt)).cpu().numpy())
     model.train(was_training)

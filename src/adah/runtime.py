@@ -38,3 +38,12 @@ def seed_everything(seed: int) -> torch.Generator:
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when ``enabled``; a no-op context on the CPU."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def batch_tensors(data, rows, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``rows`` of a CrossModalData as tensors on ``device``: images as stored (uint8 pixels or
+    float features), texts and labels as float32."""
+    images = torch.from_numpy(np.ascontiguousarray(data.images[rows])).to(device)
+    texts = torch.from_numpy(np.asarray(data.texts[rows], dtype=np.float32)).to(device)
+    labels = torch.from_numpy(np.asarray(data.labels[rows], dtype=np.float32)).to(device)
+    return images, texts, labels

@@ -26,7 +26,7 @@ from adah.evaluate import encode, evaluate_codes
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
-from adah.runtime import autocast, resolve_device, seed_everything
+from adah.runtime import autocast, batch_tensors, resolve_device, seed_everything
 
 
 @dataclass
@@ -57,6 +57,16 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
         raise AdahError(f"model.text_dim is {model.text_dim} but the data's texts have {data.text_dim} columns")
     if data.images.ndim == 4 and not model.image_size:
         model = replace(model, image_size=int(data.images.shape[-1]))
+    if data.images.ndim == 2:  # precomputed image features
+        if model.image_backbone != "mlp":
+            raise AdahError(f"the data's images are {data.images.shape[1]}-d feature vectors; set "
+                            f"model.image_backbone to 'mlp' (got {model.image_backbone!r})")
+        if model.image_dim not in (0, data.images.shape[1]):
+            raise AdahError(f"model.image_dim is {model.image_dim} but the image features have "
+                            f"{data.images.shape[1]} columns")
+        model = replace(model, image_dim=int(data.images.shape[1]))
+    elif model.image_backbone == "mlp":
+        raise AdahError("model.image_backbone 'mlp' needs image feature vectors, but the data holds pixels")
     return replace(config, model=model).validate()
 
 
@@ -98,11 +108,7 @@ class Trainer:
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        d = self.data
-        images = torch.from_numpy(d.images[idx]).to(self.device)
-        texts = torch.from_numpy(np.asarray(d.texts[idx], dtype=np.float32)).to(self.device)
-        labels = torch.from_numpy(np.asarray(d.labels[idx], dtype=np.float32)).to(self.device)
-        return images, texts, labels
+        return batch_tensors(self.data, idx, self.device)
 
     def is_max_step(self, step: int) -> bool:
         tc = self.config.train

@@ -24,17 +24,23 @@ class BranchOutput(NamedTuple):
 
 class ImageBranch(nn.Module):
     """(B, 3, H, W) uint8 images -> BranchOutput. The mask sits on the conv maps before pool5
-    (``mask_position='before_pool'``, VGG-19 conv5_4 at 14x14) or after it."""
+    (``mask_position='before_pool'``, VGG-19 conv5_4 at 14x14) or after it. With a vector
+    backbone (``mlp``), (B, D) features -> BranchOutput with a (B, d) mask, like the text branch."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        kwargs = {"weights": cfg.image_weights, "fc_dims": tuple(cfg.image_fc_dims), "dropout": cfg.dropout}
+        kwargs = {"weights": cfg.image_weights, "fc_dims": tuple(cfg.image_fc_dims), "dropout": cfg.dropout,
+                  "input_dim": cfg.image_dim}
         if cfg.image_size:
             kwargs["image_size"] = cfg.image_size
         self.backbone = get_backbone(cfg.image_backbone, **kwargs)
         self.mask_after_pool = cfg.mask_position == "after_pool"
         c = self.backbone.out_channels
-        self.attention = SpatialAttention(c) if cfg.image_attention else NoAttention(spatial=True)
+        spatial = self.backbone.spatial
+        if cfg.image_attention:
+            self.attention = SpatialAttention(c) if spatial else FeatureAttention(c)
+        else:
+            self.attention = NoAttention(spatial=spatial)
         self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)
 
     def attend(self, images: torch.Tensor) -> AttentionOutput:

@@ -23,7 +23,12 @@ _BACKBONES: dict[str, Callable[..., "ImageBackbone"]] = {}
 
 class ImageBackbone(nn.Module):
     """features: (B, 3, S, S) normalised pixels -> (B, C, h, w) maps; pool: maps -> pooled maps;
-    fc: pooled maps -> (B, out_dim). ``preprocess`` turns uint8 pixels into the input it expects."""
+    fc: pooled maps -> (B, out_dim). ``preprocess`` turns uint8 pixels into the input it expects.
+
+    A vector backbone (``spatial = False``, e.g. ``mlp`` for precomputed features) maps
+    (B, D) features to (B, out_channels) and attention works over those dimensions."""
+
+    spatial = True
 
     def __init__(
         self,
@@ -52,7 +57,9 @@ class ImageBackbone(nn.Module):
 
 
 def register_backbone(name: str):
-    """Decorator adding a builder ``fn(*, weights, image_size, fc_dims, dropout)`` under ``name``."""
+    """Decorator adding a builder ``fn(*, weights, image_size, input_dim, fc_dims, dropout)``.
+
+    Pixel backbones ignore ``input_dim``; vector backbones ignore ``image_size``."""
 
     def wrap(fn):
         if name in _BACKBONES:
@@ -102,7 +109,8 @@ def _fc_stack(in_dim: int, dims: tuple[int, ...], dropout: float) -> nn.Sequenti
 
 @register_backbone("small_cnn")
 def small_cnn(
-    *, weights: str | None = None, image_size: int = 64, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0
+    *, weights: str | None = None, image_size: int = 64, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0,
+    input_dim: int = 0,
 ) -> ImageBackbone:
     """A small CNN for the demo and tests: 64x64 input -> 64 x 8 x 8 maps; pool5 is a global max.
 
@@ -133,9 +141,46 @@ def small_cnn(
     return backbone
 
 
+class VectorBackbone(ImageBackbone):
+    """For image inputs that are feature vectors (B, D) float: features is an MLP, no pool, no fc."""
+
+    spatial = False
+
+    def __init__(self, features: nn.Module, *, in_dim: int, out_dim: int) -> None:
+        nn.Module.__init__(self)
+        self.features, self.pool, self.fc = features, nn.Identity(), nn.Identity()
+        self.in_dim, self.out_channels, self.out_dim, self.input_size = in_dim, out_dim, out_dim, 0
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 2 or images.shape[1] != self.in_dim:
+            raise AdahError(f"image features must be (B, {self.in_dim}), got {tuple(images.shape)}")
+        return images.float()
+
+
+@register_backbone("mlp")
+def mlp(
+    *, weights: str | None = None, input_dim: int = 0, fc_dims: tuple[int, ...] = (512, 512), dropout: float = 0.0,
+    image_size: int = 0,
+) -> VectorBackbone:
+    """Image feature learning for precomputed feature vectors (e.g. Wiki's 128-d SIFT BoVW):
+    (B, input_dim) -> Linear + ReLU layers of sizes ``fc_dims`` -> (B, fc_dims[-1])."""
+    if input_dim <= 0:
+        raise AdahError(f"the mlp backbone needs the feature size (model.image_dim > 0), got {input_dim}")
+    layers: list[nn.Module] = []
+    d = input_dim
+    for h in fc_dims:
+        layers += [nn.Linear(d, h), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+        d = h
+    backbone = VectorBackbone(nn.Sequential(*layers), in_dim=input_dim, out_dim=d)
+    if weights is not None:
+        _load_state_file(backbone, weights, "mlp")
+    return backbone
+
+
 @register_backbone("vgg19")
 def vgg19(
-    *, weights: str | None = None, image_size: int = 224, fc_dims: tuple[int, ...] = (4096, 4096), dropout: float = 0.5
+    *, weights: str | None = None, image_size: int = 224, fc_dims: tuple[int, ...] = (4096, 4096), dropout: float = 0.5,
+    input_dim: int = 0,
 ) -> ImageBackbone:
     """VGG-19 as in the paper: features up to conv5_4 (+ReLU), 512 x 14 x 14 at 224 px; pool5;
     fc6 and fc7 from the classifier (4096-d). ``weights``: None, a torchvision
