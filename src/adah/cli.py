@@ -92,10 +92,12 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, min=2),
     lr: Optional[float] = typer.Option(None),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train a model; the best checkpoint by validation MAP is OUT/best.pt."""
     from adah.config import Config
+    from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
     from adah.train import train
 
@@ -106,7 +108,9 @@ def train_cmd(
     }).validate()
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
-    result = train(cfg, data, split, out)
+    if resume and (out / "split.json").is_file():
+        split = Split.load(out / "split.json", num_items=len(data))
+    result = train(cfg, data, split, out, resume=resume)
     typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
     typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 

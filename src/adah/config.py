@@ -96,12 +96,16 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA; ignored on the CPU
     eval_every: int = 1  # epochs between validation MAP evaluations (0: only at the end)
     max_batches_per_epoch: int = 0  # 0: full epoch; >0 caps it (smoke tests)
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    keep_checkpoints: int = 3  # resumable checkpoints kept in run_dir/checkpoints (newest)
     progress: bool = True
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "lr_step_epochs", "steps_min"):
             if getattr(self, name) <= 0:
                 raise AdahError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1 or self.checkpoint_every < 0:
+            raise AdahError("train.keep_checkpoints must be >= 1 and train.checkpoint_every >= 0")
         if self.steps_max < 0:
             raise AdahError(f"train.steps_max must be >= 0, got {self.steps_max}")
         if self.batch_size < 2:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.checkpoint import save_checkpoint
+from adah.checkpoint import load_checkpoint, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
@@ -96,6 +99,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.best_val_map, self.best_epoch = -math.inf, 0
+        self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
 
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
@@ -142,15 +146,17 @@ class Trainer:
         return {"adversarial_max": float(adv.detach())}
 
     # -- epochs ------------------------------------------------------------------------------
-    def _epoch_batches(self) -> list[np.ndarray]:
+    def _new_epoch_state(self) -> dict:
+        """Draw the epoch's batch order; the position and running sums make it resumable."""
+        order = torch.randperm(len(self.split.train), generator=self.data_gen).numpy()
+        return {"order": order, "pos": 0, "sums": {}, "counts": {}, "lr": self.opt_min.param_groups[0]["lr"]}
+
+    def _epoch_batches(self, order: np.ndarray) -> list[np.ndarray]:
         tc = self.config.train
         train = self.split.train
-        order = torch.randperm(len(train), generator=self.data_gen).numpy()
         bs = min(tc.batch_size, len(train))
         batches = [train[order[i : i + bs]] for i in range(0, len(train) - bs + 1, bs)]  # drop the remainder
-        if tc.max_batches_per_epoch:
-            batches = batches[: tc.max_batches_per_epoch]
-        return batches
+        return batches[: tc.max_batches_per_epoch] if tc.max_batches_per_epoch else batches
 
     def validate(self) -> dict[str, float]:
         """MAP of validation queries against the training rows (never the test queries)."""
@@ -162,37 +168,54 @@ class Trainer:
         return evaluate_codes(q, db, directions=("i2t", "t2i")).map
 
     def run_epoch(self) -> dict:
+        """Run (the rest of) one epoch; checkpoints every ``train.checkpoint_every`` steps."""
         tc = self.config.train
         self.model.train()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        batches = self._epoch_batches()
-        lr_used = self.opt_min.param_groups[0]["lr"]
-        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{tc.epochs}", disable=not tc.progress, leave=False)
-        for idx in bar:
-            batch = self._batch(idx)
+        if self.epoch_state is None:
+            self.epoch_state = self._new_epoch_state()
+        st = self.epoch_state
+        batches = self._epoch_batches(st["order"])
+        bar = tqdm(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+                   disable=not tc.progress, leave=False)
+        while st["pos"] < len(batches):
+            batch = self._batch(batches[st["pos"]])
             stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
             self.step += 1
+            st["pos"] += 1
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
+                st["sums"][k] = st["sums"].get(k, 0.0) + v
+                st["counts"][k] = st["counts"].get(k, 0) + 1
+            bar.update(1)
             if "objective" in stats:
                 bar.set_postfix(objective=f"{stats['objective']:.4f}")
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and st["pos"] < len(batches):
+                self.save_resumable()
+        bar.close()
         self.epoch += 1
         self._set_learning_rates()
-        record = {"epoch": self.epoch, "step": self.step, "lr": lr_used}
-        record.update({k: sums[k] / counts[k] for k in sums})
+        record = {"epoch": self.epoch, "step": self.step, "lr": st["lr"]}
+        record.update({k: st["sums"][k] / st["counts"][k] for k in st["sums"]})
+        self.epoch_state = None
         return record
 
-    def fit(self) -> TrainResult:
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``train.epochs``; with ``resume`` continue from the newest checkpoint in
+        ``run_dir/checkpoints`` (same config required), giving exactly the uninterrupted result."""
         tc = self.config.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
-        self.split.save(self.run_dir / "split.json")
-        log_path = self.run_dir / "metrics.jsonl"
-        log_path.write_text("")
-        best_state = None
-        for _ in range(tc.epochs):
+        existing = list_checkpoints(self.run_dir)
+        if resume and existing:
+            self.load_resumable(existing[-1])
+            if tc.progress:
+                tqdm.write(f"resuming from {existing[-1]} (epoch {self.epoch}, step {self.step})")
+        elif existing:
+            raise AdahError(f"{self.run_dir} already holds checkpoints of a run; pass --resume to continue it "
+                            "or choose another output folder")
+        else:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
+            self.split.save(self.run_dir / "split.json")
+            atomic_write_text(self.run_dir / "metrics.jsonl", "")
+        while self.epoch < tc.epochs:
             t0 = time.perf_counter()
             record = self.run_epoch()
             last = self.epoch == tc.epochs
@@ -200,34 +223,115 @@ class Trainer:
                 val = self.validate()
                 record.update({f"val_map_{k}": v for k, v in val.items()})
                 if val:
-                    score = float(np.mean(list(val.values())))
-                    record["val_map"] = score
+                    record["val_map"] = score = float(np.mean(list(val.values())))
                     if score > self.best_val_map:
                         self.best_val_map, self.best_epoch = score, self.epoch
-                        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                        self._save("best.pt", record)
+                        self._save_model("best.pt", record)
             record["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(record)
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            self._append_log(record)
             if tc.progress:
                 tqdm.write(_format_record(record))
-            self._save("last.pt", record)
-        if best_state is None:  # no validation rows: the last epoch is the model
+            self.save_resumable()
+        if not math.isfinite(self.best_val_map):  # no validation rows: the last epoch is the model
             self.best_epoch, self.best_val_map = self.epoch, float("nan")
-            self._save("best.pt", self.history[-1])
-        else:
-            self.model.load_state_dict(best_state)
+            self._save_model("best.pt", self.history[-1] if self.history else {})
+        self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
         self.model.eval()
         return TrainResult(self.run_dir, self.model, self.best_epoch, self.best_val_map, self.history)
 
-    def _save(self, name: str, record: dict) -> None:
+    def _append_log(self, record: dict) -> None:
+        """Rewrite metrics.jsonl from the history (atomic), so a resumed run never duplicates lines."""
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save_model(self, name: str, record: dict) -> None:
+        save_checkpoint(self.run_dir / name, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
+                        split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint, metrics=record)
+
+    def save_resumable(self) -> Path:
+        """Everything needed to continue exactly: weights, both optimizers, counters, the epoch's
+        order and position, every RNG state, the best score so far. Keeps the newest
+        ``train.keep_checkpoints`` files and points ``last.pt`` at the newest."""
+        path = self.run_dir / "checkpoints" / f"step-{self.step:09d}.pt"
         save_checkpoint(
-            self.run_dir / name, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
+            path, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
             optimizer_min=self.opt_min.state_dict(),
             optimizer_max=self.opt_max.state_dict() if self.opt_max else None,
-            split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint, metrics=record,
+            epoch_state=self.epoch_state, rng=capture_rng(self.data_gen), history=self.history,
+            best_val_map=self.best_val_map, best_epoch=self.best_epoch,
+            split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
+            metrics=self.history[-1] if self.history else {},
         )
+        link_atomically(path, self.run_dir / "last.pt")
+        for old in list_checkpoints(self.run_dir)[: -self.config.train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_resumable(self, path: Path) -> None:
+        payload = load_checkpoint(path)
+        check_resume_config(Config.from_dict(payload["config"], source=str(path)), self.config, path)
+        if payload.get("split_sha256") != self.split.digest():
+            raise AdahError(f"{path}: the checkpoint was trained on another split (split.json differs)")
+        if payload.get("data_fingerprint") != self.data_fingerprint:
+            raise AdahError(f"{path}: the checkpoint was trained on different data")
+        self.model.load_state_dict(payload["model"])
+        self.opt_min.load_state_dict(payload["optimizer_min"])
+        if self.opt_max is not None:
+            self.opt_max.load_state_dict(payload["optimizer_max"])
+        self.epoch, self.step = payload["epoch"], payload["step"]
+        self.epoch_state = payload["epoch_state"]
+        self.history = payload["history"]
+        self.best_val_map, self.best_epoch = payload["best_val_map"], payload["best_epoch"]
+        restore_rng(payload["rng"], self.data_gen)
+        self._set_learning_rates()  # the rate of the epoch in progress follows from completed epochs
+
+
+# config fields that may change between a run and its resumption
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.eval_every",
+                     "train.checkpoint_every", "train.keep_checkpoints"}
+
+
+def check_resume_config(saved: Config, current: Config, path: Path) -> None:
+    """Refuse to resume when anything but RESUMABLE_CHANGES differs; name the differing keys."""
+    a, b = saved.to_dict(), current.to_dict()
+    diff = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a for k in a[sec]
+            if a[sec][k] != b[sec].get(k) and f"{sec}.{k}" not in RESUMABLE_CHANGES]
+    if diff:
+        raise AdahError(f"{path}: checkpoint config differs from this run's: {'; '.join(diff)}")
+
+
+def capture_rng(data_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "data": data_gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, data_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    data_gen.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Resumable checkpoints of a run, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+
+
+def link_atomically(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` (a hard link, else a copy), replacing it atomically."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _format_record(r: dict) -> str:
@@ -242,6 +346,9 @@ def _format_record(r: dict) -> str:
     return " | ".join(parts)
 
 
-def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path) -> TrainResult:
-    """Train ADAH (or the variant ``config.model.attention`` names) and return the best model."""
-    return Trainer(config, data, split, run_dir).fit()
+def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
+          resume: bool = False) -> TrainResult:
+    """Train ADAH (or the variant ``config.model.attention`` names) and return the best model.
+
+    ``resume=True`` continues the run in ``run_dir`` from its newest checkpoint."""
+    return Trainer(config, data, split, run_dir).fit(resume=resume)
