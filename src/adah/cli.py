@@ -115,6 +115,28 @@ def train_cmd(
     typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
 
+@app.command()
+@_friendly_errors
+def ablation(
+    config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
+    out: Path = typer.Option(Path("runs/ablation"), help="One run folder per variant, and ablation.json."),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
+    from adah.ablation import run_ablation
+    from adah.config import Config
+    from adah.evaluate import format_map_table
+
+    cfg = Config.load(config).override({"train.epochs": epochs, "train.progress": False if quiet else None,
+                                        **_parse_sets(set_)}).validate()
+    reports = run_ablation(cfg, out)
+    typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
+    typer.echo(format_map_table(reports, ("i2t", "t2i")))
+    typer.echo(f"\nwrote {out / 'ablation.json'}")
+
+
 @app.command("eval")
 @_friendly_errors
 def eval_cmd(

@@ -14,7 +14,7 @@ import torch
 from adah.config import Config
 from adah.data.registry import make_split
 from adah.data.scenes import ScenesConfig, make_scenes_with_masks
-from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes
+from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, format_map_table
 from adah.fileio import atomic_write_text
 from adah.plots import plot_attention_grid, plot_pr_curves
 from adah.train import train
@@ -60,14 +60,6 @@ def attention_on_objects(masks: np.ndarray, object_masks: np.ndarray) -> dict[st
     }
 
 
-def format_table(reports: dict[str, RetrievalReport], directions=DIRECTIONS) -> str:
-    head = f"{'method':<22}" + "".join(f"{d.replace('2', '->').upper():>9}" for d in directions)
-    lines = [head, "-" * len(head)]
-    for name, rep in reports.items():
-        lines.append(f"{name:<22}" + "".join(f"{rep.map.get(d, float('nan')):>9.4f}" for d in directions))
-    return "\n".join(lines)
-
-
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0,
              num_items: int | None = None, progress: bool = True) -> DemoResult:
     out = Path(out_dir)
@@ -92,7 +84,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
         reports[name] = evaluate_codes(q, db, directions=DIRECTIONS, topk=500, pr_curves=True)
     reports["random codes"] = random_codes_report(data.labels[split.query], data.labels[split.retrieval],
                                                   cfg.model.bits, seed)
-    table = format_table(reports)
+    table = format_map_table(reports, DIRECTIONS)
 
     pr_png = plot_pr_curves({k: r.pr for k, r in reports.items() if r.pr}, out / "pr_curves.png",
                             title=f"scenes, {cfg.model.bits} bits")

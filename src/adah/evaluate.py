@@ -95,3 +95,12 @@ def evaluate_codes(
             radius, precision, recall = metrics.pr_curve_by_radius(*args)
             report.pr[name] = {"radius": radius.tolist(), "precision": precision.tolist(), "recall": recall.tolist()}
     return report
+
+
+def format_map_table(reports: dict[str, RetrievalReport], directions: tuple[str, ...] = ("i2t", "t2i")) -> str:
+    """A fixed-width text table: one row per method, one MAP column per direction."""
+    head = f"{'method':<22}" + "".join(f"{d.replace('2', '->').upper():>9}" for d in directions)
+    lines = [head, "-" * len(head)]
+    for name, rep in reports.items():
+        lines.append(f"{name:<22}" + "".join(f"{rep.map.get(d, float('nan')):>9.4f}" for d in directions))
+    return "\n".join(lines)
