@@ -2,9 +2,10 @@
 
 A :class:`CrossModalData` holds N aligned items: ``images`` (N, 3, H, W) uint8 pixels or
 (N, D) float32 feature vectors, ``texts`` (N, V) float32 bag-of-words, ``labels`` (N, C)
-uint8 multi-hot. A :class:`Split` names which rows are queries, the retrieval set, the
-training set and the validation set (carved from training) so every method is compared on
-the same indices.
+uint8 multi-hot. ``images`` may also be a :class:`~adah.data.lazy.LazyImages` (pixels read from
+disk when indexed) or ``None`` for a text-and-labels-only load (``has_images`` is then False).
+A :class:`Split` names which rows are queries, the retrieval set, the training set and the
+validation set (carved from training) so every method is compared on the same indices.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adah.data.lazy import LazyImages
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
 
@@ -25,11 +27,12 @@ from adah.fileio import atomic_write_text
 class CrossModalData:
     """N aligned image-text pairs with multi-hot labels.
 
-    images: (N, 3, H, W) uint8 or (N, D) float32; texts: (N, V) float32 bag-of-words;
-    labels: (N, C) uint8 in {0, 1}; vocabulary: V tag strings; label_names: C strings.
+    images: (N, 3, H, W) uint8 or (N, D) float32, a LazyImages, or None (text and labels only);
+    texts: (N, V) float32 bag-of-words; labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
+    strings; label_names: C strings.
     """
 
-    images: np.ndarray
+    images: np.ndarray | LazyImages | None
     texts: np.ndarray
     labels: np.ndarray
     vocabulary: list[str] = field(default_factory=list)
@@ -43,6 +46,10 @@ class CrossModalData:
         return int(self.labels.shape[0])
 
     @property
+    def has_images(self) -> bool:
+        return self.images is not None
+
+    @property
     def text_dim(self) -> int:
         return int(self.texts.shape[1])
 
@@ -54,17 +61,27 @@ class CrossModalData:
         """sha256 over shapes and contents (first 16 hex digits); identifies the data in runs."""
         h = hashlib.sha256()
         for arr in (self.images, self.texts, self.labels):
+            if arr is None:
+                h.update(b"no images")
+                continue
             h.update(str((arr.shape, arr.dtype.str)).encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
+            if isinstance(arr, LazyImages):  # a sample of rows, not gigabytes of pixels
+                h.update(arr.content_digest().encode())
+            else:
+                h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
 
 
 def validate_arrays(images, texts, labels, source: str = "data") -> None:
-    """Raise AdahError naming the field, expected and found shape when arrays don't fit."""
-    for field_name, arr in (("images", images), ("texts", texts), ("labels", labels)):
+    """Raise AdahError naming the field, expected and found shape when arrays don't fit.
+
+    ``images`` may be None (text and labels only) or a LazyImages (checked by shape only)."""
+    if not isinstance(images, (np.ndarray, LazyImages)) and images is not None:
+        raise AdahError(f"{source}: field 'images' must be a numpy array, got {type(images).__name__}")
+    for field_name, arr in (("texts", texts), ("labels", labels)):
         if not isinstance(arr, np.ndarray):
             raise AdahError(f"{source}: field '{field_name}' must be a numpy array, got {type(arr).__name__}")
-    if images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[1] != 3):
+    if images is not None and (images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[1] != 3)):
         raise AdahError(
             f"{source}: field 'images' must be (N, 3, H, W) pixels or (N, D) features, found shape {images.shape}"
         )
@@ -74,14 +91,14 @@ def validate_arrays(images, texts, labels, source: str = "data") -> None:
         raise AdahError(f"{source}: field 'labels' must be (N, C) multi-hot, found shape {labels.shape}")
     n = labels.shape[0]
     for field_name, arr in (("images", images), ("texts", texts)):
-        if arr.shape[0] != n:
+        if arr is not None and arr.shape[0] != n:
             raise AdahError(
                 f"{source}: field '{field_name}' has {arr.shape[0]} rows but 'labels' has {n}; they must be aligned"
             )
     if not np.isin(labels, (0, 1)).all():
         raise AdahError(f"{source}: field 'labels' must hold only 0 and 1")
     for field_name, arr in (("images", images), ("texts", texts)):
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if isinstance(arr, np.ndarray) and arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise AdahError(f"{source}: field '{field_name}' contains NaN or infinite values")
 
 

@@ -1,0 +1,413 @@
+"""A plain folder format for one's own image-text data.
+
+A list file, one item a row, beside (or above) the images:
+
+* JSONL (``.jsonl``): one JSON object a line, e.g.
+  ``{"image": "images/1.jpg", "text": "a dog on a sofa", "labels": ["dog", "sofa"], "split": "train"}``;
+  ``labels`` is a list of names (or one name).
+* CSV / TSV (``.csv``, ``.tsv``) with a header row: the labels column holds names separated by
+  ``label_sep`` (default ``;``).
+
+Image paths are relative to the list file's folder (absolute paths work too). Field names are
+options (``image_field``, ``text_field``, ``labels_field``, ``split_field``), so e.g.
+``coco_mini/items.jsonl`` reads as it is. Images are decoded with PIL, converted to RGB and
+resized to ``image_size`` (stretched, or ``resize="center_crop"``), either per batch
+(``load_images="lazy"``, a :class:`FileImages`) or all at once (``"eager"``, small sets).
+Texts become a bag-of-words over a :class:`~adah.data.vocab.Vocabulary` built from all items
+(``tokenizer``, ``ngram``, ``min_count``, ``max_size``) or loaded from a JSON file
+(``vocabulary``). Labels become multi-hot columns over ``label_names`` (default: the names
+seen, sorted).
+
+An optional ``split`` column gives the protocol split (see :func:`split_from_column`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adah.data.base import CrossModalData, Split
+from adah.data.dcmh import MODALITIES, ON_EMPTY
+from adah.data.lazy import LazyImages
+from adah.data.vocab import Vocabulary
+from adah.errors import AdahError
+
+LIST_FILE_NAMES = ("items.jsonl", "items.csv", "items.tsv")
+RESIZE_MODES = ("stretch", "center_crop")
+#: split column value -> role; extend or override with the ``split_map`` option
+SPLIT_ROLES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "query", "query": "query",
+    "retrieval": "retrieval", "database": "retrieval", "db": "retrieval",
+}
+ROLES = ("query", "train", "val", "retrieval")
+
+
+@dataclass
+class Item:
+    line: int  # 1-based line of the list file (for error messages)
+    image: str | None
+    text: str
+    labels: list[str]
+    split: str | None
+
+
+@dataclass
+class FolderDataset:
+    """What :func:`read_folder` returns: the data, the vocabulary that made its BoW (save it
+    with a model to encode new text), the split column (None when the file has none) and the
+    list file."""
+
+    data: CrossModalData
+    vocabulary: Vocabulary
+    splits: list[str] | None
+    list_file: Path
+
+
+# --------------------------------------------------------------------------- list file
+def find_list_file(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a file, else the first of :data:`LIST_FILE_NAMES` inside it."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in LIST_FILE_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise AdahError(f"no list file in {path}: looked for {', '.join(LIST_FILE_NAMES)}")
+    raise AdahError(f"list file not found: {path}")
+
+
+def read_list_file(
+    path: str | os.PathLike,
+    *,
+    image_field: str | None = "image",
+    text_field: str = "text",
+    labels_field: str = "labels",
+    split_field: str | None = "split",
+    label_sep: str = ";",
+    delimiter: str | None = None,
+) -> list[Item]:
+    """Parse a JSONL / CSV / TSV list file into :class:`Item` rows (no images opened).
+
+    ``image_field=None`` skips images; the split field is optional (None where absent, but it
+    must then be absent from every row)."""
+    path = find_list_file(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = _jsonl_rows(path)
+    elif suffix in (".csv", ".tsv", ".txt"):
+        rows = _csv_rows(path, delimiter or ("\t" if suffix == ".tsv" else ","))
+    else:
+        raise AdahError(f"{path}: unknown list file type {suffix!r}; use .jsonl, .csv or .tsv")
+    if not rows:
+        raise AdahError(f"{path}: no items")
+    items = []
+    for line, row in rows:
+        where = f"{path}: line {line}"
+        required = [f for f in (image_field, text_field, labels_field) if f]
+        missing = [f for f in required if f not in row]
+        if missing:
+            raise AdahError(f"{where}: missing field(s) {missing}; fields found: {sorted(row)}")
+        text = row[text_field]
+        if isinstance(text, list) and all(isinstance(t, str) for t in text):
+            text = " ".join(text)
+        if not isinstance(text, str):
+            raise AdahError(f"{where}: field '{text_field}' must be a string, got {type(text).__name__}")
+        image = None
+        if image_field:
+            image = row[image_field]
+            if not isinstance(image, str) or not image:
+                raise AdahError(f"{where}: field '{image_field}' must be a non-empty image path, got {image!r}")
+        items.append(Item(line, image, text, _labels_of(row[labels_field], where, labels_field, label_sep),
+                          _split_of(row, split_field, where)))
+    if split_field:
+        have = [it.split is not None for it in items]
+        if any(have) and not all(have):
+            first = items[have.index(False)].line
+            raise AdahError(f"{path}: field '{split_field}' is set on some rows but not on line {first}; "
+                            "set it on every row or on none")
+    return items
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise AdahError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise AdahError(f"{path}: line {line}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((line, obj))
+    return rows
+
+
+def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, dict]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if not reader.fieldnames:
+            raise AdahError(f"{path}: empty file; expected a header row")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise AdahError(f"{path}: line {reader.line_num}: more values than header columns {reader.fieldnames}")
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            rows.append((reader.line_num, {k: v for k, v in row.items() if v is not None}))
+    return rows
+
+
+def _labels_of(value, where: str, field: str, sep: str) -> list[str]:
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(sep)] if sep else [value.strip()]
+    elif isinstance(value, list):
+        names = [str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else None for v in value]
+        if None in names:
+            raise AdahError(f"{where}: field '{field}' must be a list of label names, got {value!r}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        names = [str(value)]
+    else:
+        raise AdahError(f"{where}: field '{field}' must be a label name or a list of them, got {value!r}")
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _split_of(row: dict, split_field: str | None, where: str) -> str | None:
+    if not split_field or split_field not in row:
+        return None
+    value = row[split_field]
+    if not isinstance(value, str) or not value.strip():
+        raise AdahError(f"{where}: field '{split_field}' must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _natural(name: str):
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+# --------------------------------------------------------------------------- images
+class FileImages(LazyImages):
+    """Image files decoded on demand: (k, 3, S, S) uint8 RGB, resized to ``size``.
+
+    paths: one file per row; lines: the list-file line of each row (for error messages);
+    base: the folder the paths are relative to (their identity in the fingerprint)."""
+
+    def __init__(self, paths: list[Path], lines: list[int], list_file: Path, size: int = 224,
+                 resize: str = "stretch") -> None:
+        if not isinstance(size, int) or size < 8:
+            raise AdahError(f"image_size must be an integer >= 8, got {size!r}")
+        if resize not in RESIZE_MODES:
+            raise AdahError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        if len(paths) != len(lines):
+            raise AdahError("FileImages: one line number per path is needed")
+        self.paths = [Path(p) for p in paths]
+        self.lines = list(lines)
+        self.list_file = Path(list_file)
+        self.size = size
+        self.resize = resize
+        self._shape = (len(self.paths), 3, size, size)
+
+    def __repr__(self) -> str:
+        return f"FileImages({len(self)} files from {str(self.list_file)!r}, size={self.size})"
+
+    def load_one(self, row: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.paths[row]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if self.resize == "center_crop":
+                    w, h = im.size
+                    s = self.size / min(w, h)
+                    im = im.resize((max(self.size, round(w * s)), max(self.size, round(h * s))),
+                                   Image.Resampling.BILINEAR)
+                    left, top = (im.size[0] - self.size) // 2, (im.size[1] - self.size) // 2
+                    im = im.crop((left, top, left + self.size, top + self.size))
+                else:
+                    im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise AdahError(f"{self.list_file}: line {self.lines[row]}: cannot read image {path} ({exc})") from None
+        return arr.transpose(2, 0, 1)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), 3, self.size, self.size), dtype=np.uint8)
+        for k, row in enumerate(rows):
+            out[k] = self.load_one(int(row))
+        return out
+
+    def _identity(self) -> bytes:
+        base = self.list_file.parent
+        names = []
+        for p in self.paths:
+            try:
+                rel = p.relative_to(base)
+            except ValueError:
+                rel = p
+            names.append(f"{rel.as_posix()}:{p.stat().st_size if p.exists() else -1}")
+        return f"files:{self.size}:{self.resize}:".encode() + "\n".join(names).encode()
+
+
+# --------------------------------------------------------------------------- reader
+def read_folder(
+    path: str | os.PathLike,
+    *,
+    modalities: str = "both",
+    image_field: str = "image",
+    text_field: str = "text",
+    labels_field: str = "labels",
+    split_field: str | None = "split",
+    label_sep: str = ";",
+    delimiter: str | None = None,
+    label_names: list[str] | None = None,
+    image_size: int = 224,
+    resize: str = "stretch",
+    load_images: str = "lazy",
+    tokenizer: str = "words",
+    ngram: list[int] | None = None,
+    min_count: int = 1,
+    max_size: int = 0,
+    binary: bool = True,
+    vocabulary: str | os.PathLike | Vocabulary | None = None,
+    on_empty: str = "error",
+    name: str = "folder",
+) -> FolderDataset:
+    """Read a list file (or a folder holding ``items.jsonl`` / ``items.csv`` / ``items.tsv``).
+
+    Every image file must exist (checked now, naming file and line); with
+    ``load_images="eager"`` all are decoded now, with ``"lazy"`` when indexed (an unreadable
+    file then raises at that point, naming file and line). ``modalities="text"`` skips images
+    (``data.images`` is None). ``vocabulary``: a Vocabulary, or a saved JSON one (relative to
+    the list file's folder), used instead of building one. on_empty: items with no label, or
+    whose text has no vocabulary token, raise (``"error"``) or are kept with all-zero rows and
+    a warning (``"warn"``).
+    """
+    if modalities not in MODALITIES:
+        raise AdahError(f"folder: options.modalities must be one of {MODALITIES}, got {modalities!r}")
+    if load_images not in ("lazy", "eager"):
+        raise AdahError(f"folder: options.load_images must be 'lazy' or 'eager', got {load_images!r}")
+    if on_empty not in ON_EMPTY:
+        raise AdahError(f"folder: options.on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
+    list_file = find_list_file(path)
+    items = read_list_file(
+        list_file, image_field=image_field if modalities == "both" else None, text_field=text_field,
+        labels_field=labels_field, split_field=split_field, label_sep=label_sep, delimiter=delimiter,
+    )
+    texts_raw = [it.text for it in items]
+
+    # labels -> multi-hot
+    if label_names is None:
+        names = sorted({n for it in items for n in it.labels}, key=_natural)
+    else:
+        if not isinstance(label_names, (list, tuple)) or not all(isinstance(n, str) for n in label_names):
+            raise AdahError(f"folder: options.label_names must be a list of strings, got {label_names!r}")
+        names = list(dict.fromkeys(label_names))
+    col = {n: i for i, n in enumerate(names)}
+    labels = np.zeros((len(items), len(names)), dtype=np.uint8)
+    for r, it in enumerate(items):
+        for n in it.labels:
+            if n not in col:
+                raise AdahError(f"{list_file}: line {it.line}: label {n!r} is not in options.label_names")
+            labels[r, col[n]] = 1
+    unlabelled = [it.line for it in items if not it.labels]
+    if unlabelled:
+        msg = (f"{list_file}: field '{labels_field}': {len(unlabelled)} items have no label, "
+               f"first on lines {unlabelled[:5]}")
+        if on_empty == "error":
+            raise AdahError(msg + "; every item needs at least one label (or set options.on_empty='warn')")
+        warnings.warn(msg + "; kept with all-zero label rows", stacklevel=2)
+
+    # texts -> bag-of-words
+    if isinstance(vocabulary, Vocabulary):
+        vocab = vocabulary
+    elif vocabulary:
+        vpath = Path(vocabulary)
+        vocab = Vocabulary.load(vpath if vpath.is_absolute() else list_file.parent / vpath)
+    else:
+        vocab = Vocabulary.build(texts_raw, tokenizer=tokenizer, ngram=ngram, min_count=min_count,
+                                 max_size=max_size, binary=binary)
+    texts = vocab.encode(texts_raw)
+    empty = np.flatnonzero(~texts.any(axis=1))
+    if empty.size:
+        lines = [items[i].line for i in empty[:5]]
+        msg = (f"{list_file}: field '{text_field}': {empty.size} items have no token of the vocabulary "
+               f"({len(vocab)} tokens), first on lines {lines}")
+        if on_empty == "error":
+            raise AdahError(msg + "; lower options.min_count or set options.on_empty='warn' to keep them")
+        warnings.warn(msg + "; kept with all-zero bag-of-words rows", stacklevel=2)
+
+    images = None
+    if modalities == "both":
+        base = list_file.parent
+        paths = [Path(it.image) if Path(it.image).is_absolute() else base / it.image for it in items]
+        for p, it in zip(paths, items):
+            if not p.is_file():
+                raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
+        images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize)
+        if load_images == "eager":
+            images = images.to_numpy()
+    splits = [it.split for it in items] if items[0].split is not None else None
+    data = CrossModalData(images, texts, labels, vocabulary=list(vocab.tokens), label_names=names, name=name)
+    return FolderDataset(data=data, vocabulary=vocab, splits=splits, list_file=list_file)
+
+
+def read_split_column(path: str | os.PathLike, *, split_field: str = "split", **fields) -> list[str] | None:
+    """The split column of a list file (None when it has none); no images or texts are processed."""
+    items = read_list_file(path, image_field=None, split_field=split_field, **fields)
+    return [it.split for it in items] if items[0].split is not None else None
+
+
+def split_from_column(
+    values: list[str],
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    split_map: dict[str, str] | None = None,
+    source: str = "split column",
+) -> Split:
+    """A Split from per-row split names mapped to roles (:data:`SPLIT_ROLES`, updated by
+    ``split_map``): ``query`` rows are the test queries; ``train``, ``val`` and ``retrieval``
+    rows together form the retrieval set; ``train`` rows are the training set; validation rows
+    are the ``val`` rows when there are any, else ``val_fraction`` of the training rows drawn
+    with ``seed``."""
+    roles_map = dict(SPLIT_ROLES)
+    for key, role in (split_map or {}).items():
+        if role not in ROLES:
+            raise AdahError(f"{source}: options.split_map maps {key!r} to {role!r}; roles are {ROLES}")
+        roles_map[str(key)] = role
+    unknown = sorted({v for v in values if v not in roles_map})
+    if unknown:
+        raise AdahError(f"{source}: split values {unknown} have no role; map them with options.split_map "
+                        f"(value -> one of {ROLES})")
+    roles = np.array([roles_map[v] for v in values])
+    rows = {r: np.flatnonzero(roles == r).astype(np.int64) for r in ROLES}
+    found = sorted(set(values))
+    if rows["query"].size == 0:
+        raise AdahError(f"{source}: no query rows (values found: {found}); map a value to 'query' with "
+                        "options.split_map, e.g. {\"val\": \"query\"}, or set options.use_split_column=false")
+    if rows["train"].size < 2:
+        raise AdahError(f"{source}: {rows['train'].size} training rows (values found: {found}); at least 2 are needed")
+    if not 0.0 <= val_fraction < 1.0:
+        raise AdahError(f"split: val_fraction must be in [0, 1), got {val_fraction}")
+    train, val = rows["train"], rows["val"]
+    if val.size == 0:
+        num_val = int(round(train.size * val_fraction))
+        if train.size - num_val < 2:
+            raise AdahError(f"{source}: val_fraction={val_fraction} leaves {train.size - num_val} training rows; "
+                            "at least 2 are needed")
+        rng = np.random.default_rng(seed)
+        val = np.sort(rng.choice(train, size=num_val, replace=False))
+        train = np.setdiff1d(train, val)
+    retrieval = np.sort(np.concatenate([rows["train"], rows["val"], rows["retrieval"]]))
+    return Split(query=rows["query"], retrieval=retrieval, train=np.sort(train), val=np.sort(val), seed=seed)
