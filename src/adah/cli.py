@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -111,8 +112,9 @@ def train_cmd(
     if resume and (out / "split.json").is_file():
         split = Split.load(out / "split.json", num_items=len(data))
     result = train(cfg, data, split, out, resume=resume)
-    typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
-    typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
+        typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
 
 @app.command()

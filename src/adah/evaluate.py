@@ -57,6 +57,18 @@ def encode(
     return Codes(cat(images), cat(texts), np.asarray(data.labels[indices]))
 
 
+def encode_sharded(model: ADAH, data: CrossModalData, indices: np.ndarray, ctx, **kw) -> Codes:
+    """``encode`` split over the processes of a data-parallel run (``ctx``: a DistContext), each
+    encoding a contiguous share, gathered in order; plain ``encode`` in a single process."""
+    if not ctx.enabled:
+        return encode(model, data, indices, **kw)
+    parts = np.array_split(np.asarray(indices), ctx.world_size)
+    local = encode(model, data, parts[ctx.rank], **kw)
+    sizes = [len(p) for p in parts]
+    return Codes(ctx.gather_rows(local.image, sizes), ctx.gather_rows(local.text, sizes),
+                 np.asarray(data.labels[indices]))
+
+
 @dataclass
 class RetrievalReport:
     """MAP per direction over the whole database, optional top-K MAP, and PR curves by radius."""

@@ -11,6 +11,7 @@ For a query i, a positive j (shares a label: S(i,j)=1) and a negative k (S(i,k)=
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -46,12 +47,15 @@ def triplet_ranking_loss(
     margin: float,
     distance: str = "euclidean",
     reduction: str = "mean",
+    sum_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scalar triplet ranking loss over all (i, j, k) with S(i,j)=1 and S(i,k)=0.
 
     query_codes (Na, q), db_codes (Nb, q), labels (Na, C), (Nb, C). ``reduction``: ``mean`` over
     valid triplets, ``mean_nonzero`` over triplets with a positive loss, or ``sum``. Zero (with a
-    graph) when the batch has no valid triplet."""
+    graph) when the batch has no valid triplet. ``sum_counts`` (data-parallel training) adds the
+    triplet count over processes that each hold a share of the queries, so the processes'
+    losses add up to the loss of the whole batch."""
     sim = label_similarity(query_labels, db_labels)
     valid = sim.unsqueeze(2) & ~sim.unsqueeze(1)  # (Na, Nb_pos, Nb_neg)
     dist = code_distance(query_codes, db_codes, distance)
@@ -62,6 +66,8 @@ def triplet_ranking_loss(
         count = (per_triplet > 0).sum()
     else:
         count = valid.sum()
+    if sum_counts is not None:
+        count = sum_counts(count)
     return per_triplet.sum() / count.clamp_min(1)
 
 
@@ -73,26 +79,31 @@ def adah_objective(
     *,
     adversarial: tuple[str, ...] = ADV_TERMS,
     detach_queries_of_adversarial: bool = False,
+    database: tuple[BranchOutput, BranchOutput, torch.Tensor] | None = None,
+    sum_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every term by name, for one batch of paired items with (B, C) labels.
 
     ``adversarial`` names the adversarial terms in use (T->I_hat needs image attention, I->T_hat
     text attention). ``detach_queries_of_adversarial`` stops gradients through the query codes of
-    those terms (the G step then acts only through the unattended codes)."""
-    kw = {"margin": cfg.margin, "distance": cfg.distance, "reduction": cfg.reduction}
+    those terms (the G step then acts only through the unattended codes). ``database`` (image,
+    text, labels) is what the queries rank against, the batch itself by default; data-parallel
+    training passes the codes gathered from every process, with ``sum_counts``."""
+    db_image, db_text, db_labels = database if database is not None else (image, text, labels)
+    kw = {"margin": cfg.margin, "distance": cfg.distance, "reduction": cfg.reduction, "sum_counts": sum_counts}
     pairs = {
-        "t2i": (text.codes, image.codes),
-        "i2t": (image.codes, text.codes),
-        "i2i": (image.codes, image.codes),
-        "t2t": (text.codes, text.codes),
+        "t2i": (text.codes, db_image.codes),
+        "i2t": (image.codes, db_text.codes),
+        "i2i": (image.codes, db_image.codes),
+        "t2t": (text.codes, db_text.codes),
     }
-    terms = {name: triplet_ranking_loss(q, d, labels, labels, **kw) for name, (q, d) in pairs.items()}
-    adv_pairs = {"t2i_hat": (text.codes, image.codes_hat), "i2t_hat": (image.codes, text.codes_hat)}
+    terms = {name: triplet_ranking_loss(q, d, labels, db_labels, **kw) for name, (q, d) in pairs.items()}
+    adv_pairs = {"t2i_hat": (text.codes, db_image.codes_hat), "i2t_hat": (image.codes, db_text.codes_hat)}
     for name in adversarial:
         q, d = adv_pairs[name]
         if detach_queries_of_adversarial:
             q = q.detach()
-        terms[name] = triplet_ranking_loss(q, d, labels, labels, **kw)
+        terms[name] = triplet_ranking_loss(q, d, labels, db_labels, **kw)
     return terms
 
 

@@ -25,7 +25,8 @@ from adah.checkpoint import load_checkpoint, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
-from adah.evaluate import encode, evaluate_codes
+from adah.distributed import DistContext, wrap_model
+from adah.evaluate import encode_sharded, evaluate_codes
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
@@ -85,8 +86,14 @@ class Trainer:
         if len(split.train) < 2:
             raise AdahError(f"the training split has {len(split.train)} rows; at least 2 are needed")
         self.device = resolve_device(tc.device)
+        self.dist = DistContext.from_env(use_cuda=self.device.type == "cuda")
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if tc.batch_size % self.dist.world_size:
+            raise AdahError(f"train.batch_size {tc.batch_size} must be divisible by {self.dist.world_size} processes")
         self.data_gen = seed_everything(tc.seed)
         self.model = build_model(self.config.model).to(self.device)
+        self.net = wrap_model(self.model, self.dist, self.device)  # DDP when run by torchrun
         self.adv_terms = adversarial_terms(self.config)
         self.min_params = self.model.hashing_parameters()
         self.opt_min = torch.optim.Adam(self.min_params, lr=tc.lr, betas=tuple(tc.betas),
@@ -118,32 +125,54 @@ class Trainer:
         tc = self.config.train
         return self.use_max_steps and step % (tc.steps_min + tc.steps_max) >= tc.steps_min
 
+    def _terms(self, images, texts, labels, *, for_max: bool) -> tuple[dict, object, object]:
+        """Forward this process's share of the batch; rank it against the whole batch."""
+        ctx = self.dist
+        image_out, text_out = self.net(images, texts)
+        database = None
+        if ctx.enabled:  # every process's codes, with gradients flowing back to their owners
+            gather = lambda out: out._replace(codes=ctx.gather(out.codes), codes_hat=ctx.gather(out.codes_hat))  # noqa: E731
+            database = (gather(image_out), gather(text_out), ctx.gather(labels))
+        detach = for_max and self.config.loss.detach_adversarial_queries
+        terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms,
+                               detach_queries_of_adversarial=detach, database=database,
+                               sum_counts=ctx.sum if ctx.enabled else None)
+        return terms, image_out, text_out
+
+    def _backward(self, loss: torch.Tensor, params: list) -> None:
+        if self.dist.enabled:
+            # DDP averages gradients over processes; each process holds a 1/world share of the loss
+            (loss * self.dist.world_size).backward()
+        else:
+            loss.backward(inputs=params)  # only the gradients this step applies
+
+    def _logged(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Detached floats; terms summed over processes (their shares add up to the batch's loss)."""
+        return {k: float(self.dist.sum(v.detach())) for k, v in values.items()}
+
     def min_step(self, images, texts, labels) -> dict[str, float]:
         """One Adam step of E and D on the full objective; returns each term's value."""
         with autocast(self.device, self.config.train.amp):
-            image_out, text_out = self.model(images, texts)
-            terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms)
+            terms, image_out, text_out = self._terms(images, texts, labels, for_max=False)
             loss = total_min_objective(terms, self.config.loss)
         self.opt_min.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.min_params)  # G is not updated here: skip its gradients
+        self._backward(loss, self.min_params)
         self.opt_min.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["objective"] = float(loss.detach())
-        out["mask_image"] = float(image_out.mask.detach().float().mean())
-        out["mask_text"] = float(text_out.mask.detach().float().mean())
+        out = self._logged({**terms, "objective": loss})
+        world = self.dist.world_size
+        out["mask_image"] = float(self.dist.sum(image_out.mask.detach().float().mean())) / world
+        out["mask_text"] = float(self.dist.sum(text_out.mask.detach().float().mean())) / world
         return out
 
     def max_step(self, images, texts, labels) -> dict[str, float]:
         """One Adam step of G that increases the adversarial terms; returns their value."""
         with autocast(self.device, self.config.train.amp):
-            image_out, text_out = self.model(images, texts)
-            terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms,
-                                   detach_queries_of_adversarial=self.config.loss.detach_adversarial_queries)
+            terms, _, _ = self._terms(images, texts, labels, for_max=True)
             adv = adversarial_objective(terms)
         self.opt_max.zero_grad(set_to_none=True)
-        (-adv).backward(inputs=self.att_params)  # only G's gradients are needed
+        self._backward(-adv, self.att_params)
         self.opt_max.step()
-        return {"adversarial_max": float(adv.detach())}
+        return self._logged({"adversarial_max": adv})
 
     # -- epochs ------------------------------------------------------------------------------
     def _new_epoch_state(self) -> dict:
@@ -163,8 +192,8 @@ class Trainer:
         if len(self.split.val) == 0:
             return {}
         kw = {"device": self.device, "batch_size": 256}
-        q = encode(self.model, self.data, self.split.val, **kw)
-        db = encode(self.model, self.data, self.split.train, **kw)
+        q = encode_sharded(self.model, self.data, self.split.val, self.dist, **kw)
+        db = encode_sharded(self.model, self.data, self.split.train, self.dist, **kw)
         return evaluate_codes(q, db, directions=("i2t", "t2i")).map
 
     def run_epoch(self) -> dict:
@@ -176,9 +205,9 @@ class Trainer:
         st = self.epoch_state
         batches = self._epoch_batches(st["order"])
         bar = tqdm(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                   disable=not tc.progress, leave=False)
+                   disable=not tc.progress or not self.dist.is_main, leave=False)
         while st["pos"] < len(batches):
-            batch = self._batch(batches[st["pos"]])
+            batch = self._batch(self.dist.shard(batches[st["pos"]]))
             stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
             self.step += 1
             st["pos"] += 1
@@ -188,7 +217,8 @@ class Trainer:
             bar.update(1)
             if "objective" in stats:
                 bar.set_postfix(objective=f"{stats['objective']:.4f}")
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and st["pos"] < len(batches):
+            if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and st["pos"] < len(batches)
+                    and self.dist.is_main):
                 self.save_resumable()
         bar.close()
         self.epoch += 1
@@ -204,14 +234,15 @@ class Trainer:
         tc = self.config.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
         existing = list_checkpoints(self.run_dir)
+        main = self.dist.is_main  # only the first process writes files and prints
         if resume and existing:
             self.load_resumable(existing[-1])
-            if tc.progress:
+            if tc.progress and main:
                 tqdm.write(f"resuming from {existing[-1]} (epoch {self.epoch}, step {self.step})")
         elif existing:
             raise AdahError(f"{self.run_dir} already holds checkpoints of a run; pass --resume to continue it "
                             "or choose another output folder")
-        else:
+        elif main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
             self.split.save(self.run_dir / "split.json")
             atomic_write_text(self.run_dir / "metrics.jsonl", "")
@@ -226,16 +257,20 @@ class Trainer:
                     record["val_map"] = score = float(np.mean(list(val.values())))
                     if score > self.best_val_map:
                         self.best_val_map, self.best_epoch = score, self.epoch
-                        self._save_model("best.pt", record)
+                        if main:
+                            self._save_model("best.pt", record)
             record["seconds"] = round(time.perf_counter() - t0, 3)
             self.history.append(record)
-            self._append_log(record)
-            if tc.progress:
-                tqdm.write(_format_record(record))
-            self.save_resumable()
+            if main:
+                self._append_log(record)
+                if tc.progress:
+                    tqdm.write(_format_record(record))
+                self.save_resumable()
         if not math.isfinite(self.best_val_map):  # no validation rows: the last epoch is the model
             self.best_epoch, self.best_val_map = self.epoch, float("nan")
-            self._save_model("best.pt", self.history[-1] if self.history else {})
+            if main:
+                self._save_model("best.pt", self.history[-1] if self.history else {})
+        self.dist.barrier()  # best.pt is complete before any process reads it
         self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
         self.model.eval()
         return TrainResult(self.run_dir, self.model, self.best_epoch, self.best_val_map, self.history)
