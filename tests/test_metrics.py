@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from adah.metrics import (
+    PackedCodes,
     hamming_distance,
     mean_average_precision,
+    pack_codes,
     pr_curve_by_radius,
     precision_at_k,
     recall_at_k,
@@ -312,3 +314,118 @@ def test_bad_shapes_and_arguments_rejected():
         with pytest.raises(ValueError, match=r"chunk_size must be a positive int"):
             recall_at_k(q, db, ql, dl, 3, chunk_size=bad)
     assert precision_at_k(q, db, ql, dl, np.int64(5)) == precision_at_k(q, db, ql, dl, 5)
+
+
+def test_negative_labels_rejected():
+    q, db, ql, dl = random_case(0)
+    with pytest.raises(ValueError, match=r"db_labels must be non-negative"):
+        mean_average_precision(q, db, ql, dl - 1)
+    with pytest.raises(ValueError, match=r"query_labels must be non-negative"):
+        precision_at_k(q, db, np.where(ql > 0, np.nan, 0.0), dl, 3)
+
+
+# --------------------------------------------------------------------------------------
+# Multi-word codes and labels, packed codes
+# --------------------------------------------------------------------------------------
+
+
+def all_metrics(q, db, ql, dl, **kw):
+    out = [mean_average_precision(q, db, ql, dl, topk=t, **kw) for t in (None, 1, 7, 60)]
+    out += [precision_at_k(q, db, ql, dl, k, **kw) for k in (1, 7, 60)]
+    out += [recall_at_k(q, db, ql, dl, k, **kw) for k in (1, 7, 60)]
+    out += [mean_average_precision(q, db, ql, dl, topk=t, ties="expected", **kw) for t in (None, 7)]
+    return out, pr_curve_by_radius(q, db, ql, dl, **kw), hamming_distance(q, db, **kw)
+
+
+@pytest.mark.parametrize("bits", [1, 7, 64, 65, 70, 130])
+def test_many_bits_and_classes_match_reference(bits):
+    # codes over several 64-bit words (and not a multiple of 8), labels over two words
+    q, db, ql, dl = random_case(bits, nq=9, nd=80, bits=bits, n_classes=70, p_label=0.03)
+    q, db = q.astype(np.int16), db.astype(np.int16)  # the reference's dot products exceed int8
+    assert hamming_distance(q, db).tolist() == (q[:, None, :] != db[None]).sum(axis=2).tolist()
+    for topk in (None, 1, 7, 60):
+        assert mean_average_precision(q, db, ql, dl, topk=topk) == pytest.approx(
+            ref_map(q, db, ql, dl, topk), abs=1e-12
+        )
+    exp_p, exp_r = ref_prec_rec_at_k(q, db, ql, dl, 7)
+    assert precision_at_k(q, db, ql, dl, 7) == pytest.approx(exp_p, abs=1e-12)
+    assert recall_at_k(q, db, ql, dl, 7) == pytest.approx(exp_r, abs=1e-12)
+    exp_p, exp_r = ref_pr_radius(q, db, ql, dl)
+    _, prec, rec = pr_curve_by_radius(q, db, ql, dl, chunk_size=4)
+    np.testing.assert_allclose(prec, exp_p, atol=1e-12)
+    np.testing.assert_allclose(rec, exp_r, atol=1e-12)
+
+
+@pytest.mark.parametrize("bits", [4, 13, 64, 70])
+def test_packed_codes_give_identical_results(bits):
+    q, db, ql, dl = random_case(bits, nq=7, nd=90, bits=bits)
+    plain = all_metrics(q, db, ql, dl, chunk_size=3)
+    pq, pdb = pack_codes(q), pack_codes(db)
+    assert isinstance(pq, PackedCodes) and pq.bits == bits and pq.shape == q.shape
+    assert pq.data.dtype == np.uint8 and pq.data.shape == (7, -(-bits // 8))
+    np.testing.assert_array_equal(pq.data, np.packbits(q > 0, axis=1))
+    # garbage in the padding bits of the last byte is ignored
+    noisy = pdb.data.copy()
+    noisy[:, -1] |= np.uint8((1 << (-bits % 8)) - 1)
+    for a, b in [(pq, pdb), (q, PackedCodes(noisy, bits)), (PackedCodes(np.packbits(q > 0, axis=1), bits), db)]:
+        got = all_metrics(a, b, ql, dl, chunk_size=3)
+        assert got[0] == plain[0]
+        for x, y in zip(got[1], plain[1]):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(got[2], plain[2])
+
+
+def test_packed_codes_validated():
+    q, db, ql, dl = random_case(0, bits=8)
+    pq = pack_codes(q)
+    with pytest.raises(ValueError, match=r"query_codes and db_codes.*bits.*12.*8"):
+        mean_average_precision(PackedCodes(np.zeros((q.shape[0], 2), np.uint8), 12), db, ql, dl)
+    with pytest.raises(ValueError, match=r"db_codes.data must be a 2-D uint8 array"):
+        mean_average_precision(pq, PackedCodes(pack_codes(db).data.astype(np.int16), 8), ql, dl)
+    with pytest.raises(ValueError, match=r"query_codes.data must have ceil\(bits / 8\) = 2 bytes"):
+        hamming_distance(PackedCodes(pq.data, 9), db)
+    with pytest.raises(ValueError, match=r"query_codes.bits must be a positive int"):
+        hamming_distance(PackedCodes(pq.data, 0), db)
+    with pytest.raises(ValueError, match=r"query_codes is empty"):
+        hamming_distance(PackedCodes(pq.data[:0], 8), db)
+    with pytest.raises(ValueError, match=r"query_labels must have one row per row of query_codes"):
+        recall_at_k(pq, db, ql[:-1], dl, 3)
+    with pytest.raises(ValueError, match=r"codes must contain only -1/\+1"):
+        pack_codes(q > 0)
+
+
+def test_benchmark_runs_small(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_metrics.py"
+    spec = importlib.util.spec_from_file_location("bench_metrics", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--queries", "12", "--db", "300", "--bits", "16", "64", "--ref-queries", "5"])
+    out = capsys.readouterr().out
+    assert "GOAL 64 bits" in out and "equal values: True" in out
+    qb, rb, ql, rl = bench.make_data(12, 300, 21, 64)
+    assert bench.reference_map(qb, rb, ql, rl) == pytest.approx(mean_average_precision(qb, rb, ql, rl), abs=1e-12)
+
+
+def test_parallel_path_gives_identical_results(monkeypatch):
+    import adah.metrics
+
+    q, db, ql, dl = random_case(4, nq=40, nd=120, bits=6)
+    serial = all_metrics(q, db, ql, dl, chunk_size=17)
+    monkeypatch.setattr(adah.metrics, "_PARALLEL_MIN_PAIRS", 0)  # every chunk on all threads
+    parallel = all_metrics(q, db, ql, dl, chunk_size=17)
+    assert parallel[0] == serial[0]
+    for x, y in zip(parallel[1], serial[1]):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(parallel[2], serial[2])
+
+
+def test_very_long_codes():
+    # 2 * bits + 1 no longer fits the kernel's uint16 keys
+    q, db, ql, dl = random_case(9, nq=3, nd=6, bits=33_000)
+    q, db = q.astype(np.int32), db.astype(np.int32)
+    assert hamming_distance(q, db).tolist() == (q[:, None, :] != db[None]).sum(axis=2).tolist()
+    assert mean_average_precision(q, db, ql, dl) == pytest.approx(ref_map(q, db, ql, dl), abs=1e-12)
+    assert len(pr_curve_by_radius(q, db, ql, dl)[0]) == 33_001
