@@ -139,6 +139,38 @@ def ablation(
     typer.echo(f"\nwrote {out / 'ablation.json'}")
 
 
+@app.command()
+@_friendly_errors
+def benchmark(
+    dataset: str = typer.Option("wiki", help="Dataset name (wiki, mirflickr25k, nuswide, iapr, folder, scenes)."),
+    config: Optional[str] = typer.Option(None, help="Config file or bundled name (default: the dataset's)."),
+    data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
+    bits: list[int] = typer.Option([16, 32, 64], help="Code lengths, e.g. --bits 16 32 64."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per method and code length (mean and std)."),
+    methods: list[str] = typer.Option(list(("adah", "none", "cca_itq", "scm_seq", "cmfh", "seph")),
+                                      help="Methods, e.g. --methods adah none cca_itq."),
+    topk: Optional[int] = typer.Option(None, min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
+    split: Optional[Path] = typer.Option(None, help="A saved split.json to use instead of the protocol's."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
+    set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Every method on one saved split at several code lengths and seeds: a Markdown table
+    (MAP mean +- std and the tie-aware value), results.json and PR curves."""
+    from adah.benchmark import run_benchmark
+    from adah.config import Config, bundled_configs
+
+    name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
+    cfg = Config.load(name).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
+                                      **_parse_sets(set_)}).validate()
+    out = out or Path(f"runs/benchmark-{dataset}")
+    result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
+                           split_path=split, progress=not quiet)
+    typer.echo(result.table_md.read_text())
+    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}\nwrote {result.pr_png}")
+
+
 @app.command("eval")
 @_friendly_errors
 def eval_cmd(
@@ -162,8 +194,28 @@ def eval_cmd(
     typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items; wrote {path}")
 
 
+LIST_OPTIONS = ("--bits", "--methods")
+
+
+def expand_list_options(argv: list[str]) -> list[str]:
+    """``--bits 16 32 64`` -> ``--bits 16 --bits 32 --bits 64`` (typer has no variadic options)."""
+    out: list[str] = []
+    current = None
+    for arg in argv:
+        if arg in LIST_OPTIONS:
+            current = arg
+            out.append(arg)
+            continue
+        if current and not arg.startswith("-") and out[-1] != current:
+            out.append(current)
+        elif arg.startswith("-"):
+            current = None
+        out.append(arg)
+    return out
+
+
 def main() -> None:
-    app()
+    app(args=expand_list_options(sys.argv[1:]), prog_name="adah")
 
 
 if __name__ == "__main__":

@@ -76,13 +76,15 @@ class RetrievalReport:
     map: dict[str, float]
     topk: int | None = None
     map_topk: dict[str, float] = field(default_factory=dict)
+    map_expected: dict[str, float] = field(default_factory=dict)  # tie-aware (random order within ties)
     pr: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     num_query: int = 0
     num_db: int = 0
 
     def to_dict(self) -> dict:
         return {
-            "map": self.map, "topk": self.topk, "map_topk": self.map_topk, "pr": self.pr,
+            "map": self.map, "topk": self.topk, "map_topk": self.map_topk, "map_expected": self.map_expected,
+            "pr": self.pr,
             "num_query": self.num_query, "num_db": self.num_db,
         }
 
@@ -94,13 +96,17 @@ def evaluate_codes(
     directions: tuple[str, ...] = ("i2t", "t2i"),
     topk: int | None = None,
     pr_curves: bool = False,
+    tie_aware: bool = False,
 ) -> RetrievalReport:
-    """Score ``directions`` (keys of DIRECTIONS). I->T queries image codes against text codes."""
+    """Score ``directions`` (keys of DIRECTIONS). I->T queries image codes against text codes.
+    ``tie_aware`` adds the expected MAP under random order within Hamming ties (``map_expected``)."""
     report = RetrievalReport(map={}, topk=topk, num_query=len(query.labels), num_db=len(db.labels))
     for name in directions:
         q_mod, d_mod = DIRECTIONS[name]
         args = (query.of(q_mod), db.of(d_mod), query.labels, db.labels)
         report.map[name] = metrics.mean_average_precision(*args)
+        if tie_aware:
+            report.map_expected[name] = metrics.mean_average_precision(*args, ties="expected")
         if topk:
             report.map_topk[name] = metrics.mean_average_precision(*args, topk=topk)
         if pr_curves:

@@ -1,0 +1,148 @@
+"""Result tables: every method on one saved split, several code lengths and seeds.
+
+Deep methods (ADAH and the ``none`` variant, DCMH-style deep hashing with the same triplet
+terms) train on the split's training rows with its validation rows for model selection; the
+classical baselines fit on training + validation rows (they select nothing). All are scored on
+the split's queries against its retrieval set with the same metric functions: MAP (stable ties,
+DCMH's definition), the tie-aware expected MAP, optionally top-K MAP, and PR curves by radius.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from adah.baselines import BASELINES
+from adah.config import Config
+from adah.data.base import CrossModalData, Split
+from adah.data.registry import load_dataset, make_split
+from adah.errors import AdahError
+from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes
+from adah.fileio import atomic_write_text
+from adah.train import train
+
+DEEP_METHODS = {"adah": "both", "none": "none"}
+METHOD_NAMES = {"adah": "ADAH", "none": "none (deep, no attention)", "cca_itq": "CCA-ITQ", "scm_seq": "SCM-seq",
+                "cmfh": "CMFH", "seph": "SePH"}
+ALL_METHODS = tuple(METHOD_NAMES)
+
+
+@dataclass
+class BenchmarkResult:
+    """``runs[method][bits]`` is a list of RetrievalReports, one per seed."""
+
+    runs: dict[str, dict[int, list[RetrievalReport]]] = field(default_factory=dict)
+    table_md: Path | None = None
+    results_json: Path | None = None
+    pr_png: Path | None = None
+
+
+def _deep_codes(config: Config, method: str, bits: int, seed: int, data: CrossModalData, split: Split,
+                run_dir: Path) -> tuple[Codes, Codes]:
+    cfg = config.override({"model.attention": DEEP_METHODS[method], "model.bits": bits, "train.seed": seed,
+                           "train.progress": False})
+    result = train(cfg, data, split, run_dir)
+    return encode(result.model, data, split.query), encode(result.model, data, split.retrieval)
+
+
+def _baseline_codes(method: str, bits: int, seed: int, data: CrossModalData, split: Split) -> tuple[Codes, Codes]:
+    if data.images is None or np.asarray(data.images[:1]).ndim != 2:
+        raise AdahError(f"{METHOD_NAMES[method]} needs image feature vectors; dataset '{data.name}' holds "
+                        "pixels. Run the deep methods only (--methods adah none) or use a feature dataset")
+    fit_rows = np.sort(np.concatenate([split.train, split.val]))
+    model = BASELINES[method](bits=bits, random_state=seed)
+    model.fit(np.asarray(data.images[fit_rows], np.float64), np.asarray(data.texts[fit_rows], np.float64),
+              np.asarray(data.labels[fit_rows]))
+
+    def codes(rows: np.ndarray) -> Codes:
+        return Codes(model.encode(np.asarray(data.images[rows], np.float64), "image"),
+                     model.encode(np.asarray(data.texts[rows], np.float64), "text"), np.asarray(data.labels[rows]))
+
+    return codes(split.query), codes(split.retrieval)
+
+
+def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] = (16, 32, 64), seeds: int = 3,
+                  methods: tuple[str, ...] = ALL_METHODS, topk: int | None = None,
+                  split_path: str | Path | None = None, progress: bool = True) -> BenchmarkResult:
+    """Run ``methods`` x ``bits`` x ``seeds`` on one split (``split_path`` or the dataset's
+    protocol split, saved to ``out_dir/split.json``); write table.md, results.json, pr_curves.png."""
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise AdahError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    if seeds < 1 or not bits or any(b <= 0 for b in bits):
+        raise AdahError("--seeds must be >= 1 and --bits positive integers")
+    out = Path(out_dir)
+    data = load_dataset(config.data)
+    split = Split.load(split_path, num_items=len(data)) if split_path else make_split(config.data, len(data))
+    out.mkdir(parents=True, exist_ok=True)
+    split.save(out / "split.json")
+    result = BenchmarkResult()
+    jobs = [(m, b, s) for b in bits for m in methods for s in range(seeds)]
+    bar = tqdm(jobs, desc="benchmark", disable=not progress)
+    timings: dict[str, list[float]] = {}
+    for method, b, seed in bar:
+        bar.set_postfix(method=method, bits=b, seed=seed)
+        t0 = time.perf_counter()
+        if method in DEEP_METHODS:
+            run_dir = out / "runs" / f"{method}-{b}bits-seed{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark owns its run folders: rerun from scratch
+            q, db = _deep_codes(config, method, b, seed, data, split, run_dir)
+        else:
+            q, db = _baseline_codes(method, b, seed, data, split)
+        timings.setdefault(method, []).append(time.perf_counter() - t0)
+        report = evaluate_codes(q, db, directions=("i2t", "t2i"), topk=topk, pr_curves=seed == 0, tie_aware=True)
+        result.runs.setdefault(method, {}).setdefault(b, []).append(report)
+
+    result.table_md = out / "table.md"
+    atomic_write_text(result.table_md, format_markdown(result, data.name, split, seeds, topk))
+    from adah import __version__
+
+    result.results_json = out / "results.json"
+    atomic_write_text(result.results_json, json.dumps({
+        "adah_version": __version__, "dataset": data.name, "data_fingerprint": data.fingerprint(),
+        "split_sha256": split.digest(), "config": config.to_dict(), "bits": list(bits), "seeds": seeds,
+        "seconds_per_run": {m: float(np.mean(t)) for m, t in timings.items()},
+        "results": {m: {str(b): [r.to_dict() for r in reps] for b, reps in per.items()} for m, per in result.runs.items()},
+    }, indent=2))
+    from adah.plots import plot_pr_curves
+
+    mid = bits[len(bits) // 2]
+    curves = {METHOD_NAMES[m]: per[mid][0].pr for m, per in result.runs.items()}
+    result.pr_png = plot_pr_curves(curves, out / "pr_curves.png", title=f"{data.name}, {mid} bits, seed 0")
+    return result
+
+
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def format_markdown(result: BenchmarkResult, dataset: str, split: Split, seeds: int, topk: int | None) -> str:
+    """One table per direction: rows are methods, columns code lengths; MAP mean ± std over seeds
+    (population std), with the tie-aware expected MAP below it in parentheses."""
+    lines = [f"Dataset `{dataset}`, split `{split.digest()}` ({len(split.query)} queries, "
+             f"{len(split.retrieval)} retrieval items), {seeds} seed(s): MAP (mean ± std); "
+             "in parentheses the tie-aware expected MAP.", ""]
+    bits = sorted({b for per in result.runs.values() for b in per})
+    for direction, title in (("i2t", "Image -> Text"), ("t2i", "Text -> Image")):
+        lines += [f"**{title}**", "", "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
+                  "|---|" + "---|" * len(bits)]
+        for method, per in result.runs.items():
+            cells = []
+            for b in bits:
+                reps = per.get(b, [])
+                if not reps:
+                    cells.append("")
+                    continue
+                cell = f"{_cell([r.map[direction] for r in reps])} ({_cell([r.map_expected[direction] for r in reps])})"
+                if topk:
+                    cell += f"; top-{topk}: {_cell([r.map_topk[direction] for r in reps])}"
+                cells.append(cell)
+            lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
