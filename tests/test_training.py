@@ -125,3 +125,23 @@ def test_training_on_scenes_beats_random_codes_by_a_wide_margin(tmp_path):
     for d in ("i2t", "t2i", "i2i", "t2t"):
         assert trained[d] > chance[d] + 0.12, (d, trained[d], chance[d])
     assert result.history[-1]["objective"] < result.history[0]["objective"]
+
+
+def test_amp_flag_switches_bf16_and_channels_last_on_gpus_only(scenes_small, tmp_path):
+    from adah.runtime import amp_policy
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert amp_policy(gpu, True) == amp_policy(gpu, True).__class__(True, torch.bfloat16, True)
+    assert not amp_policy(gpu, False).autocast and not amp_policy(gpu, False).channels_last
+    assert not amp_policy(cpu, True).autocast and not amp_policy(cpu, True).channels_last
+    data, split = scenes_small
+    # on the CPU the flag changes nothing: identical weights after the same steps
+    runs = []
+    for amp in (False, True):
+        t = Trainer(tiny_config(**{"train.amp": amp}), data, split, tmp_path / str(amp))
+        batch = t._batch(split.train[:32])
+        t.min_step(*batch)
+        t.max_step(*batch)
+        runs.append(t.model.state_dict())
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k

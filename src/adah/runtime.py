@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,9 +37,27 @@ def seed_everything(seed: int) -> torch.Generator:
     return gen
 
 
+@dataclass(frozen=True)
+class AmpPolicy:
+    """What ``train.amp`` switches on for a device: bf16 autocast and channels_last memory
+    layout for CNNs, on CUDA only (on the CPU both stay off and training is exact fp32)."""
+
+    autocast: bool
+    dtype: torch.dtype
+    channels_last: bool
+
+
+def amp_policy(device: torch.device, amp: bool) -> AmpPolicy:
+    on_gpu = amp and device.type == "cuda"
+    return AmpPolicy(autocast=on_gpu, dtype=torch.bfloat16, channels_last=on_gpu)
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when ``enabled``; a no-op context on the CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    policy = amp_policy(device, enabled)
+    if not policy.autocast:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=policy.dtype)
 
 
 def batch_tensors(data, rows, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
