@@ -1,4 +1,5 @@
-"""Checkpoints: model + optimizers + schedulers + epoch + config, written atomically."""
+"""Checkpoints: model + config + epoch, and whatever trainer state is passed (optimizers,
+counters, RNG states), written atomically."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, *, model: ADAH, config: Config, epoch: int, **state: Any) -> None:
-    """Write ``{"format", "config", "epoch", "model", **state}`` (optimizer / scheduler state dicts,
+    """Write ``{"format", "config", "epoch", "model", **state}`` (optimizer state dicts,
     step counters, history, metrics) to ``path`` through a temporary file + fsync + rename."""
     payload = {"format": FORMAT_VERSION, "config": config.to_dict(), "epoch": epoch, "model": model.state_dict()}
     payload.update(state)

@@ -38,6 +38,7 @@ class CrossModalData:
     vocabulary: list[str] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
     name: str = "data"
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_arrays(self.images, self.texts, self.labels, source=self.name)
@@ -58,18 +59,25 @@ class CrossModalData:
         return int(self.labels.shape[1])
 
     def fingerprint(self) -> str:
-        """sha256 over shapes and contents (first 16 hex digits); identifies the data in runs."""
-        h = hashlib.sha256()
-        for arr in (self.images, self.texts, self.labels):
-            if arr is None:
-                h.update(b"no images")
-                continue
-            h.update(str((arr.shape, arr.dtype.str)).encode())
-            if isinstance(arr, LazyImages):  # a sample of rows, not gigabytes of pixels
-                h.update(arr.content_digest().encode())
-            else:
-                h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
+        """sha256 over shapes and contents (first 16 hex digits); identifies the data in runs.
+
+        Computed once per instance (the arrays are treated as read-only) and in row chunks, so a
+        memory-mapped dataset is never copied whole."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for arr in (self.images, self.texts, self.labels):
+                if arr is None:
+                    h.update(b"no images")
+                    continue
+                h.update(str((arr.shape, arr.dtype.str)).encode())
+                if isinstance(arr, LazyImages):  # a sample of rows, not gigabytes of pixels
+                    h.update(arr.content_digest().encode())
+                else:
+                    step = max(1, (64 << 20) // max(1, arr[:1].nbytes))  # about 64 MiB a chunk
+                    for start in range(0, arr.shape[0], step):
+                        h.update(np.ascontiguousarray(arr[start : start + step]).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 def validate_arrays(images, texts, labels, source: str = "data") -> None:
