@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from adah.config import Config
+from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.fileio import atomic_torch_save
 from adah.models import ADAH, build_model
@@ -39,6 +40,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if payload.get("format") != FORMAT_VERSION:
         raise AdahError(f"{path}: checkpoint format {payload.get('format')!r}, this adah reads {FORMAT_VERSION}")
     return payload
+
+
+def text_vocabulary_of(payload: dict, source: str = "checkpoint") -> Vocabulary | None:
+    """The Vocabulary a checkpoint's model reads text with (saved by the trainer from the training
+    data), or None when the training data carried no words (DCMH .mat, Wiki)."""
+    raw = payload.get("text_vocabulary")
+    return None if raw is None else Vocabulary.from_dict(raw, source=f"{source} (text_vocabulary)")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ADAH, Config, dict]:

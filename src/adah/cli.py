@@ -92,6 +92,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     batch_size: Optional[int] = typer.Option(None, min=2),
     lr: Optional[float] = typer.Option(None),
+    data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, help="No progress bars."),
@@ -105,7 +106,7 @@ def train_cmd(
     cfg = Config.load(config).override({
         "train.epochs": epochs, "model.bits": bits, "model.attention": attention, "train.seed": seed,
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
-        "train.progress": False if quiet else None, **_parse_sets(set_),
+        "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
@@ -189,7 +190,7 @@ def eval_cmd(
                                        device=device)
     head = f"{'direction':<10}{'MAP':>9}{f'MAP@{topk}':>10}"
     typer.echo(head + "\n" + "-" * len(head))
-    for d in dirs:
+    for d in report.map:  # a text-only model reports t2t alone
         typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
     typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items; wrote {path}")
 

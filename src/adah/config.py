@@ -15,6 +15,7 @@ from typing import Any
 from adah.errors import AdahError
 
 ATTENTION_VARIANTS = ("none", "image", "text", "both")
+NO_IMAGE_BACKBONE = "none"  # model.image_backbone for a text-only model
 
 
 @dataclass
@@ -38,6 +39,9 @@ class ModelConfig:
             raise AdahError(f"model.bits must be a positive integer, got {self.bits}")
         if self.attention not in ATTENTION_VARIANTS:
             raise AdahError(f"model.attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
+        if self.image_backbone == NO_IMAGE_BACKBONE and self.image_attention:
+            raise AdahError(f"model.attention {self.attention!r} needs an image branch, but model.image_backbone is "
+                            "'none' (text only); use attention 'text' or 'none'")
         if self.mask_position not in ("before_pool", "after_pool"):
             raise AdahError(f"model.mask_position must be 'before_pool' or 'after_pool', got {self.mask_position!r}")
         for name in ("text_hidden", "image_fc_dims"):
@@ -46,6 +50,11 @@ class ModelConfig:
                 raise AdahError(f"model.{name} must be a non-empty list of positive layer sizes, got {dims!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdahError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def has_image_branch(self) -> bool:
+        """False for a text-only model (``image_backbone='none'``: data without images)."""
+        return self.image_backbone != NO_IMAGE_BACKBONE
 
     @property
     def image_attention(self) -> bool:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from adah import metrics
 from adah.data.base import CrossModalData
+from adah.errors import AdahError
 from adah.models import ADAH, binarize
 from adah.runtime import batch_tensors
 
@@ -22,14 +23,18 @@ DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image
 
 @dataclass
 class Codes:
-    """Binary codes of a set of items: image and text (n, bits) int8 in {-1, +1}, labels (n, C)."""
+    """Binary codes of a set of items: image and text (n, bits) int8 in {-1, +1}, labels (n, C).
+    ``image`` is None for a text-only model."""
 
-    image: np.ndarray
+    image: np.ndarray | None
     text: np.ndarray
     labels: np.ndarray
 
     def of(self, modality: str) -> np.ndarray:
-        return self.image if modality == "image" else self.text
+        codes = self.image if modality == "image" else self.text
+        if codes is None:
+            raise AdahError("no image codes: the model is text only; evaluate the t2t direction")
+        return codes
 
 
 @torch.no_grad()
@@ -43,18 +48,21 @@ def encode(
     progress: bool = False,
     desc: str = "encode",
 ) -> Codes:
-    """sign(D(attended)) for rows ``indices`` of ``data``, both modalities, in batches."""
+    """sign(D(attended)) for rows ``indices`` of ``data``, both modalities (text only for a
+    text-only model), in batches."""
     was_training = model.training
     model.eval()
     images, texts = [], []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
         img, txt, _ = batch_tensors(data, indices[start : start + batch_size], device)
-        images.append(binarize(model.encode_image(img)).cpu().numpy())
+        if model.has_image_branch:
+            images.append(binarize(model.encode_image(img)).cpu().numpy())
         texts.append(binarize(model.encode_text(txt)).cpu().numpy())
     model.train(was_training)
     bits = model.cfg.bits
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros((0, bits), np.int8)  # noqa: E731
-    return Codes(cat(images), cat(texts), np.asarray(data.labels[indices]))
+    image_codes = cat(images) if model.has_image_branch else None
+    return Codes(image_codes, cat(texts), np.asarray(data.labels[indices]))
 
 
 def encode_sharded(model: ADAH, data: CrossModalData, indices: np.ndarray, ctx, **kw) -> Codes:
@@ -65,7 +73,8 @@ def encode_sharded(model: ADAH, data: CrossModalData, indices: np.ndarray, ctx, 
     parts = np.array_split(np.asarray(indices), ctx.world_size)
     local = encode(model, data, parts[ctx.rank], **kw)
     sizes = [len(p) for p in parts]
-    return Codes(ctx.gather_rows(local.image, sizes), ctx.gather_rows(local.text, sizes),
+    image = None if local.image is None else ctx.gather_rows(local.image, sizes)
+    return Codes(image, ctx.gather_rows(local.text, sizes),
                  np.asarray(data.labels[indices]))
 
 

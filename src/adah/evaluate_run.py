@@ -31,6 +31,10 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     dev = resolve_device(device)
     model, config, payload = load_model(checkpoint, dev)
+    if not model.has_image_branch:  # a text-only model has T->T alone
+        if "t2t" not in directions:
+            raise AdahError(f"{checkpoint}: a text-only model can only be evaluated on t2t, asked for {directions}")
+        directions = ("t2t",)
     data = load_dataset(config.data)
     if payload.get("data_fingerprint") not in (None, data.fingerprint()):
         raise AdahError(f"{checkpoint}: the dataset rebuilt from its config differs from the one it was trained on")

@@ -88,9 +88,14 @@ def adah_objective(
     text attention). ``detach_queries_of_adversarial`` stops gradients through the query codes of
     those terms (the G step then acts only through the unattended codes). ``database`` (image,
     text, labels) is what the queries rank against, the batch itself by default; data-parallel
-    training passes the codes gathered from every process, with ``sum_counts``."""
+    training passes the codes gathered from every process, with ``sum_counts``. ``image`` None
+    (a text-only model) gives the T->T term alone."""
     db_image, db_text, db_labels = database if database is not None else (image, text, labels)
     kw = {"margin": cfg.margin, "distance": cfg.distance, "reduction": cfg.reduction, "sum_counts": sum_counts}
+    if image is None:  # a text-only model: T->T is the only term
+        if adversarial:
+            raise ValueError(f"adversarial terms {adversarial} need an image branch")
+        return {"t2t": triplet_ranking_loss(text.codes, db_text.codes, labels, db_labels, **kw)}
     pairs = {
         "t2i": (text.codes, db_image.codes),
         "i2t": (image.codes, db_text.codes),
@@ -109,7 +114,7 @@ def adah_objective(
 
 def total_min_objective(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
     """What E and D minimise: the four ranking terms + adversarial_weight * adversarial terms."""
-    total = sum(terms[n] for n in MIN_TERMS)
+    total = sum(terms[n] for n in MIN_TERMS if n in terms)
     adv = [terms[n] for n in ADV_TERMS if n in terms]
     if adv:
         total = total + cfg.adversarial_weight * sum(adv)

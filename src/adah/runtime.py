@@ -62,8 +62,8 @@ def autocast(device: torch.device, enabled: bool):
 
 def batch_tensors(data, rows, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows ``rows`` of a CrossModalData as tensors on ``device``: images as stored (uint8 pixels or
-    float features), texts and labels as float32."""
-    images = torch.from_numpy(np.ascontiguousarray(data.images[rows])).to(device)
+    float features; None for text-only data), texts and labels as float32."""
+    images = None if data.images is None else torch.from_numpy(np.ascontiguousarray(data.images[rows])).to(device)
     texts = torch.from_numpy(np.asarray(data.texts[rows], dtype=np.float32)).to(device)
     labels = torch.from_numpy(np.asarray(data.labels[rows], dtype=np.float32)).to(device)
     return images, texts, labels

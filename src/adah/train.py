@@ -43,8 +43,11 @@ class TrainResult:
 
 
 def adversarial_terms(config: Config) -> tuple[str, ...]:
-    """T->I_hat needs image attention, I->T_hat text attention; ``none`` has neither."""
+    """T->I_hat needs image attention, I->T_hat text attention; ``none`` has neither, and a
+    text-only model has no image codes to query with or against."""
     terms = []
+    if not config.model.has_image_branch:
+        return ()
     if config.model.image_attention:
         terms.append("t2i_hat")
     if config.model.text_attention:
@@ -59,6 +62,13 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
         model = replace(model, text_dim=data.text_dim)
     else:
         raise AdahError(f"model.text_dim is {model.text_dim} but the data's texts have {data.text_dim} columns")
+    if not data.has_images:
+        if model.has_image_branch:
+            raise AdahError(f"{data.name} has no images (a text-and-labels load); train the text branch alone with "
+                            "--set model.image_backbone=none and --attention text or none")
+        return replace(config, model=model).validate()
+    if not model.has_image_branch:
+        raise AdahError("model.image_backbone is 'none' (text only) but the data has images; name a backbone")
     if data.images.ndim == 4 and not model.image_size:
         model = replace(model, image_size=int(data.images.shape[-1]))
     if data.images.ndim == 2:  # precomputed image features
@@ -81,6 +91,8 @@ class Trainer:
         self.config = complete_config(config, data)
         self.data, self.split = data, split
         self.data_fingerprint = data.fingerprint()
+        vocab = data.text_vocabulary
+        self.text_vocabulary = vocab.to_dict() if vocab is not None else None  # saved with every checkpoint
         self.run_dir = Path(run_dir)
         tc = self.config.train
         if len(split.train) < 2:
@@ -97,6 +109,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = wrap_model(self.model, self.dist, self.device)  # DDP when run by torchrun
         self.adv_terms = adversarial_terms(self.config)
+        # model selection: mean validation MAP of I->T and T->I (T->T for a text-only model)
+        self.val_directions = ("i2t", "t2i") if self.config.model.has_image_branch else ("t2t",)
         self.min_params = self.model.hashing_parameters()
         self.opt_min = torch.optim.Adam(self.min_params, lr=tc.lr, betas=tuple(tc.betas),
                                         weight_decay=tc.weight_decay)
@@ -133,7 +147,7 @@ class Trainer:
         image_out, text_out = self.net(images, texts)
         database = None
         if ctx.enabled:  # every process's codes, with gradients flowing back to their owners
-            gather = lambda out: out._replace(codes=ctx.gather(out.codes), codes_hat=ctx.gather(out.codes_hat))  # noqa: E731
+            gather = lambda out: out and out._replace(codes=ctx.gather(out.codes), codes_hat=ctx.gather(out.codes_hat))  # noqa: E731
             database = (gather(image_out), gather(text_out), ctx.gather(labels))
         detach = for_max and self.config.loss.detach_adversarial_queries
         terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms,
@@ -162,7 +176,8 @@ class Trainer:
         self.opt_min.step()
         out = self._logged({**terms, "objective": loss})
         world = self.dist.world_size
-        out["mask_image"] = float(self.dist.sum(image_out.mask.detach().float().mean())) / world
+        if image_out is not None:
+            out["mask_image"] = float(self.dist.sum(image_out.mask.detach().float().mean())) / world
         out["mask_text"] = float(self.dist.sum(text_out.mask.detach().float().mean())) / world
         return out
 
@@ -196,7 +211,7 @@ class Trainer:
         kw = {"device": self.device, "batch_size": 256}
         q = encode_sharded(self.model, self.data, self.split.val, self.dist, **kw)
         db = encode_sharded(self.model, self.data, self.split.train, self.dist, **kw)
-        return evaluate_codes(q, db, directions=("i2t", "t2i")).map
+        return evaluate_codes(q, db, directions=self.val_directions).map
 
     def run_epoch(self) -> dict:
         """Run (the rest of) one epoch; checkpoints every ``train.checkpoint_every`` steps."""
@@ -247,6 +262,8 @@ class Trainer:
         elif main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=2))
             self.split.save(self.run_dir / "split.json")
+            if self.data.text_vocabulary is not None:  # what query text is encoded with later
+                self.data.text_vocabulary.save(self.run_dir / "vocabulary.json")
             atomic_write_text(self.run_dir / "metrics.jsonl", "")
         while self.epoch < tc.epochs:
             t0 = time.perf_counter()
@@ -284,7 +301,8 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _save_model(self, name: str, record: dict) -> None:
         save_checkpoint(self.run_dir / name, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
-                        split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint, metrics=record)
+                        split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint, metrics=record,
+                        text_vocabulary=self.text_vocabulary)
 
     def save_resumable(self) -> Path:
         """Everything needed to continue exactly: weights, both optimizers, counters, the epoch's
@@ -298,7 +316,7 @@ class Trainer:
             epoch_state=self.epoch_state, rng=capture_rng(self.data_gen), history=self.history,
             best_val_map=self.best_val_map, best_epoch=self.best_epoch,
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
-            metrics=self.history[-1] if self.history else {},
+            metrics=self.history[-1] if self.history else {}, text_vocabulary=self.text_vocabulary,
         )
         link_atomically(path, self.run_dir / "last.pt")
         for old in list_checkpoints(self.run_dir)[: -self.config.train.keep_checkpoints]:
@@ -378,7 +396,8 @@ def _format_record(r: dict) -> str:
             parts.append(f"{k} {r[k]:.4f}")
     parts.append(f"mask I/T {r.get('mask_image', 1):.2f}/{r.get('mask_text', 1):.2f}")
     if "val_map" in r:
-        parts.append(f"val MAP I->T {r['val_map_i2t']:.4f} T->I {r['val_map_t2i']:.4f}")
+        dirs = [d for d in ("i2t", "t2i", "t2t") if f"val_map_{d}" in r]
+        parts.append("val MAP " + " ".join(f"{d.replace('2', '->').upper()} {r[f'val_map_{d}']:.4f}" for d in dirs))
     parts.append(f"{r['seconds']:.1f}s")
     return " | ".join(parts)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adah.data.lazy import LazyImages
+from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
 
@@ -29,7 +30,9 @@ class CrossModalData:
 
     images: (N, 3, H, W) uint8 or (N, D) float32, a LazyImages, or None (text and labels only);
     texts: (N, V) float32 bag-of-words; labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
-    strings; label_names: C strings.
+    strings; label_names: C strings. text_vocabulary: the :class:`Vocabulary` (tokens +
+    tokenizer) that turns raw text into these BoW rows, saved with trained models so query text
+    can be encoded later; None where the words behind the columns are unknown (DCMH .mat, Wiki).
     """
 
     images: np.ndarray | LazyImages | None
@@ -38,10 +41,17 @@ class CrossModalData:
     vocabulary: list[str] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
     name: str = "data"
+    text_vocabulary: Vocabulary | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_arrays(self.images, self.texts, self.labels, source=self.name)
+        if self.text_vocabulary is not None:
+            if len(self.text_vocabulary) != self.texts.shape[1]:
+                raise AdahError(f"{self.name}: the text vocabulary has {len(self.text_vocabulary)} tokens but "
+                                f"'texts' has {self.texts.shape[1]} columns")
+            if not self.vocabulary:
+                self.vocabulary = list(self.text_vocabulary.tokens)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

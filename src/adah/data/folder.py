@@ -358,7 +358,7 @@ def read_folder(
         if load_images == "eager":
             images = images.to_numpy()
     splits = [it.split for it in items] if items[0].split is not None else None
-    data = CrossModalData(images, texts, labels, vocabulary=list(vocab.tokens), label_names=names, name=name)
+    data = CrossModalData(images, texts, labels, label_names=names, name=name, text_vocabulary=vocab)
     return FolderDataset(data=data, vocabulary=vocab, splits=splits, list_file=list_file)
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adah.data.base import CrossModalData
+from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 
 __all__ = [
@@ -255,9 +256,9 @@ def make_scenes_with_masks(config: ScenesConfig | None = None, **overrides) -> t
         images=images,
         texts=texts,
         labels=labels,
-        vocabulary=list(VOCABULARY),
         label_names=list(CATEGORY_NAMES),
         name="scenes",
+        text_vocabulary=Vocabulary(list(VOCABULARY), tokenizer="words"),  # tags are single \w+ tokens
     )
     return data, masks
 

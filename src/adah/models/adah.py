@@ -75,19 +75,27 @@ class TextBranch(nn.Module):
 
 
 class ADAH(nn.Module):
-    """Two branches; ``encode_image`` / ``encode_text`` give continuous test codes H = D(attended)."""
+    """Two branches; ``encode_image`` / ``encode_text`` give continuous test codes H = D(attended).
+    With ``image_backbone='none'`` there is only the text branch (text-only data, T->T)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.image = ImageBranch(cfg)
+        self.image = ImageBranch(cfg) if cfg.has_image_branch else None
         self.text = TextBranch(cfg)
 
-    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[BranchOutput, BranchOutput]:
-        return self.image(images), self.text(texts)
+    @property
+    def has_image_branch(self) -> bool:
+        return self.image is not None
+
+    def forward(self, images: torch.Tensor | None, texts: torch.Tensor) -> tuple[BranchOutput | None, BranchOutput]:
+        """Both branches; a text-only model (``image_backbone='none'``) returns None for the image."""
+        return (self.image(images) if self.image is not None else None), self.text(texts)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if self.image is None:
+            raise AdahError("this model was trained on text only (model.image_backbone='none'); it cannot encode images")
         return self.image(images).codes
 
     def encode_text(self, texts: torch.Tensor) -> torch.Tensor:
@@ -95,7 +103,8 @@ class ADAH(nn.Module):
 
     def attention_parameters(self) -> list[nn.Parameter]:
         """Parameters of G (both modalities); empty for the ``none`` variant."""
-        return list(self.image.attention.parameters()) + list(self.text.attention.parameters())
+        image = list(self.image.attention.parameters()) if self.image is not None else []
+        return image + list(self.text.attention.parameters())
 
     def hashing_parameters(self) -> list[nn.Parameter]:
         """Parameters of E and D (everything but G)."""
