@@ -79,6 +79,11 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         raise AdahError("--seeds must be >= 1 and --bits positive integers")
     out = Path(out_dir)
     data = load_dataset(config.data)
+    directions = ("i2t", "t2i") if data.has_images else ("t2t",)
+    if not data.has_images and set(methods) != {"none"}:
+        raise AdahError(f"dataset '{data.name}' was loaded without images (text and labels only): only T->T can be "
+                        "scored, and only by the deep 'none' method (ADAH's adversarial terms and the baselines need "
+                        "both modalities); pass --methods none")
     split = Split.load(split_path, num_items=len(data)) if split_path else make_split(config.data, len(data))
     out.mkdir(parents=True, exist_ok=True)
     split.save(out / "split.json")
@@ -96,11 +101,11 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         else:
             q, db = _baseline_codes(method, b, seed, data, split)
         timings.setdefault(method, []).append(time.perf_counter() - t0)
-        report = evaluate_codes(q, db, directions=("i2t", "t2i"), topk=topk, pr_curves=seed == 0, tie_aware=True)
+        report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=seed == 0, tie_aware=True)
         result.runs.setdefault(method, {}).setdefault(b, []).append(report)
 
     result.table_md = out / "table.md"
-    atomic_write_text(result.table_md, format_markdown(result, data.name, split, seeds, topk))
+    atomic_write_text(result.table_md, format_markdown(result, data.name, split, seeds, topk, directions))
     from adah import __version__
 
     result.results_json = out / "results.json"
@@ -122,14 +127,19 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
-def format_markdown(result: BenchmarkResult, dataset: str, split: Split, seeds: int, topk: int | None) -> str:
+DIRECTION_TITLES = {"i2t": "Image -> Text", "t2i": "Text -> Image", "i2i": "Image -> Image", "t2t": "Text -> Text"}
+
+
+def format_markdown(result: BenchmarkResult, dataset: str, split: Split, seeds: int, topk: int | None,
+                    directions: tuple[str, ...] = ("i2t", "t2i")) -> str:
     """One table per direction: rows are methods, columns code lengths; MAP mean ± std over seeds
     (population std), with the tie-aware expected MAP below it in parentheses."""
     lines = [f"Dataset `{dataset}`, split `{split.digest()}` ({len(split.query)} queries, "
              f"{len(split.retrieval)} retrieval items), {seeds} seed(s): MAP (mean ± std); "
              "in parentheses the tie-aware expected MAP.", ""]
     bits = sorted({b for per in result.runs.values() for b in per})
-    for direction, title in (("i2t", "Image -> Text"), ("t2i", "Text -> Image")):
+    for direction in directions:
+        title = DIRECTION_TITLES[direction]
         lines += [f"**{title}**", "", "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
                   "|---|" + "---|" * len(bits)]
         for method, per in result.runs.items():
