@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ demo: setup  ## generate scenes, train ADAH and the no-attention variant, print 
 
 test: setup  ## the whole test suite (a few minutes on 2 CPU cores)
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
+# missing: never a browser downloaded by selenium-manager. Needs root (or sudo).
+e2e-setup:  ## install chromium and chromedriver (apt-get) if missing
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver: present"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; fi
+
+e2e: setup e2e-setup  ## the page in headless Chromium, then 2,000 requests over 8 connections (p50/p99)
+	$(BIN)/python -m pytest -q -s tests/test_browser.py tests/test_load.py
 
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process
 	$(BIN)/python benchmarks/run.py
