@@ -181,9 +181,12 @@ def eval_cmd(
     directions: str = typer.Option("i2t,t2i,i2i,t2t", help="Comma-separated subset of i2t,t2i,i2i,t2t."),
     out: Optional[Path] = typer.Option(None, help="JSON file for the results (default: eval.json beside it)."),
     device: str = typer.Option("cpu"),
+    attention_png: Optional[Path] = typer.Option(None, help="Also draw the image attention masks of the first "
+                                                 "queries over their photos into this PNG."),
+    attention_count: int = typer.Option(6, min=1, help="Queries shown in --attention-png."),
 ) -> None:
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
-    from adah.evaluate_run import evaluate_checkpoint
+    from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
 
     dirs = tuple(d.strip() for d in directions.split(",") if d.strip())
     report, path = evaluate_checkpoint(checkpoint, split_path=split, topk=topk, directions=dirs, out=out,
@@ -193,7 +196,14 @@ def eval_cmd(
     for d in report.map:  # a text-only model reports t2t alone
         typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
     typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items; wrote {path}")
+    if attention_png:
+        png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
+                                        device=device)
+        typer.echo(f"wrote {png}")
 
+
+from adah.cli_features import features_app  # noqa: E402 - it uses the helpers above
+app.add_typer(features_app, name="features")
 
 LIST_OPTIONS = ("--bits", "--methods")
 

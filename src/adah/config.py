@@ -26,6 +26,7 @@ class ModelConfig:
     attention: str = "both"  # none | image | text | both (the paper's Table 4)
     image_backbone: str = "small_cnn"  # a name in adah.models.backbones.list_backbones()
     image_weights: str | None = None  # backbone weights: None (random), "DEFAULT", or a file path
+    freeze_backbone: bool = False  # backbone conv layers fixed (no gradient, BatchNorm in eval mode); cached maps need it
     image_fc_dims: tuple[int, ...] = (512, 512)  # fc6, fc7 when the backbone brings none
     mask_position: str = "before_pool"  # image mask on the conv maps before or after pool5
     image_size: int = 0  # input side in pixels; 0: the backbone's default (set from the data)

@@ -14,6 +14,48 @@ from adah.fileio import atomic_write_text
 from adah.runtime import resolve_device
 
 
+def plot_checkpoint_attention(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    count: int = 6,
+    split_path: str | Path | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Draw the image attention of a checkpoint over the photos of its first ``count`` test
+    queries (the paper's Fig. 6; :func:`adah.plots.plot_attention_grid`) into the PNG ``out``.
+
+    The masks come from the pixels (preprocess + backbone + G), also when the model was trained
+    on a feature cache: the dataset is reloaded without ``data.options.features``."""
+    import torch
+
+    from adah.features import without_cache
+    from adah.plots import plot_attention_grid
+
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    model, config, _ = load_model(checkpoint, dev)
+    if getattr(model, "image", None) is None or not model.image.backbone.spatial:
+        raise AdahError(f"{checkpoint}: attention pictures need a model with a pixel backbone, this one has "
+                        f"model.image_backbone={config.model.image_backbone!r}")
+    data = load_dataset(without_cache(config.data))
+    if data.images is None or data.images.ndim != 4:
+        raise AdahError(f"{checkpoint}: dataset {config.data.name!r} has no photos to draw attention on")
+    split_path = Path(split_path) if split_path else checkpoint.parent / "split.json"
+    rows = Split.load(split_path, num_items=len(data)).query[:count]
+    pixels = data.images[rows]
+    with torch.no_grad():
+        att = model.image.attend(torch.from_numpy(pixels).to(dev))
+    names = data.label_names or [str(i) for i in range(data.num_labels)]
+    captions = []
+    for r in rows:
+        labels = [n for n, on in zip(names, data.labels[r]) if on]
+        text = ", ".join(labels)
+        captions.append(f"#{int(r)}: " + (text if len(text) <= 40 else text[:37] + "..."))
+    return plot_attention_grid(pixels, att.mask.float().cpu().numpy(), att.probs.float().cpu().numpy(), out,
+                               captions=captions)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,

@@ -65,8 +65,8 @@ def plot_attention_grid(
     object_masks: np.ndarray | None = None,
 ) -> Path:
     """A row of three panels per image: the image (object outlines in white when
-    ``object_masks`` is given), the binary mask Z over it (unattended cells darkened, attended
-    outlined), and the soft attention p as a heat map.
+    ``object_masks`` is given; real photos have none), the binary mask Z over it (unattended
+    cells darkened, attended outlined), and the soft attention p as a heat map.
 
     images (n, 3, H, W) uint8; masks and probs (n, 1, h, w) or (n, h, w); object_masks (n, H, W)."""
     plt = _figure()
@@ -76,9 +76,8 @@ def plot_attention_grid(
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.25 * n), squeeze=False)
     for i in range(n):
         img = images[i].transpose(1, 2, 0)
-        h, w = img.shape[:2]
-        scale = (h // masks.shape[1], w // masks.shape[2])
-        up = np.kron(masks[i], np.ones(scale))[:h, :w]
+        h, w = img.shape[:2]  # nearest-neighbour upsampling of the mask to any image size
+        up = masks[i][np.arange(h) * masks.shape[1] // h][:, np.arange(w) * masks.shape[2] // w]
         axes[i, 0].imshow(img)
         if object_masks is not None:
             axes[i, 0].contour(object_masks[i], levels=[0.5], colors="white", linewidths=0.8)

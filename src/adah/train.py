@@ -69,6 +69,9 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
         return replace(config, model=model).validate()
     if not model.has_image_branch:
         raise AdahError("model.image_backbone is 'none' (text only) but the data has images; name a backbone")
+    fit_cache = getattr(data.images, "fit_model_config", None)  # cached backbone maps (adah.features)
+    if fit_cache is not None:
+        model = fit_cache(model)  # same backbone and weights as the cache, frozen; its image size
     if data.images.ndim == 4 and not model.image_size:
         model = replace(model, image_size=int(data.images.shape[-1]))
     if data.images.ndim == 2:  # precomputed image features

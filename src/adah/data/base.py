@@ -99,9 +99,11 @@ def validate_arrays(images, texts, labels, source: str = "data") -> None:
     for field_name, arr in (("texts", texts), ("labels", labels)):
         if not isinstance(arr, np.ndarray):
             raise AdahError(f"{source}: field '{field_name}' must be a numpy array, got {type(arr).__name__}")
-    if images is not None and (images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[1] != 3)):
+    maps = images is not None and images.ndim == 4 and np.dtype(images.dtype).kind == "f"  # cached backbone maps
+    if images is not None and (images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[1] != 3 and not maps)):
         raise AdahError(
-            f"{source}: field 'images' must be (N, 3, H, W) pixels or (N, D) features, found shape {images.shape}"
+            f"{source}: field 'images' must be (N, 3, H, W) pixels, (N, C, h, w) float feature maps or (N, D) "
+            f"features, found {images.dtype} with shape {images.shape}"
         )
     if texts.ndim != 2:
         raise AdahError(f"{source}: field 'texts' must be (N, V) bag-of-words, found shape {texts.shape}")

@@ -7,6 +7,8 @@ data (``shape``, ``ndim``, ``dtype``, ``len``, ``images[rows]``), so a CrossModa
 * :class:`H5Images`: a 4-D uint8 dataset in an HDF5 / MATLAB v7.3 file, in one of the
   layouts of :data:`H5_LAYOUTS` (MATLAB writes column-major, so h5py shows the axes reversed).
 * :class:`FileImages` (in :mod:`adah.data.folder`): one image file a row, decoded with PIL.
+* :class:`~adah.features.FeatureCache`: cached backbone maps, (N, C, h, w) float32 rows read from a
+  float16 memory-mapped file (a subclass with ``dtype`` float32).
 
 Indexing with an int gives one (3, H, W) image; with a slice, a list, an integer or boolean
 array it gives (k, 3, H, W) in the order asked for (duplicates allowed).
@@ -122,7 +124,8 @@ class LazyImages:
     """Base class: a read-only (N, 3, H, W) uint8 image array whose rows are read on demand.
 
     Subclasses set ``_shape`` and implement :meth:`_read` (sorted unique rows -> (k, 3, H, W))
-    and :meth:`_identity` (bytes naming the source, without machine-specific absolute paths).
+    and :meth:`_identity` (bytes naming the source, without machine-specific absolute paths); a
+    subclass holding other rows (cached feature maps) sets ``dtype`` and ``_shape`` to match.
     """
 
     dtype = np.dtype(np.uint8)
@@ -139,12 +142,12 @@ class LazyImages:
     def __getitem__(self, key) -> np.ndarray:
         rows, scalar = normalize_index(key, len(self))
         if rows.size == 0:
-            return np.zeros((0, *self._shape[1:]), dtype=np.uint8)
+            return np.zeros((0, *self._shape[1:]), dtype=self.dtype)
         uniq, inverse = np.unique(rows, return_inverse=True)  # sorted: h5py needs increasing indices
         block = self._read(uniq)
-        if block.shape != (len(uniq), *self._shape[1:]) or block.dtype != np.uint8:
+        if block.shape != (len(uniq), *self._shape[1:]) or block.dtype != self.dtype:
             expected = (len(uniq), *self._shape[1:])
-            raise AdahError(f"{self!r}: read {block.dtype} {block.shape}, expected uint8 {expected}")
+            raise AdahError(f"{self!r}: read {block.dtype} {block.shape}, expected {self.dtype} {expected}")
         out = block if len(uniq) == len(rows) and np.array_equal(uniq, rows) else block[inverse.reshape(-1)]
         return out[0] if scalar else out
 

@@ -119,7 +119,14 @@ def _under_root(cfg: DataConfig, where: str | os.PathLike) -> Path:
 
 
 def load_dataset(cfg: DataConfig) -> CrossModalData:
-    """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``."""
+    """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
+
+    ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
+    maps replace the images, after checking it was made from this dataset."""
+    if isinstance(cfg.options, dict) and cfg.options.get("features"):
+        from adah.features import attach_cache, without_cache
+
+        return attach_cache(load_dataset(without_cache(cfg)), cfg.options["features"])
     if cfg.name == "scenes":
         from adah.data.scenes import ScenesConfig, make_scenes
 

@@ -10,7 +10,7 @@ from torch import nn
 from adah.config import ModelConfig
 from adah.errors import AdahError
 from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention, SpatialAttention
-from adah.models.backbones import get_backbone
+from adah.models.backbones import ImageBackbone, get_backbone
 from adah.models.hashing import HashHead
 from adah.models.text import TextEncoder
 
@@ -22,18 +22,28 @@ class BranchOutput(NamedTuple):
     probs: torch.Tensor  # soft attention p, same shape as mask
 
 
+def build_backbone(cfg: ModelConfig) -> ImageBackbone:
+    """The image backbone ``cfg.image_backbone`` with ``cfg.image_weights``, fc sizes and image size."""
+    kwargs = {"weights": cfg.image_weights, "fc_dims": tuple(cfg.image_fc_dims), "dropout": cfg.dropout,
+              "input_dim": cfg.image_dim}
+    if cfg.image_size:
+        kwargs["image_size"] = cfg.image_size
+    return get_backbone(cfg.image_backbone, **kwargs)
+
+
 class ImageBranch(nn.Module):
-    """(B, 3, H, W) uint8 images -> BranchOutput. The mask sits on the conv maps before pool5
+    """(B, 3, H, W) uint8 images, or (B, C, h, w) float maps of the backbone's conv layers (a
+    feature cache), -> BranchOutput. The mask sits on the conv maps before pool5
     (``mask_position='before_pool'``, VGG-19 conv5_4 at 14x14) or after it. With a vector
-    backbone (``mlp``), (B, D) features -> BranchOutput with a (B, d) mask, like the text branch."""
+    backbone (``mlp``), (B, D) features -> BranchOutput with a (B, d) mask, like the text branch.
+    ``cfg.freeze_backbone`` keeps ``backbone.features`` fixed: no gradients, always in eval mode."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        kwargs = {"weights": cfg.image_weights, "fc_dims": tuple(cfg.image_fc_dims), "dropout": cfg.dropout,
-                  "input_dim": cfg.image_dim}
-        if cfg.image_size:
-            kwargs["image_size"] = cfg.image_size
-        self.backbone = get_backbone(cfg.image_backbone, **kwargs)
+        self.backbone = build_backbone(cfg)
+        self.frozen = cfg.freeze_backbone
+        if self.frozen:
+            self.backbone.features.requires_grad_(False)
         self.mask_after_pool = cfg.mask_position == "after_pool"
         c = self.backbone.out_channels
         spatial = self.backbone.spatial
@@ -43,8 +53,25 @@ class ImageBranch(nn.Module):
             self.attention = NoAttention(spatial=spatial)
         self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)
 
+    def train(self, mode: bool = True) -> "ImageBranch":
+        super().train(mode)
+        if self.frozen:  # BatchNorm statistics stay those of the pretrained weights
+            self.backbone.features.eval()
+        return self
+
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (B, 3, H, W) -> conv maps (B, C, h, w) by preprocess + backbone.features;
+        float maps (B, C, h, w) with C = backbone.out_channels (cached) are returned as they are."""
+        bb = self.backbone
+        if bb.spatial and images.ndim == 4 and images.shape[1] != 3:
+            if images.is_floating_point() and images.shape[1] == bb.out_channels:
+                return images
+            raise AdahError(f"image input must be (B, 3, H, W) pixels or (B, {bb.out_channels}, h, w) float maps of "
+                            f"the backbone, got {images.dtype} {tuple(images.shape)}")
+        return bb.features(bb.preprocess(images))
+
     def attend(self, images: torch.Tensor) -> AttentionOutput:
-        maps = self.backbone.features(self.backbone.preprocess(images))
+        maps = self.feature_maps(images)
         if self.mask_after_pool:
             maps = self.backbone.pool(maps)
         return self.attention(maps)
@@ -107,9 +134,11 @@ class ADAH(nn.Module):
         return image + list(self.text.attention.parameters())
 
     def hashing_parameters(self) -> list[nn.Parameter]:
-        """Parameters of E and D (everything but G)."""
-        att = {id(p) for p in self.attention_parameters()}
-        return [p for p in self.parameters() if id(p) not in att]
+        """Parameters of E and D (everything but G, and but a frozen backbone's conv layers)."""
+        skip = {id(p) for p in self.attention_parameters()}
+        if getattr(self.image, "frozen", False):
+            skip |= {id(p) for p in self.image.backbone.features.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
 
 
 def build_model(cfg: ModelConfig) -> ADAH:

@@ -1,0 +1,53 @@
+"""``adah features extract``: the feature cache of a dataset (registered on :data:`adah.cli.app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from adah.cli import _friendly_errors, _parse_sets
+
+features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
+
+
+@features_app.command("extract")
+@_friendly_errors
+def extract_cmd(
+    config: str = typer.Option(..., help="A JSON config file, or the name of a bundled one (its data and model)."),
+    out: Optional[Path] = typer.Option(None, help="Cache folder (default: the config's data.options.features)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone (default: model.image_backbone), e.g. mobilenet_v2."),
+    weights: Optional[str] = typer.Option(None, help="Weights: DEFAULT or a file (default: model.image_weights)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default 32, or the cache's)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
+    set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set data.seed=1 (repeatable)."),
+    overwrite: bool = typer.Option(False, help="Replace a cache of other data, backbone or weights in OUT."),
+    max_batches: Optional[int] = typer.Option(None, min=1, help="Stop after N batches (run again to continue)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Run a frozen backbone once over a dataset; store its conv maps in OUT.
+
+    The maps are float16 in a memory-mapped maps.npy, with header.json beside them. An
+    interrupted cache is continued; a finished one is left as it is. Train on it with
+    data.options.features=OUT and model.freeze_backbone=true."""
+    from adah.config import Config
+    from adah.errors import AdahError
+    from adah.features import extract_features
+
+    cfg = Config.load(config).override({"model.image_backbone": backbone, "model.image_weights": weights,
+                                        "data.root": data_root, **_parse_sets(set_)})
+    out = out or (Path(cfg.data.options["features"]) if cfg.data.options.get("features") else None)
+    if out is None:
+        raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
+    result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
+                              progress=not quiet, max_batches=max_batches)
+    h = result.header
+    shape = " x ".join(map(str, h["shape"]))
+    if result.already_complete:
+        typer.echo(f"{out}: complete already ({shape} {h['dtype']}, {h['backbone']} {h['weights_id']}); nothing to do")
+        return
+    speed = f"{result.new_rows} images in {result.seconds:.1f}s ({result.images_per_second:.1f} images/s)"
+    state = "complete" if result.complete else f"partial: {h['done']} of {h['shape'][0]} rows, run again to continue"
+    typer.echo(f"{speed}; {out}: {shape} {h['dtype']} maps of {h['backbone']} {h['layer']}, {state}")

