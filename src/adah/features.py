@@ -54,7 +54,7 @@ STORE_DTYPE = np.dtype(np.float16)
 DEFAULT_BATCH_SIZE = 32
 FEATURES_OPTION = "features"  # data.options key naming a cache folder
 #: the layer whose output a backbone's ``features`` ends with (stored in the header)
-LAYERS = {"vgg19": "conv5_4", "mobilenet_v2": "features (last 1x1 conv, before pooling)"}
+LAYERS = {"vgg19": "conv5_4", "cnn_f": "conv5", "mobilenet_v2": "features (last 1x1 conv, before pooling)"}
 #: header fields that must agree for a rerun to continue a cache (``done`` and ``complete`` may differ)
 IDENTITY_KEYS = ("format", "version", "backbone", "layer", "weights_id", "features_sha256", "image_size", "shape",
                  "dtype", "dataset", "batch_size", "device", "torch")
