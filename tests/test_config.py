@@ -209,7 +209,15 @@ def test_override_lists_become_tuples_and_types_are_checked():
         Config().override({"train.epochs": "many"})
 
 
-@pytest.mark.parametrize("key", ["train.epoch", "model.nonsense", "optim.lr", "train", "bits"])
+def test_override_sets_one_data_option_keeping_the_others():
+    base = Config().override({"data.options": {"path": "zh", "tokenizer": "chars"}})
+    new = base.override({"data.options.features": "runs/features/x", "data.options.tokenizer": "words"})
+    assert new.data.options == {"path": "zh", "tokenizer": "words", "features": "runs/features/x"}
+    assert base.data.options == {"path": "zh", "tokenizer": "chars"}
+
+
+@pytest.mark.parametrize("key", ["train.epoch", "model.nonsense", "optim.lr", "train", "bits", "data.options.",
+                                 "model.options.x"])
 def test_override_unknown_key(key):
     with pytest.raises(AdahError, match="unknown config key") as exc:
         Config().override({key: 1})
