@@ -204,6 +204,7 @@ def eval_cmd(
 
 from adah.cli_features import features_app  # noqa: E402 - it uses the helpers above
 app.add_typer(features_app, name="features")
+from adah.cli_serve import serve  # noqa: E402,F401 - registers `adah serve`
 
 LIST_OPTIONS = ("--bits", "--methods")
 

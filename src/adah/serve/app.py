@@ -1,0 +1,379 @@
+"""The FastAPI app of ``adah serve``: JSON endpoints over an :class:`adah.index.Index` and one
+HTML page.
+
+==========================  ===============================================================
+``GET /``                   the search page (``static/index.html``)
+``GET /api/health``         ``{"status": "ok", "count": N}``
+``GET /api/info``           the index header (bits, count, modalities, ...) and the limits
+``POST /api/search/text``   JSON ``{"text": ..., "k": 10, "target": "image"}``; answers
+                            :meth:`SearchResult.to_dict` plus ``count``, ``took_ms`` and a
+                            ``thumbnail`` URL per hit (no server file paths)
+``POST /api/search/image``  multipart upload (field ``image``; fields or query ``k``, ``target``),
+                            or the raw bytes with ``Content-Type: image/...``
+``POST /api/attention``     an upload like the above -> PNG overlay, or JSON with ``format=json``
+``GET /api/thumbnail/{row}`` PNG thumbnail of an indexed image file (``size``, default 128)
+==========================  ===============================================================
+
+Every error is a JSON body ``{"error": message, "status": code}`` with a 4xx code: 400 empty or
+malformed input, 404 unknown path or row, 413 body or image over :class:`Limits`, 415 wrong
+content type, 422 a value out of range or a query the model cannot answer (the AdahError text,
+e.g. no query word in the vocabulary). Model calls are serialized by a lock: on a few CPU cores
+concurrent forward passes only compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from adah.errors import AdahError
+from adah.index import ImageQueryError
+from adah.index.core import MAX_IMAGE_PIXELS
+
+TARGETS = ("image", "text")
+TEXT_FIELDS = ("text", "k", "target")
+ATTENTION_FORMATS = ("png", "json")
+THUMBNAIL_SIZES = (16, 512)
+HIDDEN_HIT_FIELDS = ("image_path",)  # absolute paths on the server: the thumbnail URL replaces them
+IMAGE_FIELD = "image"
+#: the page loads nothing from elsewhere: its own inline script and style, images from here or blobs
+PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; anything over is answered with a 4xx JSON error."""
+
+    max_body_bytes: int = 10 * 2**20  # whole request body (413)
+    max_k: int = 100  # top-k in 1..max_k (422)
+    max_text_chars: int = 1000  # query text length (422)
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # decoded width * height of an upload (413)
+    default_k: int = 10
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AdahError(f"serve limits: {field.name} must be a positive integer, got {value!r}")
+        if self.default_k > self.max_k:
+            raise AdahError(f"serve limits: default_k={self.default_k} is over max_k={self.max_k}")
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def create_app(index, *, limits: Limits | None = None) -> FastAPI:
+    """The service over ``index`` (an :class:`adah.index.Index`)."""
+    limits = limits or Limits()
+    lock = threading.Lock()
+    app = FastAPI(title="adah search", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.state.index, app.state.limits = index, limits
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request, exc: HTTPException):
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
+        return error_response(422, "; ".join(parts) or "invalid request")
+
+    def call(fn, *args, **kwargs):
+        """``fn`` under the model lock; ImageQueryError -> 400, other AdahError (unknown words,
+        a target the index lacks) -> 422."""
+        try:
+            with lock:
+                return fn(*args, **kwargs)
+        except ImageQueryError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except AdahError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @lru_cache(maxsize=4096)
+    def thumbnail(row: int, size: int) -> bytes:
+        path = index.item(row).get("image_path")
+        if not path:
+            raise HTTPException(404, f"row {row} has no image file to show")
+        return thumbnail_png(path, size)
+
+    def answer(result, started: float) -> dict:
+        out = result.to_dict()
+        for hit in out["hits"]:
+            hit["thumbnail"] = f"/api/thumbnail/{hit['row']}" if hit.get("image_path") else None
+            for key in HIDDEN_HIT_FIELDS:
+                hit.pop(key, None)
+        out["count"] = len(out["hits"])
+        out["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return out
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page_html(), headers={"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP,
+                                                   "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "count": len(index)}
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return jsonable_encoder({**index.info(), "limits": dataclasses.asdict(limits)})
+
+    @app.post("/api/search/text")
+    async def search_text(request: Request) -> dict:
+        started = time.perf_counter()
+        require_type(request, ("application/json",), "a JSON body {\"text\": ..., \"k\": 10, \"target\": \"image\"}")
+        payload = parse_json_object(await request.body())
+        unknown = sorted(set(payload) - set(TEXT_FIELDS))
+        if unknown:
+            raise HTTPException(422, f"unknown field(s) {unknown}; expected {list(TEXT_FIELDS)}")
+        text = check_text(payload.get("text"), limits)
+        k = check_k(payload.get("k", limits.default_k), limits)
+        target = check_target(payload.get("target", "image"))
+        result = await run_in_threadpool(call, index.search_text, text, k=k, target=target)
+        return answer(result, started)
+
+    @app.post("/api/search/image")
+    async def search_image(request: Request) -> dict:
+        started = time.perf_counter()
+        upload = await read_upload(request, limits)
+        k = check_k(upload.params.get("k", limits.default_k), limits)
+        target = check_target(upload.params.get("target", "text"))
+        result = await run_in_threadpool(call, index.search_image, upload.image, k=k, target=target,
+                                         name=upload.filename or "upload")
+        result.query.update(width=upload.image.width, height=upload.image.height)
+        return answer(result, started)
+
+    @app.post("/api/attention")
+    async def attention(request: Request) -> Response:
+        upload = await read_upload(request, limits)
+        fmt = upload.params.get("format", "png")
+        if fmt not in ATTENTION_FORMATS:
+            raise HTTPException(422, f"format must be one of {list(ATTENTION_FORMATS)}, got {fmt!r}")
+        kind = (index.info().get("model") or {}).get("attention")
+        if kind in ("none", "text"):
+            raise HTTPException(422, f"this index's model has no image attention (model.attention={kind!r}), so "
+                                     "there is no mask to show")
+        att = await run_in_threadpool(call, index.attention, upload.image)
+        if att is None:
+            raise HTTPException(422, "this index's model reads image feature vectors: there is no spatial attention "
+                                     "mask to show")
+        if fmt == "json":
+            return JSONResponse(att.to_dict())
+        png = await run_in_threadpool(overlay_png, upload.image, np.asarray(att.mask, dtype=bool))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/thumbnail/{row}")
+    async def thumbnail_endpoint(row: int, size: int = 128) -> Response:
+        if not 0 <= row < len(index):
+            raise HTTPException(404, f"no row {row}: the index has rows 0..{len(index) - 1}")
+        lo, hi = THUMBNAIL_SIZES
+        if not lo <= size <= hi:
+            raise HTTPException(422, f"size must be in {lo}..{hi}, got {size}")
+        png = await run_in_threadpool(thumbnail, row, size)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    return app
+
+
+# --------------------------------------------------------------------------- request checks
+def require_type(request: Request, allowed: tuple[str, ...], what: str) -> str:
+    """The request's media type when it starts with one of ``allowed``, else 415."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not any(media == a or (a.endswith("/") and media.startswith(a)) for a in allowed):
+        raise HTTPException(415, f"Content-Type {media or '(none)'!r} not accepted; send {what}")
+    return media
+
+
+def parse_json_object(body: bytes) -> dict:
+    if not body.strip():
+        raise HTTPException(400, "empty request body: send JSON {\"text\": ..., \"k\": 10, \"target\": \"image\"}")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(400, f"request body must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def check_text(text, limits: Limits) -> str:
+    if text is None:
+        raise HTTPException(422, "missing field 'text'")
+    if not isinstance(text, str):
+        raise HTTPException(422, f"'text' must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise HTTPException(400, "empty query text")
+    if len(text) > limits.max_text_chars:
+        raise HTTPException(422, f"query text is {len(text)} characters; the limit is {limits.max_text_chars}")
+    return text
+
+
+def check_k(k, limits: Limits) -> int:
+    if isinstance(k, str):
+        try:
+            k = int(k.strip())
+        except ValueError:
+            raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}") from None
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.max_k:
+        raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}")
+    return k
+
+
+def check_target(target) -> str:
+    if target not in TARGETS:
+        raise HTTPException(422, f"target must be one of {list(TARGETS)}, got {target!r}")
+    return target
+
+
+@dataclass
+class Upload:
+    image: object  # PIL.Image.Image, RGB
+    filename: str | None
+    params: dict[str, str]  # query parameters, overridden by form fields
+
+
+async def read_upload(request: Request, limits: Limits) -> Upload:
+    """The uploaded image (multipart field ``image``, or a raw ``image/*`` body) decoded to RGB."""
+    media = require_type(request, ("multipart/form-data", "image/"),
+                         f"multipart/form-data with a file field '{IMAGE_FIELD}', or the image bytes as image/*")
+    params = dict(request.query_params)
+    filename = None
+    if media == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=16)
+        try:
+            part = form.get(IMAGE_FIELD)
+            if not isinstance(part, UploadFile):
+                raise HTTPException(400, f"no file in the form field '{IMAGE_FIELD}'")
+            params.update({key: value for key, value in form.items() if isinstance(value, str)})
+            data, filename = await part.read(), part.filename
+        finally:
+            await form.close()
+    else:
+        data = await request.body()
+    if not data:
+        raise HTTPException(400, "empty upload: the image has 0 bytes")
+    image = await run_in_threadpool(decode_image, data, limits.max_image_pixels)  # off the event loop
+    return Upload(image, filename, params)
+
+
+def decode_image(data: bytes, max_pixels: int):
+    """Bytes of an image file -> RGB PIL image; 400 when PIL cannot decode them, 413 when larger
+    than ``max_pixels`` (checked from the header, before decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"image too large: over {max_pixels} pixels") from None
+    except UnidentifiedImageError:
+        raise HTTPException(400, "could not decode the upload as an image: not a format PIL reads (JPEG, PNG, "
+                                 "GIF, WebP, BMP, TIFF, ...)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise HTTPException(400, f"could not decode the upload as an image ({type(exc).__name__}: {exc})") from None
+    if width * height > max_pixels:
+        raise HTTPException(413, f"image too large: {width}x{height} = {width * height} pixels; the limit is "
+                                 f"{max_pixels}")
+    try:
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
+        raise HTTPException(400, f"could not decode the upload as an image ({type(exc).__name__}: {exc})") from None
+
+
+def thumbnail_png(path: str, size: int) -> bytes:
+    """The image file at ``path`` centre-cropped to a square and resized to ``size``, as PNG;
+    404 when it is gone or unreadable."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            square = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise HTTPException(404, f"the image of this row cannot be read ({type(exc).__name__})") from None
+    buf = io.BytesIO()
+    square.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def overlay_png(image, mask: np.ndarray, max_side: int = 512) -> bytes:
+    """``image`` (at most ``max_side`` pixels a side) with the cells outside ``mask`` dimmed and
+    those inside tinted red, as PNG bytes."""
+    from PIL import Image
+
+    image = image.copy()
+    image.thumbnail((max_side, max_side))
+    cells = Image.fromarray(mask.astype(np.uint8) * 255).resize(image.size, Image.Resampling.NEAREST)
+    inside = np.asarray(cells) > 127
+    base = np.asarray(image, dtype=np.float32)
+    out = base * 0.3
+    out[inside] = base[inside] * 0.6 + np.array([255.0, 40.0, 40.0]) * 0.4
+    buf = io.BytesIO()
+    Image.fromarray(out.clip(0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=1)
+def _page_html() -> str:
+    return resources.files("adah.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- body size
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, from Content-Length when
+    given and counted while streaming otherwise (chunked uploads)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = HTTPException(413, f"request body over the limit of {self.max_bytes} bytes")
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await error_response(400, "bad Content-Length header")(scope, receive, send)
+            if int(length) > self.max_bytes:
+                return await error_response(413, too_large.detail)(scope, receive, send)
+        received, started = 0, False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise too_large
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except HTTPException as exc:
+            if exc is not too_large or started:
+                raise
+            await error_response(413, too_large.detail)(scope, receive, send)
