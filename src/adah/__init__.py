@@ -1,6 +1,6 @@
 """adah: attention-aware deep adversarial cross-modal hashing (Zhang, Lai, Feng, ECCV 2018).
 
-    from adah import Config, make_scenes, make_split, train, encode, evaluate_codes
+    from adah import Config, make_scenes, make_split, train, encode, evaluate_codes, build_index, Index
 """
 
 from adah.checkpoint import load_model
@@ -10,6 +10,7 @@ from adah.data.registry import load_dataset, make_split
 from adah.data.scenes import ScenesConfig, make_scenes
 from adah.errors import AdahError
 from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes
+from adah.index import Index, build_index
 from adah.metrics import mean_average_precision, pr_curve_by_radius, precision_at_k, recall_at_k
 from adah.models import ADAH, build_model
 from adah.train import TrainResult, Trainer, train
@@ -17,8 +18,8 @@ from adah.train import TrainResult, Trainer, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "ADAH", "AdahError", "Codes", "Config", "CrossModalData", "DataConfig", "LossConfig", "ModelConfig",
-    "RetrievalReport", "ScenesConfig", "Split", "TrainConfig", "TrainResult", "Trainer", "build_model", "encode",
-    "evaluate_codes", "load_dataset", "load_model", "make_scenes", "make_split", "mean_average_precision",
+    "ADAH", "AdahError", "Codes", "Config", "CrossModalData", "DataConfig", "Index", "LossConfig", "ModelConfig",
+    "RetrievalReport", "ScenesConfig", "Split", "TrainConfig", "TrainResult", "Trainer", "build_index", "build_model",
+    "encode", "evaluate_codes", "load_dataset", "load_model", "make_scenes", "make_split", "mean_average_precision",
     "pr_curve_by_radius", "precision_at_k", "random_split", "recall_at_k", "train",
 ]

@@ -205,6 +205,7 @@ def eval_cmd(
 from adah.cli_features import features_app  # noqa: E402 - it uses the helpers above
 app.add_typer(features_app, name="features")
 from adah.cli_serve import serve  # noqa: E402,F401 - registers `adah serve`
+import adah.cli_index  # noqa: E402,F401 - registers `adah index build|info` and `adah search`
 
 LIST_OPTIONS = ("--bits", "--methods")
 

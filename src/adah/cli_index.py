@@ -1,0 +1,99 @@
+"""``adah index build|info`` and ``adah search`` (registered on :data:`adah.cli.app`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from adah.cli import _friendly_errors, _parse_sets, app
+from adah.errors import AdahError
+
+index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Build and inspect binary-code indexes of a collection.")
+
+
+@index_app.command("build")
+@_friendly_errors
+def build_cmd(
+    model: Path = typer.Option(..., help="A checkpoint written by adah train (best.pt)."),
+    out: Path = typer.Option(..., help="Index folder to write (atomically; see --force)."),
+    data: Optional[str] = typer.Option(None, help="What to index: a folder or list file in the folder format (e.g. "
+                                       "../shared/data/coco_mini), or a dataset name; default: the model's dataset."),
+    rows: str = typer.Option("all", help="all | query | retrieval | train | val (a part of the split)."),
+    split: Optional[Path] = typer.Option(None, help="Split JSON for --rows (default: split.json beside the model)."),
+    modalities: str = typer.Option("", help="image,text | image | text (default: every one available)."),
+    batch_size: int = typer.Option(256, min=1, help="Items encoded per batch (bounds memory)."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    set_: list[str] = typer.Option([], "--set", help="Data config values for a dataset name, e.g. "
+                                   "--set data.num_items=500 (repeatable)."),
+    force: bool = typer.Option(False, help="Replace an existing index in OUT."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Encode a collection into bit-packed codes plus metadata (ids, paths, captions, labels)."""
+    from adah.index import build_index
+
+    mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
+    result = build_index(model, out, data=data, rows=rows, split=split, modalities=mods,
+                         overrides=_parse_sets(set_) or None, batch_size=batch_size, device=device, force=force,
+                         progress=not quiet)
+    typer.echo(f"indexed {result.count:,} items ({', '.join(result.modalities)} codes, {result.bits} bits) in "
+               f"{result.seconds:.1f}s; model fingerprint {result.fingerprint}")
+    typer.echo(f"wrote {result.path}")
+
+
+@index_app.command("info")
+@_friendly_errors
+def info_cmd(
+    index: Path = typer.Option(..., help="An index folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+) -> None:
+    """Check an index (format version, checksums of every file) and describe it."""
+    from adah.index import Index
+    from adah.index.build import describe
+
+    with Index.load(index, model=None) as loaded:  # reads and verifies every file
+        manifest = loaded.manifest
+    typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False) if as_json else describe(manifest) + "\nok: every "
+               "file's checksum matches")
+
+
+app.add_typer(index_app, name="index")
+
+
+@app.command()
+@_friendly_errors
+def search(
+    index: Path = typer.Option(..., help="An index folder written by adah index build."),
+    text: Optional[str] = typer.Option(None, help="A text query (finds images by default)."),
+    image: Optional[Path] = typer.Option(None, help="An image file as the query (finds texts by default)."),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="How many results."),
+    target: Optional[str] = typer.Option(None, help="image | text: which codes to search (default: the other "
+                                         "modality)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
+    backend: str = typer.Option("auto", help="auto | faiss | numpy (exact, identical) | multihash (approximate)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Top-k items by Hamming distance for a text or an image query: a table, or --json."""
+    from adah.index import Index
+
+    if (text is None) == (image is None):
+        raise AdahError("give exactly one of --text and --image")
+    with Index.load(index, model=model or "auto", backend=backend, device=device) as loaded:
+        if text is not None:
+            result = loaded.search_text(text, k=k, target=target or "image")
+        else:
+            result = loaded.search_image(image, k=k, target=target or "text")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    q = result.query
+    if q["modality"] == "text" and q["unknown_tokens"]:
+        typer.echo(f"not in the vocabulary, ignored: {', '.join(q['unknown_tokens'])}")
+    typer.echo(result.format_table())
+    t = result.timings_ms
+    typer.echo(f"\n{len(result.hits)} {result.target} results of {len(loaded):,}; encode {t['encode']:.1f} ms, "
+               f"search {t['search']:.1f} ms ({'exact' if result.exact else 'approximate'}, {loaded.backend_name})")

@@ -1,0 +1,21 @@
+"""Search with hash codes: a binary-code index of a collection, and text / image queries.
+
+* :func:`build_index` (``adah index build``): encode a collection with a trained model into an
+  index folder (format in :mod:`adah.index.store`: versioned, checksummed, written atomically).
+* :class:`Index` (``adah search``): load it with its model; :meth:`Index.search_text`,
+  :meth:`Index.search_image`, :meth:`Index.search_codes`.
+* Backends (:mod:`adah.index.backends`): faiss ``IndexBinaryFlat`` (exact), a numpy fallback
+  with identical results, faiss ``IndexBinaryMultiHash`` (approximate, sublinear).
+"""
+
+from adah.index.backends import BACKENDS, faiss_available, hamming_distances, numpy_knn, recall_at_k
+from adah.index.build import BuildResult, build_index, model_fingerprint, write_index
+from adah.index.core import (AttentionMap, Hit, ImageQueryError, Index, QueryError, SearchResult,
+                             UnknownWordsError, decode_image)
+from adah.index.store import FORMAT_VERSION, IndexFormatError
+
+__all__ = [
+    "AttentionMap", "BACKENDS", "BuildResult", "FORMAT_VERSION", "Hit", "ImageQueryError", "Index",
+    "IndexFormatError", "QueryError", "SearchResult", "UnknownWordsError", "build_index", "decode_image",
+    "faiss_available", "hamming_distances", "model_fingerprint", "numpy_knn", "recall_at_k", "write_index",
+]
