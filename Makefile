@@ -19,7 +19,8 @@ setup: $(STAMP)
 demo: setup  ## generate scenes, train ADAH and the no-attention variant, print MAP, write PNGs
 	$(BIN)/adah demo --out runs/demo
 
-test: setup  ## the whole test suite (a few minutes on 2 CPU cores)
+test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)
+	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
