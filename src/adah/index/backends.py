@@ -185,7 +185,20 @@ _FAISS_MAX_THREADS: list[int] = []
 _FAISS_PARALLEL_MIN_QUERIES = 8  # per thread
 
 
-class FaissFlatBackend(HammingBackend):
+class _FaissBackend(HammingBackend):
+    """A faiss binary index in ``self.index``; searches with a thread count fit for the batch."""
+
+    index: object
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        if k == 0 or len(queries) == 0:
+            return np.empty((len(queries), k), np.int32), np.empty((len(queries), k), np.int64)
+        _faiss_threads(self._faiss, len(queries))
+        return self.index.search(queries, k)
+
+
+class FaissFlatBackend(_FaissBackend):
     """Exact search with faiss ``IndexBinaryFlat`` (codes padded to whole bytes)."""
 
     name = "faiss"
@@ -199,15 +212,8 @@ class FaissFlatBackend(HammingBackend):
         if len(self.codes):
             self.index.add(self.codes)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
-        if k == 0 or len(queries) == 0:
-            return np.empty((len(queries), k), np.int32), np.empty((len(queries), k), np.int64)
-        _faiss_threads(self._faiss, len(queries))
-        return self.index.search(queries, k)
 
-
-class MultiHashBackend(HammingBackend):
+class MultiHashBackend(_FaissBackend):
     """faiss ``IndexBinaryMultiHash``: the code is cut into ``nhash`` substrings of ``b`` bits,
     each a hash table; a query looks up its substrings with up to ``nflip`` bits flipped and
     ranks the candidates found by their exact full distance. Sublinear but approximate: rows
@@ -235,13 +241,6 @@ class MultiHashBackend(HammingBackend):
         self.index.nflip = self.nflip
         if len(self.codes):
             self.index.add(self.codes)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self))
-        if k == 0 or len(queries) == 0:
-            return np.empty((len(queries), k), np.int32), np.empty((len(queries), k), np.int64)
-        _faiss_threads(self._faiss, len(queries))
-        return self.index.search(queries, k)
 
 
 def make_backend(packed: np.ndarray, bits: int, backend: str = "auto", **options) -> HammingBackend:
