@@ -25,8 +25,28 @@ def test_list_options_expand():
 
 def test_baselines_refuse_pixel_datasets(tmp_path):
     cfg = Config.load("scenes_demo").override({"data.num_items": 120, "data.num_query": 20, "data.num_train": 80})
-    with pytest.raises(AdahError, match="feature vectors"):
+    with pytest.raises(AdahError, match="feature vectors or cached backbone maps.*adah features extract"):
         run_benchmark(cfg, tmp_path, bits=(8,), seeds=1, methods=("cca_itq",), progress=False)
+
+
+def test_baselines_use_cached_maps_averaged_over_positions():
+    from adah.benchmark import _baseline_codes, image_vectors
+    from adah.data.base import CrossModalData, random_split
+
+    rng = np.random.default_rng(0)
+    labels = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 200)]
+    maps = (rng.random((200, 6, 3, 3)) + labels.argmax(1)[:, None, None, None] * 0.5).astype(np.float32)
+    texts = (labels @ rng.random((4, 12)) + rng.random((200, 12)) * 0.1).astype(np.float32)
+    on_maps = CrossModalData(maps, texts, labels, name="maps")
+    pooled = CrossModalData(maps.mean(axis=(2, 3)), texts, labels, name="pooled")
+    rows = np.array([5, 0, 199])
+    np.testing.assert_allclose(image_vectors(on_maps, rows, batch=2), maps[rows].mean(axis=(2, 3)), rtol=1e-6)
+    split = random_split(200, num_query=40, num_train=120, seed=0)
+    for method in ("cca_itq", "seph"):
+        a = _baseline_codes(method, 6, 0, on_maps, split)
+        b = _baseline_codes(method, 6, 0, pooled, split)
+        for x, y in zip(a, b):
+            assert np.array_equal(x.image, y.image) and np.array_equal(x.text, y.text)
 
 
 @pytest.mark.slow

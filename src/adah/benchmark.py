@@ -51,17 +51,29 @@ def _deep_codes(config: Config, method: str, bits: int, seed: int, data: CrossMo
     return encode(result.model, data, split.query), encode(result.model, data, split.retrieval)
 
 
+def image_vectors(data: CrossModalData, rows: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """(k, D) float64 image descriptors for the classical baselines: feature vectors as they are,
+    or cached backbone maps (N, C, h, w) averaged over the h x w positions (the backbone's own
+    global pooling for MobileNetV2; C-d), read in batches. Pixels are refused."""
+    first = np.asarray(data.images[:1]) if data.images is not None else None
+    if first is not None and first.ndim == 2:
+        return np.asarray(data.images[rows], np.float64)
+    if first is not None and first.ndim == 4 and first.dtype.kind == "f":
+        return np.concatenate([np.asarray(data.images[rows[i : i + batch]], np.float64).mean(axis=(2, 3))
+                               for i in range(0, len(rows), batch)] or [np.zeros((0, first.shape[1]))])
+    raise AdahError(f"the classical baselines need image feature vectors or cached backbone maps; dataset "
+                    f"'{data.name}' holds pixels. Run `adah features extract` and set data.options.features, "
+                    "or run the deep methods only (--methods adah none)")
+
+
 def _baseline_codes(method: str, bits: int, seed: int, data: CrossModalData, split: Split) -> tuple[Codes, Codes]:
-    if data.images is None or np.asarray(data.images[:1]).ndim != 2:
-        raise AdahError(f"{METHOD_NAMES[method]} needs image feature vectors; dataset '{data.name}' holds "
-                        "pixels. Run the deep methods only (--methods adah none) or use a feature dataset")
     fit_rows = np.sort(np.concatenate([split.train, split.val]))
     model = BASELINES[method](bits=bits, random_state=seed)
-    model.fit(np.asarray(data.images[fit_rows], np.float64), np.asarray(data.texts[fit_rows], np.float64),
+    model.fit(image_vectors(data, fit_rows), np.asarray(data.texts[fit_rows], np.float64),
               np.asarray(data.labels[fit_rows]))
 
     def codes(rows: np.ndarray) -> Codes:
-        return Codes(model.encode(np.asarray(data.images[rows], np.float64), "image"),
+        return Codes(model.encode(image_vectors(data, rows), "image"),
                      model.encode(np.asarray(data.texts[rows], np.float64), "text"), np.asarray(data.labels[rows]))
 
     return codes(split.query), codes(split.retrieval)
