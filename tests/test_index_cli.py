@@ -93,6 +93,20 @@ def test_table_output_and_ignored_words(scenes_index, runner):
     assert "3 image results of 1,350" in result.stdout and "(exact, " in result.stdout
 
 
+def test_multihash_options_from_the_cli(scenes_index, runner):
+    base = ["search", "--index", str(scenes_index), "--text", "blue_cross azure_plus", "-k", "10", "--json"]
+    exact = json.loads(runner.invoke(app, base).stdout)
+    # one 8-bit table probed with up to 8 flipped bits visits every bucket: all rows are candidates
+    res = runner.invoke(app, [*base, "--backend", "multihash", "--nhash", "1", "--hash-bits", "8", "--nflip", "8"])
+    assert res.exit_code == 0, res.output
+    approx = json.loads(res.stdout)
+    assert [h["distance"] for h in approx["hits"]] == [h["distance"] for h in exact["hits"]]
+    line = _one_line_error(runner.invoke(app, [*base, "--nhash", "2"]))
+    assert "--nhash, --hash-bits and --nflip are for --backend multihash" in line
+    line = _one_line_error(runner.invoke(app, [*base, "--backend", "multihash", "--nhash", "9", "--hash-bits", "60"]))
+    assert "multihash needs nhash * b <=" in line
+
+
 def test_image_query_returns_captions(scenes_index, runner, tmp_path):
     from PIL import Image
 

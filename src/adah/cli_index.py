@@ -75,6 +75,9 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
     backend: str = typer.Option("auto", help="auto | faiss | numpy (exact, identical) | multihash (approximate)."),
+    nhash: Optional[int] = typer.Option(None, min=1, help="multihash: number of hash tables (substrings)."),
+    hash_bits: Optional[int] = typer.Option(None, min=1, help="multihash: bits per substring (b)."),
+    nflip: Optional[int] = typer.Option(None, min=0, help="multihash: bits flipped when probing (default 1)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Top-k items by Hamming distance for a text or an image query: a table, or --json."""
@@ -82,7 +85,10 @@ def search(
 
     if (text is None) == (image is None):
         raise AdahError("give exactly one of --text and --image")
-    with Index.load(index, model=model or "auto", backend=backend, device=device) as loaded:
+    options = {k: v for k, v in (("nhash", nhash), ("b", hash_bits), ("nflip", nflip)) if v is not None}
+    if options and backend != "multihash":
+        raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
+    with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image")
         else:
