@@ -79,7 +79,7 @@ def test_cache_equals_a_direct_forward_and_reads_like_an_array(reference, weight
     assert header["weights_id"] == weights_identity("small_cnn", str(weights))
     assert header["weights_id"].startswith("small_cnn-test.pth#sha256:")
     data = load_dataset(cfg.data)
-    assert header["dataset"] == {"name": data.name, "fingerprint": data.fingerprint(), "num_items": N,
+    assert header["dataset"] == {"name": data.name, "images_fingerprint": data.image_fingerprint(), "num_items": N,
                                  "image_shape": [3, 32, 32]}
     cache = FeatureCache(reference)
     assert cache.shape == (N, 64, 4, 4) and cache.ndim == 4 and cache.dtype == np.float32 and len(cache) == N
@@ -146,6 +146,19 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path, reference, weigh
     assert same_files(out, reference)
 
 
+def test_a_cache_depends_on_the_images_not_the_texts(reference, weights):
+    import dataclasses
+
+    data = load_dataset(scenes_config(weights).data)
+    other_texts = dataclasses.replace(data, texts=data.texts[:, ::-1].copy(), text_vocabulary=None)
+    assert other_texts.fingerprint() != data.fingerprint()
+    cached = attach_cache(other_texts, reference)  # a new tokenizer or vocabulary keeps the cache
+    assert np.array_equal(cached.texts, other_texts.texts) and cached.images.shape == (N, 64, 4, 4)
+    other_images = dataclasses.replace(data, images=data.images[::-1].copy())
+    with pytest.raises(AdahError, match="made from other images"):
+        attach_cache(other_images, reference)
+
+
 def test_a_cache_of_other_data_or_weights_is_refused_unless_overwritten(tmp_path, reference, weights):
     out = tmp_path / "c"
     extract_features(scenes_config(weights), out, progress=False, max_batches=1)
@@ -155,11 +168,19 @@ def test_a_cache_of_other_data_or_weights_is_refused_unless_overwritten(tmp_path
     with pytest.raises(AdahError, match=r"batch_size: 32 -> 8"):
         extract_features(scenes_config(weights), out, batch_size=8, progress=False)
     replaced = extract_features(other, out, progress=False, overwrite=True)
-    assert replaced.complete and replaced.header["dataset"]["fingerprint"] != read_header(reference)["dataset"]["fingerprint"]
+    assert replaced.complete and replaced.header["dataset"]["images_fingerprint"] != read_header(reference)["dataset"]["images_fingerprint"]
+    old_version = tmp_path / "v1"
+    old_version.mkdir()
+    (old_version / "header.json").write_text(json.dumps({**read_header(reference), "version": 1}))
+    with pytest.raises(AdahError, match="feature cache version 1, this adah reads 2; rebuild it"):
+        extract_features(scenes_config(weights), old_version, progress=False)
+    rebuilt = extract_features(scenes_config(weights), old_version, progress=False, overwrite=True)
+    assert rebuilt.complete and rebuilt.header["version"] == 2
+    assert (old_version / "maps.npy").read_bytes() == (reference / "maps.npy").read_bytes()
     with pytest.raises(AdahError, match="pretrained backbone weights"):
         extract_features(scenes_config(weights, **{"model.image_weights": None}), tmp_path / "r", progress=False)
     # a cache attached to other data, or to a model of other weights, is refused with a clear message
-    with pytest.raises(AdahError, match="made from another dataset"):
+    with pytest.raises(AdahError, match="made from other images"):
         load_dataset(scenes_config(weights, out, **{"data.seed": 0}).data)
     cache = FeatureCache(reference)
     model = scenes_config(weights).model
@@ -248,10 +269,10 @@ def test_a_nuswide_sized_cache_is_read_row_by_row(tmp_path):
     maps.flush()
     del maps
     header = {
-        "format": "adah-feature-cache", "version": 1, "backbone": "small_cnn", "layer": "features",
+        "format": "adah-feature-cache", "version": 2, "backbone": "small_cnn", "layer": "features",
         "weights": "w.pth", "weights_id": "w.pth#sha256:0", "features_sha256": "0", "image_size": 224,
         "shape": list(shape), "dtype": "float16", "batch_size": 32, "device": "cpu", "torch": torch.__version__,
-        "dataset": {"name": "nuswide", "fingerprint": "x", "num_items": n, "image_shape": [3, 224, 224]},
+        "dataset": {"name": "nuswide", "images_fingerprint": "x", "num_items": n, "image_shape": [3, 224, 224]},
         "done": n, "complete": True,
     }
     (folder / "header.json").write_text(json.dumps(header))

@@ -6,7 +6,7 @@ A cache is a folder with two files:
   ``np.lib.format.open_memmap`` (``np.load(path, mmap_mode="r")`` reads it);
 * ``header.json``: format version, backbone, layer, weights (as asked and as identified:
   file name + sha256 prefix), digest of the conv weights, image size the backbone saw, shape,
-  dtype, dataset fingerprint and size, batch size, device type, torch version, and the progress:
+  dtype, images fingerprint and dataset size, batch size, device type, torch version, and the progress:
   ``done`` (rows written and flushed) and ``complete``.
 
 :func:`extract_features` runs the backbone in eval mode, without gradients and with
@@ -47,7 +47,7 @@ from adah.errors import AdahError
 from adah.fileio import atomic_write_text
 
 FORMAT = "adah-feature-cache"
-VERSION = 1
+VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
 HEADER_FILE = "header.json"
 MAPS_FILE = "maps.npy"
 STORE_DTYPE = np.dtype(np.float16)
@@ -133,7 +133,8 @@ def read_header(folder: str | os.PathLike) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise AdahError(f"{path}: not an adah feature cache header (field 'format' should be {FORMAT!r})")
     if header.get("version") != VERSION:
-        raise AdahError(f"{path}: feature cache version {header.get('version')!r}, this adah reads {VERSION}")
+        raise AdahError(f"{path}: feature cache version {header.get('version')!r}, this adah reads {VERSION}; "
+                        "rebuild it with adah features extract --overwrite")
     missing = [k for k in (*IDENTITY_KEYS, "done", "complete") if k not in header]
     if missing:
         raise AdahError(f"{path}: missing field(s) {missing}")
@@ -229,14 +230,20 @@ def extract_features(
         with torch.no_grad():
             probe = backbone.features(backbone.preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=dev)))
         n = len(data)
-        old = read_header(out) if (out / HEADER_FILE).is_file() else None
+        old = None
+        if (out / HEADER_FILE).is_file():
+            try:
+                old = read_header(out)
+            except AdahError:  # another version or a damaged header: replaced with --overwrite
+                if not overwrite:
+                    raise
         header = {
             "format": FORMAT, "version": VERSION, "backbone": model_cfg.image_backbone,
             "layer": LAYERS.get(model_cfg.image_backbone, "features"), "weights": model_cfg.image_weights,
             "weights_id": weights_identity(model_cfg.image_backbone, model_cfg.image_weights),
             "features_sha256": state_digest(backbone.features), "image_size": int(backbone.input_size),
             "shape": [n, *map(int, probe.shape[1:])], "dtype": STORE_DTYPE.name,
-            "dataset": {"name": data.name, "fingerprint": data.fingerprint(), "num_items": n,
+            "dataset": {"name": data.name, "images_fingerprint": data.image_fingerprint(), "num_items": n,
                         "image_shape": [int(s) for s in data.images.shape[1:]]},
             "batch_size": int(batch_size or (old or {}).get("batch_size") or DEFAULT_BATCH_SIZE),
             "device": dev.type, "torch": torch.__version__, "done": 0, "complete": n == 0,
@@ -386,16 +393,16 @@ class FeatureCache(LazyImages):
 
 def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalData:
     """``data`` with its images replaced by the cache in ``path``, after checking the cache was
-    made from this dataset (same number of items and fingerprint)."""
+    made from these images (same number of items and image fingerprint; texts may differ)."""
     cache = FeatureCache(path)
     made_from = cache.header["dataset"]
     if made_from.get("num_items") != len(data):
         raise AdahError(f"feature cache {cache.path} has {made_from.get('num_items')} rows but dataset "
                         f"{data.name!r} has {len(data)}; extract features for this dataset")
-    if made_from.get("fingerprint") != data.fingerprint():
-        raise AdahError(f"feature cache {cache.path} was made from another dataset (fingerprint "
-                        f"{made_from.get('fingerprint')}, this one {data.fingerprint()}); extract features again "
-                        "with the same data options, or pass --overwrite")
+    if made_from.get("images_fingerprint") != data.image_fingerprint():
+        raise AdahError(f"feature cache {cache.path} was made from other images (fingerprint "
+                        f"{made_from.get('images_fingerprint')}, these {data.image_fingerprint()}); extract "
+                        "features again with the same data options, or pass --overwrite")
     return dataclasses.replace(data, images=cache)
 
 

@@ -74,20 +74,29 @@ class CrossModalData:
         Computed once per instance (the arrays are treated as read-only) and in row chunks, so a
         memory-mapped dataset is never copied whole."""
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            for arr in (self.images, self.texts, self.labels):
-                if arr is None:
-                    h.update(b"no images")
-                    continue
-                h.update(str((arr.shape, arr.dtype.str)).encode())
-                if isinstance(arr, LazyImages):  # a sample of rows, not gigabytes of pixels
-                    h.update(arr.content_digest().encode())
-                else:
-                    step = max(1, (64 << 20) // max(1, arr[:1].nbytes))  # about 64 MiB a chunk
-                    for start in range(0, arr.shape[0], step):
-                        h.update(np.ascontiguousarray(arr[start : start + step]).tobytes())
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = _digest((self.images, self.texts, self.labels))
         return self._fingerprint
+
+    def image_fingerprint(self) -> str:
+        """Like :meth:`fingerprint`, over the images alone: what a feature cache depends on, so
+        changing text options (tokenizer, vocabulary) keeps a cache valid."""
+        return _digest((self.images,))
+
+
+def _digest(arrays) -> str:
+    h = hashlib.sha256()
+    for arr in arrays:
+        if arr is None:
+            h.update(b"no images")
+            continue
+        h.update(str((arr.shape, arr.dtype.str)).encode())
+        if isinstance(arr, LazyImages):  # a sample of rows, not gigabytes of pixels
+            h.update(arr.content_digest().encode())
+        else:
+            step = max(1, (64 << 20) // max(1, arr[:1].nbytes))  # about 64 MiB a chunk
+            for start in range(0, arr.shape[0], step):
+                h.update(np.ascontiguousarray(arr[start : start + step]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def validate_arrays(images, texts, labels, source: str = "data") -> None:
