@@ -273,3 +273,19 @@ class CrossModalHashing:
 
     def _project(self, x: np.ndarray, modality: str) -> np.ndarray:
         raise NotImplementedError
+
+
+class CenteredLinearHashing(CrossModalHashing):
+    """Methods whose codes are sign((x - mean) @ projection) per modality (CCA-ITQ, SCM-seq):
+    ``_fit`` calls :meth:`_center` and sets ``image_projection_`` / ``text_projection_``."""
+
+    def _center(self, image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Store the feature means ``image_mean_`` / ``text_mean_``; return the centred data."""
+        self.image_mean_ = image.mean(axis=0)
+        self.text_mean_ = text.mean(axis=0)
+        return image - self.image_mean_, text - self.text_mean_
+
+    def _project(self, x: np.ndarray, modality: str) -> np.ndarray:
+        if modality == "image":
+            return (x - self.image_mean_) @ self.image_projection_
+        return (x - self.text_mean_) @ self.text_projection_

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import linalg
 
 from adah.baselines.base import (
-    CrossModalHashing,
+    CenteredLinearHashing,
     check_float,
     check_int,
     fix_signs,
@@ -40,7 +40,7 @@ def cca(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray, k: int) -> tuple[np.n
     return wx, wy, rho
 
 
-class CCAITQ(CrossModalHashing):
+class CCAITQ(CenteredLinearHashing):
     """CCA-ITQ for cross-modal hashing (unsupervised; ``labels`` are ignored).
 
     Reference: Y. Gong, S. Lazebnik, A. Gordo, F. Perronnin, "Iterative Quantization: A
@@ -112,10 +112,7 @@ class CCAITQ(CrossModalHashing):
     def _fit(self, image, text, labels, rng):
         bits = int(self.bits)
         n = image.shape[0]
-        self.image_mean_ = image.mean(axis=0)
-        self.text_mean_ = text.mean(axis=0)
-        x = image - self.image_mean_
-        y = text - self.text_mean_
+        x, y = self._center(image, text)
         cxx = ridge(x.T @ x / n, self.reg)
         cyy = ridge(y.T @ y / n, self.reg)
         cxy = x.T @ y / n
@@ -139,8 +136,3 @@ class CCAITQ(CrossModalHashing):
         self.image_projection_ = wx @ r
         self.text_projection_ = wy @ r
         self.quantization_history_ = np.asarray(history)
-
-    def _project(self, x, modality):
-        if modality == "image":
-            return (x - self.image_mean_) @ self.image_projection_
-        return (x - self.text_mean_) @ self.text_projection_

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adah.baselines.base import CrossModalHashing, check_float, ridge, sign_codes
+from adah.baselines.base import CenteredLinearHashing, check_float, ridge, sign_codes
 from adah.baselines.cca_itq import cca
 
 __all__ = ["SCMSeq", "label_similarity_factors"]
@@ -20,7 +20,7 @@ def label_similarity_factors(labels: np.ndarray) -> np.ndarray:
     return labels / np.where(norms > 0, norms, 1.0)
 
 
-class SCMSeq(CrossModalHashing):
+class SCMSeq(CenteredLinearHashing):
     """SCM-seq: semantic correlation maximization, sequential variant (supervised).
 
     Reference: D. Zhang, W.-J. Li, "Large-Scale Supervised Multimodal Hashing with Semantic
@@ -74,10 +74,7 @@ class SCMSeq(CrossModalHashing):
     def _fit(self, image, text, labels, rng):
         bits = int(self.bits)
         n = image.shape[0]
-        self.image_mean_ = image.mean(axis=0)
-        self.text_mean_ = text.mean(axis=0)
-        x = image - self.image_mean_
-        y = text - self.text_mean_
+        x, y = self._center(image, text)
         sx = x.T @ x / n
         sy = y.T @ y / n
         cxx = ridge(sx, self.reg)
@@ -113,8 +110,3 @@ class SCMSeq(CrossModalHashing):
         self.image_projection_ = wx
         self.text_projection_ = wy
         self.eigenvalues_ = np.asarray(lams)
-
-    def _project(self, x, modality):
-        if modality == "image":
-            return (x - self.image_mean_) @ self.image_projection_
-        return (x - self.text_mean_) @ self.text_projection_
