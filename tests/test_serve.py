@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adah.cli import app as cli_app
-from adah.cli_serve import is_loopback
+from adah.cli.serve import is_loopback
 from adah.errors import AdahError
 from adah.index import Index, UnknownWordsError
 from adah.serve import Limits, create_app

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from adah.cli import _friendly_errors, _parse_sets, app
+from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.errors import AdahError
 
 index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

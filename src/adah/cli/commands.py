@@ -1,47 +1,15 @@
-"""Command line: ``adah demo``, ``adah train``, ``adah eval``. Each command parses its flags,
-calls one library function and prints. Errors print one line and exit 2; ``--debug`` shows the
-traceback."""
+"""``adah demo``, ``train``, ``ablation``, ``benchmark`` and ``eval``: each parses its flags,
+calls one library function and prints."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from adah.errors import AdahError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Attention-aware deep adversarial cross-modal hashing (ADAH).")
-_state = {"debug": False}
-
-
-@app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    _state["debug"] = debug
-
-
-def _friendly_errors(fn):
-    """Print user errors as one line on stderr (exit 2) unless --debug."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (AdahError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            if _state["debug"]:
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
+from adah.cli.common import _friendly_errors, _parse_sets, app
 
 
 @app.command()
@@ -64,20 +32,6 @@ def demo(
                f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
                f"pixels are attended)")
     typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {result.attention_png}\nwrote {result.results_json}")
-
-
-def _parse_sets(items: list[str]) -> dict[str, object]:
-    """``section.key=value`` pairs; values are parsed as JSON when they can be."""
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise AdahError(f"--set expects section.key=value (e.g. train.lr=0.001), got {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 @app.command("train")
@@ -200,36 +154,3 @@ def eval_cmd(
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)
         typer.echo(f"wrote {png}")
-
-
-from adah.cli_features import features_app  # noqa: E402 - it uses the helpers above
-app.add_typer(features_app, name="features")
-from adah.cli_serve import serve  # noqa: E402,F401 - registers `adah serve`
-import adah.cli_index  # noqa: E402,F401 - registers `adah index build|info` and `adah search`
-
-LIST_OPTIONS = ("--bits", "--methods")
-
-
-def expand_list_options(argv: list[str]) -> list[str]:
-    """``--bits 16 32 64`` -> ``--bits 16 --bits 32 --bits 64`` (typer has no variadic options)."""
-    out: list[str] = []
-    current = None
-    for arg in argv:
-        if arg in LIST_OPTIONS:
-            current = arg
-            out.append(arg)
-            continue
-        if current and not arg.startswith("-") and out[-1] != current:
-            out.append(current)
-        elif arg.startswith("-"):
-            current = None
-        out.append(arg)
-    return out
-
-
-def main() -> None:
-    app(args=expand_list_options(sys.argv[1:]), prog_name="adah")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from adah.cli import _friendly_errors, _parse_sets
+from adah.cli.common import _friendly_errors, _parse_sets
 
 features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
 

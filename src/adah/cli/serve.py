@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from adah.cli import _friendly_errors, app
+from adah.cli.common import _friendly_errors, app
 from adah.errors import AdahError
 
 LOOPBACK_NAMES = ("localhost",)
