@@ -23,7 +23,7 @@ from adah.errors import AdahError
 def test_default_round_trip_through_dict():
     cfg = Config()
     d = cfg.to_dict()
-    assert set(d) == {"model", "loss", "train", "data"}
+    assert set(d) == {"model", "loss", "train", "data", "attention"}
     back = Config.from_dict(d)
     assert back == cfg
     assert back is not cfg

@@ -49,13 +49,21 @@ def text_vocabulary_of(payload: dict, source: str = "checkpoint") -> Vocabulary 
     return None if raw is None else Vocabulary.from_dict(raw, source=f"{source} (text_vocabulary)")
 
 
+def config_of(payload: dict, source: str = "checkpoint") -> Config:
+    """The run config saved in a checkpoint. Checkpoints written before G's choices became the
+    ``attention`` section trained the paper's literal G, so they get the ``paper`` preset."""
+    raw = payload["config"]
+    config = Config.from_dict(raw, source=f"{source} (config)")
+    return config if "attention" in raw else config.with_preset("paper")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ADAH, Config, dict]:
     """Rebuild the model a checkpoint describes, load its weights; returns (model in eval mode,
     config, raw payload)."""
     payload = load_checkpoint(path)
-    config = Config.from_dict(payload["config"], source=f"{path} (config)")
+    config = config_of(payload, str(path))
     # the weights come from the checkpoint: never fetch pretrained backbone weights again
-    model = build_model(dataclasses.replace(config.model, image_weights=None))
+    model = build_model(dataclasses.replace(config.model, image_weights=None), config.attention)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

@@ -126,6 +126,48 @@ class TrainConfig:
             raise AdahError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
 
 
+ATTENTION_GATES = ("softmax", "sigmoid")
+G_OBJECTIVES = ("adversarial", "full")
+
+
+@dataclass
+class AttentionConfig:
+    """G's choices that the paper leaves open (used when ``model.attention`` is not ``none``).
+
+    The defaults are adah's measured choice (README, "Attention that earns its place"); the
+    ``paper`` preset (:data:`PRESETS`, ``--preset paper``) restores the paper's literal G."""
+
+    gate: str = "softmax"  # softmax over positions (paper) | sigmoid: one gate per position
+    temperature: float = 1.0  # scores / temperature before the gate
+    threshold: float = 1.0  # c: alpha = c/N (softmax; the paper's 1/N), c/2 (sigmoid)
+    keep_fraction: float = 0.0  # > 0: keep the top ceil(rho*N) positions of each item instead of a threshold
+    init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start)
+    residual: float = 0.0  # lam: attended = f*(lam + (1-lam)Z); 0 = the paper's Z*f, 1 = D hashes f
+    soft_epochs: int = 0  # epochs with a soft mask (clamp(p*N, 0, 1) or sigmoid p) before the hard STE mask
+    warmup_epochs: int = 0  # epochs of E,D alone before G's first step
+    objective: str = "adversarial"  # G maximises the adversarial terms | full: also minimises the attended terms
+    grad_clip: float = 0.0  # max gradient norm of G's step (0: none)
+
+    def validate(self) -> None:
+        if self.gate not in ATTENTION_GATES:
+            raise AdahError(f"attention.gate must be one of {ATTENTION_GATES}, got {self.gate!r}")
+        if self.init not in ("random", "zero"):
+            raise AdahError(f"attention.init must be 'random' or 'zero', got {self.init!r}")
+        if self.objective not in G_OBJECTIVES:
+            raise AdahError(f"attention.objective must be one of {G_OBJECTIVES}, got {self.objective!r}")
+        if self.temperature <= 0 or self.threshold <= 0:
+            raise AdahError("attention.temperature and attention.threshold must be positive")
+        if not 0.0 <= self.keep_fraction <= 1.0:
+            raise AdahError(f"attention.keep_fraction must be in [0, 1] (0: use the threshold), got {self.keep_fraction}")
+        if not 0.0 <= self.residual <= 1.0:
+            raise AdahError(f"attention.residual must be in [0, 1], got {self.residual}")
+        for name in ("soft_epochs", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise AdahError(f"attention.{name} must be >= 0, got {getattr(self, name)}")
+        if self.grad_clip < 0:
+            raise AdahError(f"attention.grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+
+
 @dataclass
 class DataConfig:
     """Which dataset and protocol. ``name='scenes'`` generates the built-in synthetic set."""
@@ -146,11 +188,13 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def validate(self) -> "Config":
         self.model.validate()
         self.loss.validate()
         self.train.validate()
+        self.attention.validate()
         return self
 
     def to_dict(self) -> dict:
@@ -162,16 +206,28 @@ class Config:
             raise AdahError(f"{source}: expected a JSON object at the top level")
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise AdahError(f"{source}: unknown section(s) {sorted(unknown)}; expected model, loss, train, data")
+            raise AdahError(f"{source}: unknown section(s) {sorted(unknown)}; expected model, loss, train, data, attention")
         parts = {}
         for f in dataclasses.fields(cls):
-            section_cls = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig}[f.name]
+            section_cls = SECTIONS[f.name]
             parts[f.name] = _section_from_dict(section_cls, raw.get(f.name, {}), f"{source}: section '{f.name}'")
         return cls(**parts)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
-        """Read a JSON config file, or a bundled one by name (see :func:`bundled_configs`)."""
+    def load(cls, path: str | Path, preset: str | None = None) -> "Config":
+        """Read a JSON config file, or a bundled one by name (see :func:`bundled_configs`);
+        ``preset`` (a name in :data:`PRESETS`) then replaces G's settings."""
+        config = cls._load(path)
+        return config.with_preset(preset) if preset else config
+
+    def with_preset(self, name: str) -> "Config":
+        """A copy with the preset's settings (``paper``: the paper's literal G)."""
+        if name not in PRESETS:
+            raise AdahError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return self.override(PRESETS[name])
+
+    @classmethod
+    def _load(cls, path: str | Path) -> "Config":
         path = Path(path)
         if not path.is_file() and path.suffix == "" and str(path) in bundled_configs():
             path = BUNDLED_DIR / f"{path}.json"
@@ -199,6 +255,19 @@ class Config:
             raw[section][name] = value
         return Config.from_dict(raw)
 
+
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig,
+            "attention": AttentionConfig}
+
+# The paper's G, literally: softmax over positions, alpha = 1/N, hard mask from the first step,
+# D hashes Z*f, G maximises the adversarial terms from the start, 4 E,D steps : 1 G step.
+PAPER_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
+PAPER_ATTENTION.update({"attention.gate": "softmax", "attention.temperature": 1.0, "attention.threshold": 1.0,
+                        "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
+                        "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
+                        "attention.objective": "adversarial", "attention.grad_clip": 0.0,
+                        "train.steps_min": 4, "train.steps_max": 1})
+PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_ATTENTION}
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 

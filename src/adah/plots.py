@@ -94,3 +94,51 @@ def plot_attention_grid(
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+# (title, [(metrics.jsonl key, label), ...]) of each panel of the training picture
+TRAINING_PANELS = (
+    ("loss terms", [("objective", "E,D objective"), ("t2i", "T->I"), ("i2t", "I->T"), ("i2i", "I->I"),
+                    ("t2t", "T->T"), ("t2i_hat", "T->I_hat"), ("i2t_hat", "I->T_hat")]),
+    ("validation MAP", [("val_map", "mean"), ("val_map_i2t", "I->T"), ("val_map_t2i", "T->I"),
+                        ("val_map_t2t", "T->T")]),
+    ("mask density (probe rows)", [("diag_density_image", "image"), ("diag_density_text", "text"),
+                                   ("mask_image", "image, training batches"), ("mask_text", "text, training batches")]),
+    ("entropy of p / max", [("diag_entropy_image", "image"), ("diag_entropy_text", "text")]),
+    ("mask positions changed since last epoch", [("diag_changed_image", "image"), ("diag_changed_text", "text")]),
+    ("G's gain per G step", [("g_gain", "adversarial terms, after - before"), ("adversarial_max", "G objective")]),
+    ("object pixels attended (scenes)", [("diag_object_recall", "share of object pixels attended"),
+                                         ("diag_attended_on_objects", "share of attended area on objects")]),
+)
+
+
+def plot_training(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """One picture of a run's metrics.jsonl: loss terms, validation MAP, mask density, entropy of
+    p, share of mask positions changed, G's gain per step, and on scenes the object pixels
+    attended, each per epoch. Panels with no data are left out."""
+    plt = _figure()
+    epochs = [r["epoch"] for r in history]
+    panels = [(t, [(k, lab) for k, lab in series if any(k in r for r in history)]) for t, series in TRAINING_PANELS]
+    panels = [(t, s) for t, s in panels if s]
+    cols = 3
+    rows = max(1, -(-len(panels) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, series) in zip(axes.flat, panels):
+        for key, label in series:
+            xs = [e for e, r in zip(epochs, history) if key in r]
+            ys = [r[key] for r in history if key in r]
+            style = "--" if "training batches" in label or key == "adversarial_max" else "-"
+            ax.plot(xs, ys, style, marker=".", label=label)
+        if name == "G's gain per G step":
+            ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

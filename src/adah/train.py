@@ -16,20 +16,22 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.checkpoint import load_checkpoint, save_checkpoint
+from adah.checkpoint import config_of, load_checkpoint, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
 from adah.distributed import DistContext, wrap_model
 from adah.evaluate import encode_sharded, evaluate_codes
 from adah.fileio import atomic_write_text
-from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
+from adah.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
+from adah.models.attention import gates
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
@@ -90,8 +92,10 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
 class Trainer:
     """Holds the model, the two optimizers and their schedules; ``fit`` runs every epoch."""
 
-    def __init__(self, config: Config, data: CrossModalData, split: Split, run_dir: str | Path) -> None:
+    def __init__(self, config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
+                 diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> None:
         self.config = complete_config(config, data)
+        self.diagnostics = diagnostics  # extra per-epoch numbers, e.g. object pixels attended on scenes
         self.data, self.split = data, split
         self.data_fingerprint = data.fingerprint()
         vocab = data.text_vocabulary
@@ -107,7 +111,7 @@ class Trainer:
         if tc.batch_size % self.dist.world_size:
             raise AdahError(f"train.batch_size {tc.batch_size} must be divisible by {self.dist.world_size} processes")
         self.data_gen = seed_everything(tc.seed)
-        self.model = build_model(self.config.model).to(self.device)
+        self.model = build_model(self.config.model, self.config.attention).to(self.device)
         if amp_policy(self.device, tc.amp).channels_last:  # faster convolutions under bf16 on GPUs
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = wrap_model(self.model, self.dist, self.device)  # DDP when run by torchrun
@@ -126,6 +130,8 @@ class Trainer:
         self.history: list[dict] = []
         self.best_val_map, self.best_epoch = -math.inf, 0
         self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
+        self.probe_rows = probe_rows(split)  # fixed rows whose masks are watched from epoch to epoch
+        self.probe_masks: dict[str, np.ndarray] = {}  # their masks at the last epoch end
 
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
@@ -141,8 +147,15 @@ class Trainer:
         return batch_tensors(self.data, idx, self.device)
 
     def is_max_step(self, step: int) -> bool:
+        """A G step: after ``attention.warmup_epochs``, the last ``steps_max`` of each cycle."""
         tc = self.config.train
-        return self.use_max_steps and step % (tc.steps_min + tc.steps_max) >= tc.steps_min
+        if not self.use_max_steps or self.epoch < self.config.attention.warmup_epochs:
+            return False
+        return step % (tc.steps_min + tc.steps_max) >= tc.steps_min
+
+    def _set_mask_mode(self, soft: bool) -> None:
+        for gate in gates(self.model):
+            gate.soft = soft
 
     def _terms(self, images, texts, labels, *, for_max: bool) -> tuple[dict, object, object]:
         """Forward this process's share of the batch; rank it against the whole batch."""
@@ -185,14 +198,34 @@ class Trainer:
         return out
 
     def max_step(self, images, texts, labels) -> dict[str, float]:
-        """One Adam step of G that increases the adversarial terms; returns their value."""
+        """One Adam step of G that increases the adversarial terms (``attention.objective =
+        'full'``: and decreases the attended ranking terms); returns their value and G's gain,
+        the adversarial terms after the step minus before it, on the same batch."""
+        ac = self.config.attention
         with autocast(self.device, self.config.train.amp):
             terms, _, _ = self._terms(images, texts, labels, for_max=True)
             adv = adversarial_objective(terms)
+            loss = -adv
+            if ac.objective == "full":
+                loss = loss + sum(terms[n] for n in MIN_TERMS if n in terms)
         self.opt_max.zero_grad(set_to_none=True)
-        self._backward(-adv, self.att_params)
+        self._backward(loss, self.att_params)
+        if ac.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.att_params, ac.grad_clip)
         self.opt_max.step()
-        return self._logged({"adversarial_max": adv})
+        after = self._adversarial_now(images, texts, labels)
+        return {**self._logged({"adversarial_max": adv}), "g_gain": after - float(self.dist.sum(adv.detach()))}
+
+    @torch.no_grad()
+    def _adversarial_now(self, images, texts, labels) -> float:
+        """The adversarial terms on a batch with the current weights, leaving BatchNorm statistics
+        (and so training) exactly as they were."""
+        buffers = [b.clone() for b in self.model.buffers()]
+        with autocast(self.device, self.config.train.amp):
+            terms, _, _ = self._terms(images, texts, labels, for_max=True)
+        for b, saved in zip(self.model.buffers(), buffers):
+            b.copy_(saved)
+        return float(self.dist.sum(adversarial_objective(terms)))
 
     # -- epochs ------------------------------------------------------------------------------
     def _new_epoch_state(self) -> dict:
@@ -220,6 +253,7 @@ class Trainer:
         """Run (the rest of) one epoch; checkpoints every ``train.checkpoint_every`` steps."""
         tc = self.config.train
         self.model.train()
+        self._set_mask_mode(self.epoch < self.config.attention.soft_epochs)
         if self.epoch_state is None:
             self.epoch_state = self._new_epoch_state()
         st = self.epoch_state
@@ -241,6 +275,7 @@ class Trainer:
                     and self.dist.is_main):
                 self.save_resumable()
         bar.close()
+        self._set_mask_mode(False)  # validation, diagnostics and test codes use the hard mask
         self.epoch += 1
         self._set_learning_rates()
         record = {"epoch": self.epoch, "step": self.step, "lr": st["lr"]}
@@ -271,6 +306,10 @@ class Trainer:
         while self.epoch < tc.epochs:
             t0 = time.perf_counter()
             record = self.run_epoch()
+            record.update(self.probe_diagnostics())
+            for fn in self.diagnostics:
+                record.update(fn(self.model))
+            self.model.train()
             last = self.epoch == tc.epochs
             if (tc.eval_every and self.epoch % tc.eval_every == 0) or last:
                 val = self.validate()
@@ -292,10 +331,51 @@ class Trainer:
             self.best_epoch, self.best_val_map = self.epoch, float("nan")
             if main:
                 self._save_model("best.pt", self.history[-1] if self.history else {})
+        if main and self.history:
+            from adah.plots import plot_training
+
+            plot_training(self.history, self.run_dir / "training.png", title=self._plot_title())
         self.dist.barrier()  # best.pt is complete before any process reads it
         self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
         self.model.eval()
         return TrainResult(self.run_dir, self.model, self.best_epoch, self.best_val_map, self.history)
+
+    def _plot_title(self) -> str:
+        c = self.config
+        return f"{c.data.name}, attention {c.model.attention}, {c.model.bits} bits, seed {c.train.seed}"
+
+    @torch.no_grad()
+    def probe_diagnostics(self) -> dict[str, float]:
+        """G's state on the fixed probe rows (validation rows, else the first training rows), with
+        the hard mask: for each attended modality the mask density, the normalised entropy of p
+        (1: uniform, 0: one position) and the share of mask positions that changed since the last
+        epoch end."""
+        if self.config.model.attention == "none" or len(self.probe_rows) == 0:
+            return {}
+        self.model.eval()
+        masks: dict[str, list] = {}
+        probs: dict[str, list] = {}
+        for start in range(0, len(self.probe_rows), 256):
+            images, texts, _ = self._batch(self.probe_rows[start : start + 256])
+            outs = {}
+            if self.config.model.image_attention and images is not None:
+                outs["image"] = self.model.image.attend(images)
+            if self.config.model.text_attention:
+                outs["text"] = self.model.text.attention(self.model.text.encoder(texts))
+            for name, att in outs.items():
+                masks.setdefault(name, []).append(att.mask.flatten(1).float().cpu())
+                probs.setdefault(name, []).append(att.probs.flatten(1).float().cpu())
+        out = {}
+        for name in masks:
+            mask = torch.cat(masks[name]).numpy() > 0.5
+            p = torch.cat(probs[name])
+            out[f"diag_density_{name}"] = float(mask.mean())
+            out[f"diag_entropy_{name}"] = normalised_entropy(p, self.config.attention.gate)
+            prev = self.probe_masks.get(name)
+            if prev is not None and prev.shape == mask.shape:
+                out[f"diag_changed_{name}"] = float((prev != mask).mean())
+            self.probe_masks[name] = mask
+        return out
 
     def _append_log(self, record: dict) -> None:
         """Rewrite metrics.jsonl from the history (atomic), so a resumed run never duplicates lines."""
@@ -317,6 +397,8 @@ class Trainer:
             optimizer_min=self.opt_min.state_dict(),
             optimizer_max=self.opt_max.state_dict() if self.opt_max else None,
             epoch_state=self.epoch_state, rng=capture_rng(self.data_gen), history=self.history,
+            probe_masks={k: np.packbits(v, axis=1) for k, v in self.probe_masks.items()},
+            probe_shapes={k: v.shape for k, v in self.probe_masks.items()},
             best_val_map=self.best_val_map, best_epoch=self.best_epoch,
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
             metrics=self.history[-1] if self.history else {}, text_vocabulary=self.text_vocabulary,
@@ -328,7 +410,7 @@ class Trainer:
 
     def load_resumable(self, path: Path) -> None:
         payload = load_checkpoint(path)
-        check_resume_config(Config.from_dict(payload["config"], source=str(path)), self.config, path)
+        check_resume_config(config_of(payload, str(path)), self.config, path)
         if payload.get("split_sha256") != self.split.digest():
             raise AdahError(f"{path}: the checkpoint was trained on another split (split.json differs)")
         if payload.get("data_fingerprint") != self.data_fingerprint:
@@ -342,6 +424,9 @@ class Trainer:
         self.history = payload["history"]
         self.best_val_map, self.best_epoch = payload["best_val_map"], payload["best_epoch"]
         restore_rng(payload["rng"], self.data_gen)
+        shapes = payload.get("probe_shapes") or {}
+        self.probe_masks = {k: np.unpackbits(v, axis=1, count=shapes[k][1]).astype(bool)
+                            for k, v in (payload.get("probe_masks") or {}).items()}
         self._set_learning_rates()  # the rate of the epoch in progress follows from completed epochs
 
 
@@ -392,12 +477,33 @@ def link_atomically(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+PROBE_ROWS = 512
+
+
+def probe_rows(split: Split) -> np.ndarray:
+    """Rows whose masks the diagnostics follow: the validation rows, else the first training rows."""
+    rows = split.val if len(split.val) else split.train
+    return np.asarray(rows[:PROBE_ROWS])
+
+
+def normalised_entropy(probs: torch.Tensor, gate: str) -> float:
+    """Mean over items of the entropy of G's soft attention, divided by its maximum: for the
+    softmax, H(p) / log N; for per-position sigmoid gates, the mean binary entropy / log 2."""
+    p = probs.clamp_min(1e-12)
+    if gate == "softmax" and probs.shape[1] > 1:
+        return float((-(p * p.log()).sum(1) / math.log(probs.shape[1])).mean())
+    q = (1 - probs).clamp_min(1e-12)
+    return float((-(p * p.log() + q * q.log()) / math.log(2)).mean())
+
+
 def _format_record(r: dict) -> str:
     parts = [f"epoch {r['epoch']:3d}", f"objective {r.get('objective', float('nan')):.4f}"]
     for k in ADV_TERMS:
         if k in r:
             parts.append(f"{k} {r[k]:.4f}")
     parts.append(f"mask I/T {r.get('mask_image', 1):.2f}/{r.get('mask_text', 1):.2f}")
+    if "g_gain" in r:
+        parts.append(f"G gain {r['g_gain']:+.4f}")
     if "val_map" in r:
         dirs = [d for d in ("i2t", "t2i", "t2t") if f"val_map_{d}" in r]
         parts.append("val MAP " + " ".join(f"{d.replace('2', '->').upper()} {r[f'val_map_{d}']:.4f}" for d in dirs))
@@ -406,8 +512,9 @@ def _format_record(r: dict) -> str:
 
 
 def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> TrainResult:
     """Train ADAH (or the variant ``config.model.attention`` names) and return the best model.
 
-    ``resume=True`` continues the run in ``run_dir`` from its newest checkpoint."""
-    return Trainer(config, data, split, run_dir).fit(resume=resume)
+    ``resume=True`` continues the run in ``run_dir`` from its newest checkpoint. ``diagnostics``
+    are called with the model after each epoch; the numbers they return go into metrics.jsonl."""
+    return Trainer(config, data, split, run_dir, diagnostics=diagnostics).fit(resume=resume)

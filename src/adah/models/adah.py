@@ -7,9 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from adah.config import ModelConfig
+from adah.config import AttentionConfig, ModelConfig
 from adah.errors import AdahError
-from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention, SpatialAttention
+from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention, SpatialAttention, attention_kwargs
 from adah.models.backbones import ImageBackbone, get_backbone
 from adah.models.hashing import HashHead
 from adah.models.text import TextEncoder
@@ -38,7 +38,7 @@ class ImageBranch(nn.Module):
     backbone (``mlp``), (B, D) features -> BranchOutput with a (B, d) mask, like the text branch.
     ``cfg.freeze_backbone`` keeps ``backbone.features`` fixed: no gradients, always in eval mode."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, attention: AttentionConfig | None = None) -> None:
         super().__init__()
         self.backbone = build_backbone(cfg)
         self.frozen = cfg.freeze_backbone
@@ -48,7 +48,8 @@ class ImageBranch(nn.Module):
         c = self.backbone.out_channels
         spatial = self.backbone.spatial
         if cfg.image_attention:
-            self.attention = SpatialAttention(c) if spatial else FeatureAttention(c)
+            kw = attention_kwargs(attention or AttentionConfig())
+            self.attention = SpatialAttention(c, **kw) if spatial else FeatureAttention(c, **kw)
         else:
             self.attention = NoAttention(spatial=spatial)
         self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)
@@ -87,13 +88,14 @@ class ImageBranch(nn.Module):
 class TextBranch(nn.Module):
     """(B, V) bag-of-words -> BranchOutput; the mask is over the d = text_hidden[-1] features."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, attention: AttentionConfig | None = None) -> None:
         super().__init__()
         if cfg.text_dim <= 0:
             raise AdahError(f"model.text_dim must be the vocabulary size (> 0), got {cfg.text_dim}")
         self.encoder = TextEncoder(cfg.text_dim, tuple(cfg.text_hidden), cfg.dropout)
         d = self.encoder.out_dim
-        self.attention = FeatureAttention(d) if cfg.text_attention else NoAttention(spatial=False)
+        kw = attention_kwargs(attention or AttentionConfig())
+        self.attention = FeatureAttention(d, **kw) if cfg.text_attention else NoAttention(spatial=False)
         self.hash = HashHead(nn.Identity(), d, cfg.bits)
 
     def forward(self, bow: torch.Tensor) -> BranchOutput:
@@ -105,12 +107,14 @@ class ADAH(nn.Module):
     """Two branches; ``encode_image`` / ``encode_text`` give continuous test codes H = D(attended).
     With ``image_backbone='none'`` there is only the text branch (text-only data, T->T)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, attention: AttentionConfig | None = None) -> None:
         super().__init__()
         cfg.validate()
-        self.cfg = cfg
-        self.image = ImageBranch(cfg) if cfg.has_image_branch else None
-        self.text = TextBranch(cfg)
+        attention = attention or AttentionConfig()
+        attention.validate()
+        self.cfg, self.attention_cfg = cfg, attention
+        self.image = ImageBranch(cfg, attention) if cfg.has_image_branch else None
+        self.text = TextBranch(cfg, attention)
 
     @property
     def has_image_branch(self) -> bool:
@@ -141,5 +145,6 @@ class ADAH(nn.Module):
         return [p for p in self.parameters() if id(p) not in skip]
 
 
-def build_model(cfg: ModelConfig) -> ADAH:
-    return ADAH(cfg)
+def build_model(cfg: ModelConfig, attention: AttentionConfig | None = None) -> ADAH:
+    """The model of ``cfg`` with G as ``attention`` says (default: adah's measured choice)."""
+    return ADAH(cfg, attention)

@@ -1,13 +1,30 @@
-"""Attention module G: soft attention, a hard threshold with a straight-through gradient, and the
-split of features into attended Z*f and unattended (1-Z)*f parts.
+"""Attention module G: soft attention, a hard mask with a straight-through gradient, and the
+split of features into attended and unattended parts.
 
-Image: a 1x1 conv turns (B, C, H, W) maps into (B, 1, H, W) scores, softmax over the H*W
-positions gives p, and Z = [p >= 1/(H*W)]. Text: a fc layer over the (B, d) feature, softmax
-over d, Z = [p >= 1/d]. ``none`` keeps everything (Z = 1).
+The paper's G (``AttentionConfig`` with the ``paper`` preset): a 1x1 conv turns (B, C, H, W) maps
+into (B, 1, H, W) scores, a softmax over the N = H*W positions gives p, and Z = [p >= 1/N];
+text: a fc layer over the (B, d) feature, softmax over d, Z = [p >= 1/d]. Attended Z*f,
+unattended (1-Z)*f. ``none`` keeps everything (Z = 1).
+
+The choices the paper leaves open are :class:`adah.config.AttentionConfig` fields, all handled
+here in one place (:class:`Gate`):
+
+- ``gate``: ``softmax`` over positions (paper) or ``sigmoid``, one independent gate per position;
+- ``temperature``: scores are divided by it before the gate;
+- ``threshold`` c: alpha = c/N for the softmax, c/2 for the sigmoid;
+- ``keep_fraction`` rho > 0: keep the ceil(rho*N) highest-scoring positions of each item instead
+  of a threshold (a fixed mask density, immune to the softmax growing peaky);
+- ``init``: ``zero`` starts the score layer at zero (p uniform, every position attended: G
+  starts from ``none``);
+- ``residual`` lam: attended = f * (lam + (1 - lam) Z); lam = 0 is the paper, lam = 1 hashes f
+  itself and uses the mask only for the adversarial unattended part (1 - Z) f;
+- ``soft``: a soft mask (clamp(p*N, 0, 1) for the softmax, p for the sigmoid) instead of the
+  hard one; the trainer switches it per epoch (``attention.soft_epochs``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -17,26 +34,76 @@ from adah.errors import AdahError
 
 
 class AttentionOutput(NamedTuple):
-    attended: torch.Tensor  # Z * f, same shape as f
-    unattended: torch.Tensor  # (1 - Z) * f
-    mask: torch.Tensor  # Z in {0, 1}: (B, 1, H, W) for maps, (B, d) for vectors
-    probs: torch.Tensor  # p, same shape as mask, sums to 1 over positions
+    attended: torch.Tensor  # what D hashes for the codes H: Z * f (paper), same shape as f
+    unattended: torch.Tensor  # (1 - Z) * f, hashed into H_hat
+    mask: torch.Tensor  # Z in {0, 1} (or soft in [0, 1]): (B, 1, H, W) for maps, (B, d) for vectors
+    probs: torch.Tensor  # p, same shape as mask (sums to 1 over positions for the softmax gate)
+
+
+# exact 1/N in float64 may sit just above a float32 softmax of equal scores; this keeps uniform p
+# (zero-initialised G) fully attended without moving the threshold measurably
+_ALPHA_TOLERANCE = 1e-6
 
 
 def threshold_ste(probs: torch.Tensor, alpha: float) -> torch.Tensor:
     """Binary mask ``probs >= alpha`` whose gradient w.r.t. ``probs`` is the identity.
 
     Forward values are exactly 0 or 1 (``hard + (p - p.detach())`` adds an exact zero)."""
-    hard = (probs >= alpha).to(probs.dtype)
+    hard = (probs >= alpha * (1 - _ALPHA_TOLERANCE)).to(probs.dtype)
     return hard + (probs - probs.detach())
 
 
-class SpatialAttention(nn.Module):
-    """(B, C, H, W) maps -> AttentionOutput with a (B, 1, H, W) mask; alpha = 1/(H*W)."""
+def topk_ste(scores: torch.Tensor, probs: torch.Tensor, keep: int) -> torch.Tensor:
+    """Binary mask of the ``keep`` highest ``scores`` of each row (ties to the lower index),
+    with the straight-through gradient of :func:`threshold_ste` w.r.t. ``probs``. (B, N) -> (B, N)."""
+    idx = scores.detach().topk(keep, dim=1, sorted=False).indices
+    hard = torch.zeros_like(probs).scatter_(1, idx, 1.0)
+    return hard + (probs - probs.detach())
 
-    def __init__(self, channels: int) -> None:
+
+class Gate(nn.Module):
+    """Scores (B, N) of N positions -> (mask, probs), both (B, N), by the configured gate,
+    threshold or fixed fraction, and hard or soft mask."""
+
+    def __init__(self, *, gate: str = "softmax", temperature: float = 1.0, threshold: float = 1.0,
+                 keep_fraction: float = 0.0) -> None:
+        super().__init__()
+        if gate not in ("softmax", "sigmoid"):
+            raise AdahError(f"attention.gate must be 'softmax' or 'sigmoid', got {gate!r}")
+        self.gate, self.temperature, self.threshold, self.keep_fraction = gate, temperature, threshold, keep_fraction
+        self.soft = False  # set by the trainer for the soft-mask epochs; never saved
+
+    def alpha(self, n: int) -> float:
+        return self.threshold / n if self.gate == "softmax" else self.threshold / 2
+
+    def forward(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = scores.shape[1]
+        logits = scores.float() / self.temperature
+        probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
+        if self.soft:
+            mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
+        elif self.keep_fraction > 0:
+            mask = topk_ste(logits, probs, max(1, min(n, math.ceil(self.keep_fraction * n))))
+        else:
+            mask = threshold_ste(probs, self.alpha(n))
+        return mask, probs
+
+
+def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - Z) * f."""
+    keep = mask if residual == 0 else residual + (1 - residual) * mask
+    return keep * feats, (1 - mask) * feats
+
+
+class SpatialAttention(nn.Module):
+    """(B, C, H, W) maps -> AttentionOutput with a (B, 1, H, W) mask; the paper's alpha = 1/(H*W)."""
+
+    def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, **gate) -> None:
         super().__init__()
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
+        self.gate = Gate(**gate)
+        self.residual = residual
+        init_score_layer(self.score, init)
 
     def forward(self, maps: torch.Tensor) -> AttentionOutput:
         b, _, h, w = maps.shape
@@ -45,23 +112,35 @@ class SpatialAttention(nn.Module):
                 f"image attention needs a map with at least 2 positions, got {h}x{w}; "
                 "with a globally pooled backbone use model.mask_position='before_pool'"
             )
-        scores = self.score(maps).view(b, h * w)
-        probs = torch.softmax(scores.float(), dim=1).view(b, 1, h, w)
-        mask = threshold_ste(probs, 1.0 / (h * w)).to(maps.dtype)
-        return AttentionOutput(mask * maps, (1 - mask) * maps, mask, probs)
+        mask, probs = self.gate(self.score(maps).view(b, h * w))
+        mask, probs = mask.view(b, 1, h, w).to(maps.dtype), probs.view(b, 1, h, w)
+        return AttentionOutput(*_split(maps, mask, self.residual), mask, probs)
 
 
 class FeatureAttention(nn.Module):
-    """(B, d) features -> AttentionOutput with a (B, d) mask; fc -> softmax over d, alpha = 1/d."""
+    """(B, d) features -> AttentionOutput with a (B, d) mask; fc -> gate over d; the paper's alpha = 1/d."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, *, init: str = "random", residual: float = 0.0, **gate) -> None:
         super().__init__()
         self.score = nn.Linear(dim, dim)
+        self.gate = Gate(**gate)
+        self.residual = residual
+        init_score_layer(self.score, init)
 
     def forward(self, feats: torch.Tensor) -> AttentionOutput:
-        probs = torch.softmax(self.score(feats).float(), dim=1)
-        mask = threshold_ste(probs, 1.0 / feats.shape[1]).to(feats.dtype)
-        return AttentionOutput(mask * feats, (1 - mask) * feats, mask, probs)
+        mask, probs = self.gate(self.score(feats))
+        mask = mask.to(feats.dtype)
+        return AttentionOutput(*_split(feats, mask, self.residual), mask, probs)
+
+
+def init_score_layer(layer: nn.Module, init: str) -> None:
+    """``random``: PyTorch's default initialisation (the paper says nothing); ``zero``: weights and
+    bias 0, so p is uniform and every position is attended until G's first step."""
+    if init == "zero":
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    elif init != "random":
+        raise AdahError(f"attention.init must be 'random' or 'zero', got {init!r}")
 
 
 class NoAttention(nn.Module):
@@ -75,3 +154,14 @@ class NoAttention(nn.Module):
         shape = (feats.shape[0], 1, *feats.shape[2:]) if self.spatial else feats.shape
         ones = feats.new_ones(shape)
         return AttentionOutput(feats, torch.zeros_like(feats), ones, ones / ones[0].numel())
+
+
+def attention_kwargs(cfg) -> dict:
+    """Keyword arguments of SpatialAttention / FeatureAttention from an ``AttentionConfig``."""
+    return {"init": cfg.init, "residual": cfg.residual, "gate": cfg.gate, "temperature": cfg.temperature,
+            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction}
+
+
+def gates(module: nn.Module) -> list[Gate]:
+    """Every :class:`Gate` inside ``module`` (the trainer switches their soft/hard mode)."""
+    return [m for m in module.modules() if isinstance(m, Gate)]
