@@ -15,7 +15,7 @@ from adah.cli.features import features_app
 
 app.add_typer(features_app, name="features")
 
-LIST_OPTIONS = ("--bits", "--methods")
+LIST_OPTIONS = ("--bits", "--methods", "--variants")
 
 
 def expand_list_options(argv: list[str]) -> list[str]:

@@ -48,6 +48,8 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
+    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
+                                         "G) or adah (the measured default)."),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -57,7 +59,7 @@ def train_cmd(
     from adah.data.registry import load_dataset, make_split
     from adah.train import train
 
-    cfg = Config.load(config).override({
+    cfg = Config.load(config, preset=preset).override({
         "train.epochs": epochs, "model.bits": bits, "model.attention": attention, "train.seed": seed,
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
@@ -79,6 +81,8 @@ def ablation(
     out: Path = typer.Option(Path("runs/ablation"), help="One run folder per variant, and ablation.json."),
     epochs: Optional[int] = typer.Option(None, min=1),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
+    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
+                                         "G) or adah (the measured default)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
@@ -86,7 +90,7 @@ def ablation(
     from adah.config import Config
     from adah.evaluate import format_map_table
 
-    cfg = Config.load(config).override({"train.epochs": epochs, "train.progress": False if quiet else None,
+    cfg = Config.load(config, preset=preset).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
     reports = run_ablation(cfg, out)
     typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
@@ -109,6 +113,8 @@ def benchmark(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
+    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
+                                         "G) or adah (the measured default)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
@@ -117,7 +123,7 @@ def benchmark(
     from adah.config import Config, bundled_configs
 
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
-    cfg = Config.load(name).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
+    cfg = Config.load(name, preset=preset).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
                                       **_parse_sets(set_)}).validate()
     out = out or Path(f"runs/benchmark-{dataset}")
     result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
@@ -154,3 +160,70 @@ def eval_cmd(
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)
         typer.echo(f"wrote {png}")
+
+
+@app.command()
+@_friendly_errors
+def study(
+    config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/study-CONFIG)."),
+    variants: list[str] = typer.Option([], help="Variants of G, e.g. --variants paper erase adah (default: the "
+                                               "study's standard list; 'none' is always added)."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per variant and code length (mean and std)."),
+    bits: list[int] = typer.Option([32], help="Code lengths, e.g. --bits 16 32 64."),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    jobs: int = typer.Option(1, min=1, help="Runs trained in parallel processes."),
+    split: Optional[Path] = typer.Option(None, help="A saved split.json (default: the protocol's, saved in OUT)."),
+    data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
+    list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Variants of attention G x seeds x code lengths on one saved split, each run's epoch chosen
+    by validation MAP: a Markdown table of test MAP next to `none`, the variant validation
+    recommends, and per-epoch diagnostics pictures."""
+    from adah.config import Config
+    from adah.study import DEFAULT_VARIANTS, VARIANTS, run_study
+
+    if list_variants:
+        for name, (_, about) in VARIANTS.items():
+            typer.echo(f"{name:<16}{about}")
+        return
+    cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
+                                        **_parse_sets(set_)}).validate()
+    out = out or Path(f"runs/study-{Path(config).stem}")
+    result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
+                       jobs=jobs, split_path=split, progress=not quiet)
+    typer.echo(result.table_md.read_text())
+    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.png}" if result.png else ""))
+
+
+@app.command()
+@_friendly_errors
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run folder written by adah train (with metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN_DIR/training.png)."),
+) -> None:
+    """Draw a run's per-epoch diagnostics: loss terms, validation MAP, mask density, entropy of
+    p, mask positions changed, G's gain per step (and object pixels attended on scenes)."""
+    import json
+
+    from adah.errors import AdahError
+    from adah.plots import plot_training
+
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise AdahError(f"{metrics} not found: RUN_DIR must be a folder written by adah train")
+    history = []
+    for n, line in enumerate(metrics.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AdahError(f"{metrics}, line {n}: not valid JSON") from None
+    if not history:
+        raise AdahError(f"{metrics} has no epoch yet")
+    png = plot_training(history, out or run_dir / "training.png", title=str(run_dir))
+    typer.echo(f"wrote {png}")
+

@@ -1,0 +1,292 @@
+"""The attention study: variants of G x seeds x code lengths on one saved split.
+
+Every variant trains on the split's training rows and picks its epoch by validation MAP (mean of
+I->T and T->I, validation queries against the training rows); the test queries are only scored,
+never used to choose anything. The variant adah *recommends* is the one with the best mean
+validation MAP, chosen the same way. Writes ``OUT/study.md`` (test MAP mean +- std for I->T,
+T->I and their mean, next to ``none``, with the validation MAP that selects), ``study.json``
+(every run), ``study.png`` (validation MAP and mask density per epoch of each variant), and each
+run's folder with its ``metrics.jsonl`` and ``training.png``.
+
+Runs are independent and resumable: a run whose ``result.json`` exists is read, not retrained,
+so an interrupted study continues where it stopped. ``jobs > 1`` trains runs in parallel
+processes (for a many-core machine or a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from adah.config import PRESETS, Config
+from adah.data.base import Split
+from adah.data.registry import load_dataset, make_split
+from adah.errors import AdahError
+from adah.fileio import atomic_write_text
+
+_PAPER = PRESETS["paper"]
+_ADAH = PRESETS["adah"]
+
+# name -> (overrides on top of the config, what it tests). Every variant but ``none`` and
+# ``adah`` starts from the paper's literal G and changes one or two of its open choices.
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "none": ({"model.attention": "none"}, "no attention, no adversarial term (the ablation baseline)"),
+    "paper": (_PAPER, "the paper's G as written: softmax, alpha = 1/N, hard mask, D hashes Z*f"),
+    "paper_fixed_g": ({**_PAPER, "train.steps_max": 0},
+                      "paper, G never trained: masks fixed at G's random initialisation (adversarial terms as a "
+                      "robustness term)"),
+    "zero_warmup": ({**_PAPER, "attention.init": "zero", "attention.warmup_epochs": 2},
+                    "paper, zero-initialised G (starts from none) and 2 epochs of E,D before G steps"),
+    "sigmoid": ({**_PAPER, "attention.gate": "sigmoid"}, "paper with per-position sigmoid gates, alpha = 1/2"),
+    "keep50": ({**_PAPER, "attention.keep_fraction": 0.5},
+               "paper with a fixed density: the top half of the positions by score"),
+    "soft": ({**_PAPER, "attention.soft_epochs": 5}, "paper with a soft mask clamp(p*N, 0, 1) for 5 epochs"),
+    "full_objective": ({**_PAPER, "attention.objective": "full"},
+                       "paper, G also minimises the attended ranking terms"),
+    "residual50": ({**_PAPER, "attention.residual": 0.5}, "paper with attended = f*(0.5 + 0.5 Z)"),
+    "erase": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0},
+              "D hashes f; G picks the half of the positions whose removal hurts the adversarial terms most "
+              "(adversarial erasing)"),
+    "erase_fixed_g": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0},
+                      "erase with G never trained: a random half erased"),
+    "erase25": ({**_PAPER, "attention.keep_fraction": 0.25, "attention.residual": 1.0},
+                "erase with G choosing a quarter of the positions"),
+    "erase75": ({**_PAPER, "attention.keep_fraction": 0.75, "attention.residual": 1.0},
+                "erase with G choosing three quarters of the positions"),
+    "adah": (_ADAH, "adah's default G (the measured choice)"),
+}
+DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
+                    "erase_fixed_g")
+DIRECTIONS = ("i2t", "t2i")
+
+
+@dataclass
+class StudyResult:
+    runs: list[dict]
+    table_md: Path
+    results_json: Path
+    png: Path | None
+    recommended: str | None
+
+
+def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Config:
+    if variant not in VARIANTS:
+        raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return config.override({**VARIANTS[variant][0], "model.bits": bits, "train.seed": seed,
+                            "train.progress": False}).validate()
+
+
+_DATA_CACHE: dict = {}
+
+
+def _data(config: Config):
+    """The dataset (and, for scenes, the object masks), once per process."""
+    key = json.dumps(config.to_dict()["data"], sort_keys=True)
+    if key not in _DATA_CACHE:
+        masks = None
+        if config.data.name == "scenes":
+            from adah.data.scenes import ScenesConfig, make_scenes_with_masks
+
+            data, masks = make_scenes_with_masks(ScenesConfig(num_items=config.data.num_items,
+                                                              seed=config.data.seed, **config.data.options))
+        else:
+            data = load_dataset(config.data)
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = (data, masks)
+    return _DATA_CACHE[key]
+
+
+def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
+    """A per-epoch diagnostic for scenes: share of object pixels inside attended cells, and share
+    of the attended area on objects, on ``rows``."""
+    import torch
+
+    from adah.demo import attention_on_objects
+
+    rows = np.asarray(rows[:256])
+
+    def diag(model) -> dict:
+        if model.image is None or model.cfg.attention not in ("image", "both"):
+            return {}
+        model.eval()
+        with torch.no_grad():
+            param = next(model.parameters())
+            att = model.image.attend(torch.from_numpy(data.images[rows]).to(param.device))
+        f = attention_on_objects(att.mask.float().cpu().numpy(), object_masks[rows])
+        return {"diag_object_recall": f["object_recall"], "diag_attended_on_objects": f["attended_object_fraction"]}
+
+    return diag
+
+
+def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str, run_dir: str,
+            threads: int = 0) -> dict:
+    """Train one (variant, bits, seed) and score it; reads result.json instead if it exists."""
+    import torch
+
+    from adah.evaluate import encode, evaluate_codes
+    from adah.train import train
+
+    run_dir = Path(run_dir)
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if threads:
+        torch.set_num_threads(threads)
+    data, masks = _data(config)
+    split = Split.load(split_path, num_items=len(data))
+    cfg = variant_config(config, variant, bits=bits, seed=seed)
+    diags = (object_diagnostics(data, masks, split.val if len(split.val) else split.train),) if masks is not None else ()
+    if run_dir.exists():  # an interrupted run: start it again
+        import shutil
+
+        shutil.rmtree(run_dir)
+    result = train(cfg, data, split, run_dir, diagnostics=diags)
+    device = next(result.model.parameters()).device
+    q = encode(result.model, data, split.query, device=device)
+    db = encode(result.model, data, split.retrieval, device=device)
+    report = evaluate_codes(q, db, directions=DIRECTIONS)
+    last = result.history[-1] if result.history else {}
+    out = {"variant": variant, "bits": bits, "seed": seed, "best_epoch": result.best_epoch,
+           "val_map": result.best_val_map, "test_map": {d: report.map[d] for d in DIRECTIONS},
+           "test_map_mean": float(np.mean([report.map[d] for d in DIRECTIONS])),
+           "final": {k: v for k, v in last.items() if k.startswith(("diag_", "mask_", "g_gain"))},
+           "history": [{k: r[k] for k in r if k.startswith(("val_map", "diag_density", "mask_", "epoch"))}
+                       for r in result.history]}
+    atomic_write_text(done, json.dumps(out, indent=1))
+    return out
+
+
+def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] = DEFAULT_VARIANTS,
+              seeds: int = 3, bits: tuple[int, ...] = (32,), jobs: int = 1, split_path: str | Path | None = None,
+              progress: bool = True) -> StudyResult:
+    """Train every variant x bits x seed on one split; write the table, JSON and picture."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise AdahError(f"unknown study variant {v!r}; known: {', '.join(VARIANTS)}")
+    if "none" not in variants:
+        variants = ("none", *variants)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data, _ = _data(config)
+    saved = out / "split.json"
+    if split_path is not None:
+        split = Split.load(split_path, num_items=len(data))
+        split.save(saved)
+    elif saved.is_file():  # a study continued: the split it started with
+        split = Split.load(saved, num_items=len(data))
+    else:
+        split = make_split(config.data, len(data))
+        split.save(saved)
+    tasks = [(v, b, s) for b in bits for s in range(seeds) for v in variants]
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    args = lambda v, b, s: (config, v, b, s, str(saved), str(out / v / f"bits{b}-seed{s}"), threads)  # noqa: E731
+    runs = []
+    bar = tqdm(total=len(tasks), desc="study runs", disable=not progress)
+    if jobs > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, *args(*t)) for t in tasks]
+            for fut in as_completed(futures):
+                runs.append(fut.result())
+                bar.update(1)
+    else:
+        for t in tasks:
+            runs.append(run_one(*args(*t)))
+            bar.update(1)
+            bar.set_postfix(last=f"{t[0]} {runs[-1]['test_map_mean']:.4f}")
+    bar.close()
+    order = {v: i for i, v in enumerate(variants)}
+    runs.sort(key=lambda r: (r["bits"], order[r["variant"]], r["seed"]))
+    recommended = recommend(runs)
+    table = format_study_table(runs, config, split, variants, bits, seeds, recommended)
+    table_md = out / "study.md"
+    atomic_write_text(table_md, table)
+    results_json = out / "study.json"
+    atomic_write_text(results_json, json.dumps({"config": config.to_dict(), "split_sha256": split.digest(),
+                                                "variants": {v: {"overrides": VARIANTS[v][0], "about": VARIANTS[v][1]}
+                                                             for v in variants},
+                                                "recommended": recommended, "runs": runs}, indent=1))
+    png = plot_study(runs, out / "study.png", title=f"{config.data.name}: validation MAP and mask density by epoch")
+    return StudyResult(runs, table_md, results_json, png, recommended)
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def recommend(runs: list[dict]) -> str | None:
+    """The attention variant (not ``none``) with the best mean validation MAP, by the first code
+    length studied: chosen on validation rows only."""
+    if not runs:
+        return None
+    bits = runs[0]["bits"]
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        if r["bits"] == bits and r["variant"] != "none" and math.isfinite(r["val_map"]):
+            by.setdefault(r["variant"], []).append(r["val_map"])
+    return max(by, key=lambda v: np.mean(by[v])) if by else None
+
+
+def format_study_table(runs, config, split, variants, bits, seeds, recommended) -> str:
+    lines = [f"Dataset `{config.data.name}`, split `{split.digest()[:16]}` ({len(split.query)} queries, "
+             f"{len(split.retrieval)} retrieval items, {len(split.train)} training and {len(split.val)} validation "
+             f"pairs), {seeds} seed(s). Test MAP mean ± std over seeds; each run's epoch chosen by validation MAP; "
+             "Δ = mean of I->T and T->I minus `none`'s. `val` = the validation MAP that chooses "
+             f"(recommended by it: **{recommended}**).", ""]
+    for b in bits:
+        lines += [f"**{b} bits**", "", "| variant | I->T | T->I | mean | Δ vs none | val MAP |", "|---|---|---|---|---|---|"]
+        per = {v: [r for r in runs if r["variant"] == v and r["bits"] == b] for v in variants}
+        base = _stats([r["test_map_mean"] for r in per.get("none", [])])[0] if per.get("none") else float("nan")
+        for v in variants:
+            rs = per[v]
+            if not rs:
+                continue
+            cells = []
+            for key in ("i2t", "t2i"):
+                m, s = _stats([r["test_map"][key] for r in rs])
+                cells.append(f"{m:.4f} ± {s:.4f}")
+            m, s = _stats([r["test_map_mean"] for r in rs])
+            vm, vs = _stats([r["val_map"] for r in rs])
+            delta = "" if v == "none" else f"{(m - base) * 100:+.2f}"
+            name = f"**{v}**" if v == recommended else v
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {m:.4f} ± {s:.4f} | {delta} | {vm:.4f} ± {vs:.4f} |")
+        lines.append("")
+    lines.append("Variants: " + "; ".join(f"`{v}`: {VARIANTS[v][1]}" for v in variants) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
+    """Seed 0 of the first code length: validation MAP and image / text mask density per epoch."""
+    from adah.plots import _figure, _save
+
+    if not runs:
+        return None
+    bits = runs[0]["bits"]
+    chosen = [r for r in runs if r["bits"] == bits and r["seed"] == 0]
+    plt = _figure()
+    panels = (("val_map", "validation MAP"), ("diag_density_image", "image mask density"),
+              ("diag_density_text", "text mask density"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False)
+    for ax, (key, name) in zip(axes[0], panels):
+        for r in chosen:
+            xs = [h["epoch"] for h in r["history"] if key in h]
+            if xs:
+                ax.plot(xs, [h[key] for h in r["history"] if key in h], marker=".", label=r["variant"])
+        ax.set(title=name, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
