@@ -143,6 +143,7 @@ class AttentionConfig:
     keep_fraction: float = 0.0  # > 0: keep the top ceil(rho*N) positions of each item instead of a threshold
     init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start)
     residual: float = 0.0  # lam: attended = f*(lam + (1-lam)Z); 0 = the paper's Z*f, 1 = D hashes f
+    mask: str = "hard"  # hard: binary Z with a straight-through gradient (paper) | soft: clamp(p*N, 0, 1) throughout
     soft_epochs: int = 0  # epochs with a soft mask (clamp(p*N, 0, 1) or sigmoid p) before the hard STE mask
     warmup_epochs: int = 0  # epochs of E,D alone before G's first step
     objective: str = "adversarial"  # G maximises the adversarial terms | full: also minimises the attended terms
@@ -153,6 +154,8 @@ class AttentionConfig:
             raise AdahError(f"attention.gate must be one of {ATTENTION_GATES}, got {self.gate!r}")
         if self.init not in ("random", "zero"):
             raise AdahError(f"attention.init must be 'random' or 'zero', got {self.init!r}")
+        if self.mask not in ("hard", "soft"):
+            raise AdahError(f"attention.mask must be 'hard' or 'soft', got {self.mask!r}")
         if self.objective not in G_OBJECTIVES:
             raise AdahError(f"attention.objective must be one of {G_OBJECTIVES}, got {self.objective!r}")
         if self.temperature <= 0 or self.threshold <= 0:
@@ -264,7 +267,7 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "dat
 PAPER_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
 PAPER_ATTENTION.update({"attention.gate": "softmax", "attention.temperature": 1.0, "attention.threshold": 1.0,
                         "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
-                        "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
+                        "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                         "attention.objective": "adversarial", "attention.grad_clip": 0.0,
                         "train.steps_min": 4, "train.steps_max": 1})
 # adah's measured choice: the AttentionConfig defaults with the paper's 4 : 1 steps

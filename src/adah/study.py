@@ -60,6 +60,14 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                 "erase with G choosing a quarter of the positions"),
     "erase75": ({**_PAPER, "attention.keep_fraction": 0.75, "attention.residual": 1.0},
                 "erase with G choosing three quarters of the positions"),
+    "soft_mask": ({**_PAPER, "attention.mask": "soft"},
+                  "paper with a soft mask clamp(p*N, 0, 1) in training and at test time (no straight-through step)"),
+    "soft_mask_full": ({**_PAPER, "attention.mask": "soft", "attention.objective": "full"},
+                       "soft mask; G also minimises the attended ranking terms"),
+    "soft_mask_full_w0": ({**_PAPER, "attention.mask": "soft", "attention.objective": "full",
+                           "loss.adversarial_weight": 0.0},
+                          "soft mask; G maximises the unattended terms and minimises the attended ones, E,D do not "
+                          "train on unattended codes"),
     "adah": (_ADAH, "adah's default G (the measured choice)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",

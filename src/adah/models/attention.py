@@ -18,8 +18,9 @@ here in one place (:class:`Gate`):
   starts from ``none``);
 - ``residual`` lam: attended = f * (lam + (1 - lam) Z); lam = 0 is the paper, lam = 1 hashes f
   itself and uses the mask only for the adversarial unattended part (1 - Z) f;
-- ``soft``: a soft mask (clamp(p*N, 0, 1) for the softmax, p for the sigmoid) instead of the
-  hard one; the trainer switches it per epoch (``attention.soft_epochs``).
+- ``mask``: ``hard`` (paper: binary Z, straight-through gradient) or ``soft`` (clamp(p*N, 0, 1)
+  for the softmax, p for the sigmoid, in training and at test time); a hard mask can still be
+  soft for its first ``attention.soft_epochs`` epochs (the trainer switches it per epoch).
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ class Gate(nn.Module):
     threshold or fixed fraction, and hard or soft mask."""
 
     def __init__(self, *, gate: str = "softmax", temperature: float = 1.0, threshold: float = 1.0,
-                 keep_fraction: float = 0.0) -> None:
+                 keep_fraction: float = 0.0, mask: str = "hard") -> None:
         super().__init__()
         if gate not in ("softmax", "sigmoid"):
             raise AdahError(f"attention.gate must be 'softmax' or 'sigmoid', got {gate!r}")
+        if mask not in ("hard", "soft"):
+            raise AdahError(f"attention.mask must be 'hard' or 'soft', got {mask!r}")
         self.gate, self.temperature, self.threshold, self.keep_fraction = gate, temperature, threshold, keep_fraction
-        self.soft = False  # set by the trainer for the soft-mask epochs; never saved
+        self.always_soft = mask == "soft"  # soft in training and at test time
+        self.soft = False  # set by the trainer for the soft-mask epochs of a hard mask; never saved
 
     def alpha(self, n: int) -> float:
         return self.threshold / n if self.gate == "softmax" else self.threshold / 2
@@ -80,7 +84,7 @@ class Gate(nn.Module):
         n = scores.shape[1]
         logits = scores.float() / self.temperature
         probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
-        if self.soft:
+        if self.soft or self.always_soft:
             mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
         elif self.keep_fraction > 0:
             mask = topk_ste(logits, probs, max(1, min(n, math.ceil(self.keep_fraction * n))))
@@ -159,7 +163,7 @@ class NoAttention(nn.Module):
 def attention_kwargs(cfg) -> dict:
     """Keyword arguments of SpatialAttention / FeatureAttention from an ``AttentionConfig``."""
     return {"init": cfg.init, "residual": cfg.residual, "gate": cfg.gate, "temperature": cfg.temperature,
-            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction}
+            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction, "mask": cfg.mask}
 
 
 def gates(module: nn.Module) -> list[Gate]:
