@@ -13,7 +13,8 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 def tiny_config(**overrides) -> Config:
-    """The demo's config shrunk for tests: small heads, 1 epoch, no progress bars."""
+    """The demo's config shrunk for tests: small heads, 1 epoch, no progress bars; the paper's G
+    (``--preset paper``: G takes steps), so the tests exercise G's optimiser, steps and resume."""
     base = {
         "model.text_hidden": [128, 64],
         "model.image_fc_dims": [64, 64],
@@ -24,7 +25,7 @@ def tiny_config(**overrides) -> Config:
         "train.attention_lr": 1e-3,
     }
     base.update(overrides)
-    return Config.load("scenes_demo").override(base)
+    return Config.load("scenes_demo", preset="paper").override(base)
 
 
 @pytest.fixture(scope="session")

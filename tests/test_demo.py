@@ -31,13 +31,15 @@ def test_demo_prints_the_table_and_writes_both_pngs(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--epochs", "1", "--num-items", "150",
                                       "--quiet"])
     assert result.exit_code == 0, result.output
-    for row in ("ADAH", "none (no attention)", "random codes"):
+    for row in ("ADAH (adah default)", "none (no attention)", "ADAH (paper preset)", "random codes"):
         assert row in result.output
-    for name in ("pr_curves.png", "attention.png"):
+    for name in ("pr_curves.png", "attention.png", "attention_paper.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-        assert f"wrote {tmp_path / name}" in result.output
+        assert name == "attention_paper.png" or f"wrote {tmp_path / name}" in result.output
     saved = json.loads((tmp_path / "results.json").read_text())
-    table_line = next(line for line in result.output.splitlines() if line.startswith("ADAH"))
-    assert float(table_line.split()[1]) == pytest.approx(saved["results"]["ADAH"]["map"]["i2t"], abs=5e-5)
-    assert set(saved["results"]["ADAH"]["pr"]) == {"i2t", "t2i", "i2i", "t2t"}
+    for name in ("ADAH (adah default)", "ADAH (paper preset)"):
+        table_line = next(line for line in result.output.splitlines() if line.startswith(name))
+        assert float(table_line.split()[-4]) == pytest.approx(saved["results"][name]["map"]["i2t"], abs=5e-5)
+        assert set(saved["results"][name]["pr"]) == {"i2t", "t2i", "i2i", "t2t"}
+    assert saved["results"]["ADAH (paper preset)"] != saved["results"]["ADAH (adah default)"]

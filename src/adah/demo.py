@@ -19,7 +19,9 @@ from adah.fileio import atomic_write_text
 from adah.plots import plot_attention_grid, plot_pr_curves
 from adah.train import train
 
-VARIANTS = {"ADAH": "both", "none (no attention)": "none"}
+# table row -> (model.attention, preset): adah's default G, the ablation baseline, the paper's G
+VARIANTS = {"ADAH (adah default)": ("both", None), "none (no attention)": ("none", None),
+            "ADAH (paper preset)": ("both", "paper")}
 DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 
 
@@ -30,7 +32,7 @@ class DemoResult:
     pr_curve_png: Path
     attention_png: Path
     results_json: Path
-    attention_on_objects: dict[str, float]
+    attention_on_objects: dict[str, dict[str, float]]  # per ADAH row
 
 
 def random_codes_report(query_labels: np.ndarray, db_labels: np.ndarray, bits: int, seed: int) -> RetrievalReport:
@@ -75,9 +77,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
           f"retrieval, {len(split.train)} train, {len(split.val)} val")
     reports: dict[str, RetrievalReport] = {}
     models = {}
-    for name, variant in VARIANTS.items():
+    for name, (variant, preset) in VARIANTS.items():
         print(f"training {name}: {cfg.train.epochs} epochs, {cfg.model.bits} bits")
-        result = train(cfg.override({"model.attention": variant}), data, split, out / variant)
+        run_cfg = (cfg.with_preset(preset) if preset else cfg).override({"model.attention": variant})
+        result = train(run_cfg, data, split, out / (f"{variant}-{preset}" if preset else variant))
         models[name] = result.model
         q = encode(result.model, data, split.query)
         db = encode(result.model, data, split.retrieval)
@@ -89,18 +92,20 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     pr_png = plot_pr_curves({k: r.pr for k, r in reports.items() if r.pr}, out / "pr_curves.png",
                             title=f"scenes, {cfg.model.bits} bits")
     shown = split.query[:6]
-    adah = models["ADAH"]
-    with torch.no_grad():
-        att = adah.image.attend(torch.from_numpy(data.images[shown]))
-        all_att = adah.image.attend(torch.from_numpy(data.images[split.query]))
     captions = [", ".join(n for n, on in zip(data.label_names, data.labels[i]) if on) for i in shown]
-    att_png = plot_attention_grid(data.images[shown], att.mask.numpy(), att.probs.numpy(), out / "attention.png",
-                                  captions=captions, object_masks=object_masks[shown])
-    focus = attention_on_objects(all_att.mask.numpy(), object_masks[split.query])
+    focus, pngs = {}, {}
+    for name, png in (("ADAH (adah default)", "attention.png"), ("ADAH (paper preset)", "attention_paper.png")):
+        adah = models[name]
+        with torch.no_grad():
+            att = adah.image.attend(torch.from_numpy(data.images[shown]))
+            all_att = adah.image.attend(torch.from_numpy(data.images[split.query]))
+        pngs[name] = plot_attention_grid(data.images[shown], att.mask.numpy(), att.probs.numpy(), out / png,
+                                         captions=captions, object_masks=object_masks[shown])
+        focus[name] = attention_on_objects(all_att.mask.numpy(), object_masks[split.query])
 
     results_path = out / "results.json"
     atomic_write_text(results_path, json.dumps({
         "config": cfg.to_dict(), "split_sha256": split.digest(), "data_fingerprint": data.fingerprint(),
         "results": {k: r.to_dict() for k, r in reports.items()}, "attention_on_objects": focus,
     }, indent=2))
-    return DemoResult(reports, table, pr_png, att_png, results_path, focus)
+    return DemoResult(reports, table, pr_png, pngs["ADAH (adah default)"], results_path, focus)

@@ -27,11 +27,12 @@ def demo(
     result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
     typer.echo("\nMAP over the whole retrieval set (Hamming ranking), query split of scenes:\n")
     typer.echo(result.table)
-    f = result.attention_on_objects
-    typer.echo(f"\nADAH image attention: {f['attended_object_fraction']:.1%} of the attended area lies on objects "
-               f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
-               f"pixels are attended)")
-    typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {result.attention_png}\nwrote {result.results_json}")
+    for name, f in result.attention_on_objects.items():
+        typer.echo(f"\n{name} image mask: {f['attended_object_fraction']:.1%} of the attended area lies on objects "
+                   f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
+                   f"pixels are attended)")
+    typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {result.attention_png} (and attention_paper.png)"
+               f"\nwrote {result.results_json}")
 
 
 @app.command("train")
