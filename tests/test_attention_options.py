@@ -1,0 +1,192 @@
+"""G's open choices (the ``attention`` config section), each on constructed inputs; the paper
+preset; the per-epoch diagnostics, ``adah plot`` and ``adah study``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adah.checkpoint import config_of
+from adah.cli import app
+from adah.config import PRESETS, AttentionConfig, Config
+from adah.errors import AdahError
+from adah.models.attention import FeatureAttention, SpatialAttention, attention_kwargs
+from adah.train import Trainer, normalised_entropy
+
+from conftest import tiny_config
+
+
+def _spatial(**kw) -> SpatialAttention:
+    torch.manual_seed(0)
+    return SpatialAttention(6, **attention_kwargs(AttentionConfig(**{**PAPER_G, **kw})))
+
+
+PAPER_G = {k.split(".", 1)[1]: v for k, v in PRESETS["paper"].items() if k.startswith("attention.")}
+
+
+def test_zero_init_gives_uniform_p_and_a_full_mask():
+    maps = torch.randn(3, 6, 5, 7)
+    out = _spatial(init="zero")(maps)
+    torch.testing.assert_close(out.probs, torch.full_like(out.probs, 1 / 35))
+    assert bool((out.mask == 1).all())
+    assert torch.equal(out.attended, maps) and bool((out.unattended == 0).all())
+    torch.manual_seed(0)
+    feat = FeatureAttention(9, **attention_kwargs(AttentionConfig(**{**PAPER_G, "init": "zero"})))
+    assert bool((feat(torch.randn(4, 9)).mask == 1).all())
+
+
+def test_residual_form_equals_f_when_z_is_one_and_for_lam_one():
+    maps = torch.randn(2, 6, 4, 4)
+    full = _spatial(init="zero", residual=0.5)(maps)  # Z = 1 everywhere
+    torch.testing.assert_close(full.attended, maps)
+    out = _spatial(residual=1.0)(maps)  # any Z: D hashes f
+    assert 0 < float(out.mask.detach().mean()) < 1
+    torch.testing.assert_close(out.attended, maps)
+    torch.testing.assert_close(out.unattended, (1 - out.mask) * maps)
+    half = _spatial(residual=0.25)(maps)
+    torch.testing.assert_close(half.attended, maps * (0.25 + 0.75 * half.mask))
+
+
+def test_keep_fraction_fixes_the_mask_density_per_item():
+    att = _spatial(keep_fraction=0.3)
+    out = att(torch.randn(5, 6, 4, 5))
+    per_item = out.mask.flatten(1).sum(1)
+    assert per_item.tolist() == [math.ceil(0.3 * 20)] * 5
+    scores = att.score(torch.randn(1, 6, 4, 5))  # the kept cells are the highest scores
+    mask = att(torch.randn(1, 6, 4, 5)).mask
+    assert mask.shape == (1, 1, 4, 5) and scores.shape == (1, 1, 4, 5)
+
+
+def test_sigmoid_gate_thresholds_each_position_at_one_half_times_c():
+    maps = torch.randn(3, 6, 4, 4)
+    att = _spatial(gate="sigmoid")
+    out = att(maps)
+    p = torch.sigmoid(att.score(maps))
+    torch.testing.assert_close(out.probs, p)
+    assert torch.equal(out.mask, (p >= 0.5).float())
+    out = _spatial(gate="sigmoid", threshold=1.6)(maps)
+    assert torch.equal(out.mask, (out.probs >= 0.8).float())
+
+
+def test_threshold_c_and_temperature():
+    maps = torch.randn(3, 6, 4, 4)
+    att = _spatial(threshold=2.0, temperature=0.5)
+    out = att(maps)
+    p = torch.softmax(att.score(maps).view(3, 16) / 0.5, dim=1).view(3, 1, 4, 4)
+    torch.testing.assert_close(out.probs, p)
+    assert torch.equal(out.mask, (p >= 2 / 16).float())
+
+
+def test_soft_mask_is_clamped_p_times_n_and_passes_gradients():
+    maps = torch.randn(2, 6, 3, 3)
+    att = _spatial(mask="soft")
+    out = att(maps)
+    torch.testing.assert_close(out.mask, (out.probs * 9).clamp(0, 1))
+    assert 0 < float(out.mask.min()) < 1  # not binary
+    out.attended.sum().backward()
+    assert att.score.weight.grad.abs().sum() > 0
+    hard = _spatial()  # the trainer's soft epochs switch a hard gate
+    hard.gate.soft = True
+    torch.testing.assert_close(hard(maps).mask, (hard(maps).probs * 9).clamp(0, 1))
+
+
+def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
+    cfg = Config.load("scenes_demo", preset="paper")
+    assert (cfg.attention.keep_fraction, cfg.attention.residual, cfg.train.steps_max) == (0.0, 0.0, 1)
+    default = Config.load("scenes_demo")
+    assert (default.attention.keep_fraction, default.attention.residual, default.train.steps_max) == (0.5, 1.0, 0)
+    with pytest.raises(AdahError, match="unknown preset 'papr'"):
+        Config.load("scenes_demo", preset="papr")
+    for bad, match in (({"attention.gate": "relu"}, "attention.gate"), ({"attention.keep_fraction": 1.5}, "keep_fraction"),
+                       ({"attention.mask": "fuzzy"}, "attention.mask"), ({"attention.objective": "x"}, "objective")):
+        with pytest.raises(AdahError, match=match):
+            Config().override(bad).validate()
+
+
+def test_checkpoint_config_without_attention_section_is_the_papers_g():
+    raw = Config().to_dict()
+    del raw["attention"]
+    cfg = config_of({"config": raw})
+    assert cfg.attention.residual == 0.0 and cfg.train.steps_max == 1
+
+
+def test_warmup_runs_no_g_step_before_its_epoch(scenes_small, tmp_path):
+    data, split = scenes_small
+    trainer = Trainer(tiny_config(**{"attention.warmup_epochs": 2}), data, split, tmp_path)
+    cycle = trainer.config.train.steps_min + trainer.config.train.steps_max
+    for epoch, expect in ((0, False), (1, False), (2, True)):
+        trainer.epoch = epoch
+        assert any(trainer.is_max_step(s) for s in range(cycle)) is expect
+
+
+def test_g_objective_full_and_gradient_clipping(scenes_small, tmp_path, monkeypatch):
+    data, split = scenes_small
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: calls.append(m) or real(p, m))
+    batch = Trainer(tiny_config(), data, split, tmp_path / "a")._batch(split.train[:32])
+    grads = {}
+    for objective in ("adversarial", "full"):
+        t = Trainer(tiny_config(**{"attention.objective": objective, "attention.grad_clip": 0.5}), data, split,
+                    tmp_path / objective)
+        stats = t.max_step(*batch)
+        assert "g_gain" in stats and math.isfinite(stats["g_gain"])
+        grads[objective] = torch.cat([p.grad.flatten() for p in t.att_params])
+    assert calls == [0.5, 0.5]
+    assert not torch.allclose(grads["adversarial"], grads["full"])  # G sees the attended terms too
+
+
+def test_normalised_entropy_bounds():
+    assert normalised_entropy(torch.full((2, 8), 1 / 8), "softmax") == pytest.approx(1.0)
+    assert normalised_entropy(torch.tensor([[1.0, 0, 0, 0]]), "softmax") == pytest.approx(0.0, abs=1e-6)
+    assert normalised_entropy(torch.full((1, 4), 0.5), "sigmoid") == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_diagnostics_per_epoch_picture_and_adah_plot(scenes_small, tmp_path):
+    from adah.train import train
+
+    data, split = scenes_small
+    run = tmp_path / "run"
+    train(tiny_config(**{"train.epochs": 2, "train.max_batches_per_epoch": 5}), data, split, run)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("diag_density_image", "diag_density_text", "diag_entropy_image", "g_gain", "val_map"):
+        assert key in lines[0] and key in lines[1], key
+    assert "diag_changed_image" in lines[1] and 0 <= lines[1]["diag_changed_image"] <= 1
+    assert 0 < lines[1]["diag_density_image"] < 1
+    assert (run / "training.png").read_bytes()[:4] == b"\x89PNG"
+    result = CliRunner().invoke(app, ["plot", str(run), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    result = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    assert result.exit_code == 2 and "metrics.jsonl not found" in result.output
+
+
+@pytest.mark.slow
+def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
+    from adah import study
+
+    cfg = tiny_config(**{"data.num_items": 400, "data.num_query": 40, "data.num_train": 250,
+                         "train.max_batches_per_epoch": 3})
+    out = tmp_path / "study"
+    result = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False)
+    assert {r["variant"] for r in result.runs} == {"none", "paper", "erase_fixed_g"} and len(result.runs) == 6
+    val = {v: np.mean([r["val_map"] for r in result.runs if r["variant"] == v]) for v in ("paper", "erase_fixed_g")}
+    assert result.recommended == max(val, key=val.get)
+    table = result.table_md.read_text()
+    assert "| none |" in table and f"**{result.recommended}**" in table
+    none_mean = np.mean([r["test_map_mean"] for r in result.runs if r["variant"] == "none"])
+    paper_mean = np.mean([r["test_map_mean"] for r in result.runs if r["variant"] == "paper"])
+    assert f"{(paper_mean - none_mean) * 100:+.2f}" in table
+    assert (out / "study.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run reads every result.json instead of training again
+    import sys
+
+    monkeypatch.setattr(sys.modules["adah.train"], "train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    again = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False)
+    assert [r["test_map_mean"] for r in again.runs] == [r["test_map_mean"] for r in result.runs]
