@@ -136,9 +136,17 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Pat
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    return finish_figure(fig, path, title)
+
+
+def finish_figure(fig, path: str | Path, title: str = "", tight: bool = True) -> Path:
+    """Title, tight layout, save as PNG (atomically) and close."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
     return out

@@ -274,7 +274,7 @@ def format_study_table(runs, config, split, variants, bits, seeds, recommended) 
 
 def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     """Seed 0 of the first code length: validation MAP and image / text mask density per epoch."""
-    from adah.plots import _figure, _save
+    from adah.plots import _figure, finish_figure
 
     if not runs:
         return None
@@ -283,18 +283,18 @@ def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     plt = _figure()
     panels = (("val_map", "validation MAP"), ("diag_density_image", "image mask density"),
               ("diag_density_text", "text mask density"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), squeeze=False)
+    colours = plt.get_cmap("tab20")
     for ax, (key, name) in zip(axes[0], panels):
-        for r in chosen:
+        for i, r in enumerate(chosen):
             xs = [h["epoch"] for h in r["history"] if key in h]
             if xs:
-                ax.plot(xs, [h[key] for h in r["history"] if key in h], marker=".", label=r["variant"])
+                style = "-" if r["variant"] in ("none", "adah") or i % 2 == 0 else "--"
+                ax.plot(xs, [h[key] for h in r["history"] if key in h], style, marker=".", ms=3,
+                        color="black" if r["variant"] == "none" else colours(i % 20), label=r["variant"])
         ax.set(title=name, xlabel="epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.subplots_adjust(right=0.86)
+    return finish_figure(fig, path, title, tight=False)
