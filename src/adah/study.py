@@ -68,6 +68,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                            "loss.adversarial_weight": 0.0},
                           "soft mask; G maximises the unattended terms and minimises the attended ones, E,D do not "
                           "train on unattended codes"),
+    "soft_zero_full_w0": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero", "attention.objective": "full",
+                           "loss.adversarial_weight": 0.0},
+                          "soft_mask_full_w0 starting from none: zero-initialised G, so the first codes are none's"),
     "adah": (_ADAH, "adah's default G (the measured choice)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
