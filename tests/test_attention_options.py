@@ -190,3 +190,7 @@ def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules["adah.train"], "train", lambda *a, **k: pytest.fail("retrained a finished run"))
     again = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False)
     assert [r["test_map_mean"] for r in again.runs] == [r["test_map_mean"] for r in result.runs]
+    (out / "paper" / "bits16-seed1" / "result.json").unlink()
+    partial = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False,
+                              finished_only=True)
+    assert len(partial.runs) == 5 and "paper (n=1)" in partial.table_md.read_text()

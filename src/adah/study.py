@@ -176,8 +176,9 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
 
 def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] = DEFAULT_VARIANTS,
               seeds: int = 3, bits: tuple[int, ...] = (32,), jobs: int = 1, split_path: str | Path | None = None,
-              progress: bool = True) -> StudyResult:
-    """Train every variant x bits x seed on one split; write the table, JSON and picture."""
+              progress: bool = True, finished_only: bool = False) -> StudyResult:
+    """Train every variant x bits x seed on one split; write the table, JSON and picture.
+    ``finished_only``: train nothing, report the runs that have finished (a study in progress)."""
     for v in variants:
         if v not in VARIANTS:
             raise AdahError(f"unknown study variant {v!r}; known: {', '.join(VARIANTS)}")
@@ -196,6 +197,8 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
         split = make_split(config.data, len(data))
         split.save(saved)
     tasks = [(v, b, s) for b in bits for s in range(seeds) for v in variants]
+    if finished_only:
+        tasks = [t for t in tasks if (out / t[0] / f"bits{t[1]}-seed{t[2]}" / "result.json").is_file()]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     args = lambda v, b, s: (config, v, b, s, str(saved), str(out / v / f"bits{b}-seed{s}"), threads)  # noqa: E731
     runs = []
@@ -269,6 +272,8 @@ def format_study_table(runs, config, split, variants, bits, seeds, recommended) 
             vm, vs = _stats([r["val_map"] for r in rs])
             delta = "" if v == "none" else f"{(m - base) * 100:+.2f}"
             name = f"**{v}**" if v == recommended else v
+            if len(rs) != seeds:
+                name += f" (n={len(rs)})"
             lines.append(f"| {name} | {cells[0]} | {cells[1]} | {m:.4f} ± {s:.4f} | {delta} | {vm:.4f} ± {vs:.4f} |")
         lines.append("")
     lines.append("Variants: " + "; ".join(f"`{v}`: {VARIANTS[v][1]}" for v in variants) + ".")

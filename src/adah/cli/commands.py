@@ -179,6 +179,7 @@ def study(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
+    finished_only: bool = typer.Option(False, help="Train nothing: tabulate the runs that have finished."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Variants of attention G x seeds x code lengths on one saved split, each run's epoch chosen
@@ -195,7 +196,7 @@ def study(
                                         **_parse_sets(set_)}).validate()
     out = out or Path(f"runs/study-{Path(config).stem}")
     result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
-                       jobs=jobs, split_path=split, progress=not quiet)
+                       jobs=jobs, split_path=split, progress=not quiet, finished_only=finished_only)
     typer.echo(result.table_md.read_text())
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.png}" if result.png else ""))
 
