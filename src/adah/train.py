@@ -26,10 +26,11 @@ from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
 from adah.distributed import DistContext, wrap_model
-from adah.evaluate import encode_sharded, evaluate_codes
+from adah.evaluate import encode_sharded, validation_scores
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
+from adah.similarity import check_data_for_similarity
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
@@ -58,6 +59,7 @@ def adversarial_terms(config: Config) -> tuple[str, ...]:
 def complete_config(config: Config, data: CrossModalData) -> Config:
     """Fill the data-dependent model fields (vocabulary size, image side) and validate."""
     model = config.model
+    check_data_for_similarity(config.loss.similarity, data)
     if model.text_dim in (0, data.text_dim):
         model = replace(model, text_dim=data.text_dim)
     else:
@@ -155,7 +157,8 @@ class Trainer:
         detach = for_max and self.config.loss.detach_adversarial_queries
         terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms,
                                detach_queries_of_adversarial=detach, database=database,
-                               sum_counts=ctx.sum if ctx.enabled else None)
+                               sum_counts=ctx.sum if ctx.enabled else None,
+                               query_offset=ctx.rank * len(texts) if ctx.enabled else 0)
         return terms, image_out, text_out
 
     def _backward(self, loss: torch.Tensor, params: list) -> None:
@@ -214,7 +217,7 @@ class Trainer:
         kw = {"device": self.device, "batch_size": 256}
         q = encode_sharded(self.model, self.data, self.split.val, self.dist, **kw)
         db = encode_sharded(self.model, self.data, self.split.train, self.dist, **kw)
-        return evaluate_codes(q, db, directions=self.val_directions).map
+        return validation_scores(q, db, self.val_directions, self.config.loss.similarity)
 
     def run_epoch(self) -> dict:
         """Run (the rest of) one epoch; checkpoints every ``train.checkpoint_every`` steps."""
