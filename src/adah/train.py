@@ -30,6 +30,7 @@ from adah.evaluate import encode_sharded, validation_scores
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
+from adah.models.text_encoders import check_text_inputs
 from adah.similarity import check_data_for_similarity
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
@@ -60,6 +61,7 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
     """Fill the data-dependent model fields (vocabulary size, image side) and validate."""
     model = config.model
     check_data_for_similarity(config.loss.similarity, data)
+    check_text_inputs(model, data)
     if model.text_dim in (0, data.text_dim):
         model = replace(model, text_dim=data.text_dim)
     else:

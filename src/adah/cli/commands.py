@@ -55,6 +55,7 @@ def train_cmd(
     from adah.config import Config
     from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
+    from adah.similarity import with_label_policy
     from adah.train import train
 
     cfg = Config.load(config).override({
@@ -62,13 +63,16 @@ def train_cmd(
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
+    cfg = with_label_policy(cfg)
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
     if resume and (out / "split.json").is_file():
         split = Split.load(out / "split.json", num_items=len(data))
     result = train(cfg, data, split, out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
-        typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
+        what = ("mean R@1/5/10 of the pairs" if cfg.loss.similarity == "pairs" or not data.labels.shape[1]
+                else "MAP")
+        typer.echo(f"best epoch {result.best_epoch}: validation {what} {result.best_val_map:.4f}")
         typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
 
@@ -142,14 +146,23 @@ def eval_cmd(
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
     from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
 
+    from adah.evaluate import format_recall_table
+
     dirs = tuple(d.strip() for d in directions.split(",") if d.strip())
     report, path = evaluate_checkpoint(checkpoint, split_path=split, topk=topk, directions=dirs, out=out,
                                        device=device)
-    head = f"{'direction':<10}{'MAP':>9}{f'MAP@{topk}':>10}"
-    typer.echo(head + "\n" + "-" * len(head))
-    for d in report.map:  # a text-only model reports t2t alone
-        typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
-    typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items; wrote {path}")
+    if report.map:  # label-based MAP: only where every item has labels
+        head = f"{'direction':<10}{'MAP':>9}{f'MAP@{topk}':>10}"
+        typer.echo(head + "\n" + "-" * len(head))
+        for d in report.map:  # a text-only model reports t2t alone
+            typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
+        typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items\n")
+    else:
+        typer.echo("no MAP: the data has no labels on every item\n")
+    if report.recall:  # paired recall: no labels needed
+        typer.echo(f"recall@K of the paired item among the {report.num_query} query items (tie-aware):")
+        typer.echo(format_recall_table(report, random_n=report.num_query))
+    typer.echo(f"\nwrote {path}")
     if attention_png:
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)

@@ -13,6 +13,7 @@ from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention
 from adah.models.backbones import ImageBackbone, get_backbone
 from adah.models.hashing import HashHead
 from adah.models.text import TextEncoder
+from adah.models.text_encoders import build_text_branch
 
 
 class BranchOutput(NamedTuple):
@@ -110,7 +111,7 @@ class ADAH(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.image = ImageBranch(cfg) if cfg.has_image_branch else None
-        self.text = TextBranch(cfg)
+        self.text = build_text_branch(cfg)  # bow_mlp (TextBranch) or minilm (adah.models.text_encoders)
 
     @property
     def has_image_branch(self) -> bool:
