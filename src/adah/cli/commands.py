@@ -142,6 +142,9 @@ def eval_cmd(
     attention_png: Optional[Path] = typer.Option(None, help="Also draw the image attention masks of the first "
                                                  "queries over their photos into this PNG."),
     attention_count: int = typer.Option(6, min=1, help="Queries shown in --attention-png."),
+    text_attention_png: Optional[Path] = typer.Option(None, help="Also draw which words of the first queries' texts "
+                                                      "the text attention keeps into this PNG (model.text_encoder "
+                                                      "minilm)."),
 ) -> None:
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
     from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
@@ -166,6 +169,12 @@ def eval_cmd(
     if attention_png:
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)
+        typer.echo(f"wrote {png}")
+    if text_attention_png:
+        from adah.evaluate_run import plot_checkpoint_text_attention
+
+        png = plot_checkpoint_text_attention(checkpoint, text_attention_png, count=attention_count, split_path=split,
+                                             device=device)
         typer.echo(f"wrote {png}")
 
 
