@@ -120,14 +120,16 @@ def benchmark(
     from adah.benchmark import run_benchmark
     from adah.config import Config, bundled_configs
 
+    from adah.similarity import with_label_policy
+
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
-    cfg = Config.load(name).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
-                                      **_parse_sets(set_)}).validate()
+    cfg = with_label_policy(Config.load(name).override({"data.name": dataset, "data.root": data_root,
+                                                        "train.epochs": epochs, **_parse_sets(set_)}).validate())
     out = out or Path(f"runs/benchmark-{dataset}")
     result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
                            split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
-    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}\nwrote {result.pr_png}")
+    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.pr_png}" if result.pr_png else ""))
 
 
 @app.command("eval")
