@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,7 @@ def main() -> None:
                     data = datasets[dkey]
                     split = make_split(cfg.data, len(data))
                     t0 = time.perf_counter()
+                    shutil.rmtree(out / "runs" / key, ignore_errors=True)  # an interrupted run starts again
                     res = train(cfg, data, split, out / "runs" / key)
                     q, db = encode(res.model, data, split.query), encode(res.model, data, split.retrieval)
                     rep = evaluate_codes(q, db, directions=("i2t", "t2i"))
@@ -100,6 +102,8 @@ def _cell(vals):
 def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
+        if r["similarity"] == "both":  # equal to 'labels' when every item has labels (coco_mini): not repeated
+            continue
         groups.setdefault((r["encoder"], r["similarity"], r["attention"]), []).append(r)
     n_q = rows[0]["num_query"] if rows else 0
     rnd = random_recall(n_q)
