@@ -48,6 +48,19 @@ def test_fit_pairs_only_then_search_with_explain(tmp_path):
     res = runner.invoke(app, ["search", "--index", str(out / "index"), "--text", "a dog on a bed", "--explain"])
     assert res.exit_code == 0 and "text attention keeps" in res.output and "[" in res.output
 
+    # the service answers text queries with the words kept, which the page shows under the status line
+    from fastapi.testclient import TestClient
+
+    from adah.index import Index
+    from adah.serve import create_app
+
+    with Index.load(out / "index") as index, TestClient(create_app(index)) as client:
+        api = client.post("/api/search/text", json={"text": "a dog on a bed", "k": 5, "target": "image"}).json()
+        page = client.get("/").text
+    assert api["text_attention"] == answer["text_attention"] and [h["row"] for h in api["hits"]] == [
+        h["row"] for h in answer["hits"]]
+    assert 'id="words"' in page and "data.text_attention" in page
+
     # a second fit trains again but computes neither feature cache anew
     stamps = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*") if p.is_file()}
     res = runner.invoke(app, ["fit", str(COCO), "--out", str(out), "--ignore-labels", "--epochs", "1", "--quiet"])
