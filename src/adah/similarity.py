@@ -92,7 +92,8 @@ def needs_labels(name: str) -> bool:
 
 
 def check_data_for_similarity(name: str, data) -> None:
-    """AdahError when ``name`` needs labels and ``data`` (a CrossModalData) has none on some rows."""
+    """AdahError when ``name`` needs labels and ``data`` (a CrossModalData) has none at all (rows
+    without labels are allowed: under ``labels`` they have no positive, under ``both`` their pair)."""
     import numpy as np
 
     if not needs_labels(name):
@@ -101,9 +102,9 @@ def check_data_for_similarity(name: str, data) -> None:
     if labels.shape[1] == 0:
         raise AdahError(f"loss.similarity={name!r} needs labels, but {data.name} has none; train from the pairs alone "
                         "with --set loss.similarity=pairs")
-    if name == "labels" and not labels.any(axis=1).all():
-        raise AdahError(f"loss.similarity='labels': {int((~labels.any(axis=1)).sum())} items of {data.name} have no "
-                        "label; use 'both' (label overlap or the pair) or 'pairs'")
+    if name == "labels" and not labels.any():
+        raise AdahError(f"loss.similarity='labels': no item of {data.name} has a label; train from the pairs alone "
+                        "with --set loss.similarity=pairs")
 
 
 def with_label_policy(config):
