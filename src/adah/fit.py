@@ -53,6 +53,7 @@ def fit_config(list_file: Path, out: Path, *, similarity: str, ignore_labels: bo
 
     if similarity not in SIMILARITY_CHOICES:
         raise AdahError(f"--similarity must be one of {SIMILARITY_CHOICES}, got {similarity!r}")
+    out = Path(out).resolve()  # the saved config names the caches wherever it is used from
     items = read_list_file(list_file, image_field=None, labels_field=None if ignore_labels else "labels",
                            labels_required=False)
     labelled = sum(1 for it in items if it.labels)
