@@ -119,7 +119,14 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     seconds = {}
     t0 = time.perf_counter()
     extract_features(cfg, cfg.data.options["features"], device=device, progress=progress)
-    data = load_dataset(cfg.data)  # text token cache made here on first use
+    if "text_features" in cfg.data.options:  # make (or check) the token cache with this call's progress setting
+        from dataclasses import replace
+
+        from adah.text_features import attach_text_cache
+
+        plain = replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != "text_features"})
+        attach_text_cache(load_dataset(plain), cfg.data.options["text_features"], progress=progress)
+    data = load_dataset(cfg.data)  # reads the caches
     seconds["features"] = round(time.perf_counter() - t0, 1)
     split = make_split(cfg.data, len(data))
     t0 = time.perf_counter()
