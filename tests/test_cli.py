@@ -137,9 +137,14 @@ def test_eval_prints_table_and_writes_json(evaluated):
     out, result = evaluated
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["direction", "MAP", "MAP@10"]
-    rows = {ln.split()[0]: ln.split()[1:] for ln in lines if ln[:4] in ("I->T", "T->I", "I->I", "T->T")}
+    map_block = lines[: lines.index("")]  # then the paired recall table
+    rows = {ln.split()[0]: ln.split()[1:] for ln in map_block if ln[:4] in ("I->T", "T->I", "I->I", "T->T")}
     assert set(rows) == {"I->T", "T->I", "I->I", "T->T"}
     report = json.loads((out / "eval.json").read_text())
+    recall = {ln.split()[0]: [float(v) for v in ln.split()[1:]] for ln in lines[lines.index(""):]
+              if ln[:4] in ("I->T", "T->I") or ln.startswith("random")}
+    assert recall["I->T"] == pytest.approx([report["recall"]["i2t"][k] for k in ("1", "5", "10")], abs=5e-5)
+    assert recall["random"] == pytest.approx([k / report["num_query"] for k in (1, 5, 10)], abs=5e-5)
     for d in DIRS:
         value = report["map"][d]
         assert isinstance(value, float) and 0.0 <= value <= 1.0, d

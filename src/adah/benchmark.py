@@ -23,7 +23,7 @@ from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.data.registry import load_dataset, make_split
 from adah.errors import AdahError
-from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes
+from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.fileio import atomic_write_text
 from adah.train import train
 
@@ -113,7 +113,8 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         else:
             q, db = _baseline_codes(method, b, seed, data, split)
         timings.setdefault(method, []).append(time.perf_counter() - t0)
-        report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=seed == 0, tie_aware=True)
+        report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=seed == 0 and has_labels(q.labels),
+                                tie_aware=True)
         result.runs.setdefault(method, {}).setdefault(b, []).append(report)
 
     result.table_md = out / "table.md"
@@ -130,8 +131,9 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
     from adah.plots import plot_pr_curves
 
     mid = bits[len(bits) // 2]
-    curves = {METHOD_NAMES[m]: per[mid][0].pr for m, per in result.runs.items()}
-    result.pr_png = plot_pr_curves(curves, out / "pr_curves.png", title=f"{data.name}, {mid} bits, seed 0")
+    curves = {METHOD_NAMES[m]: per[mid][0].pr for m, per in result.runs.items() if per[mid][0].pr}
+    if curves:  # PR curves need labels
+        result.pr_png = plot_pr_curves(curves, out / "pr_curves.png", title=f"{data.name}, {mid} bits, seed 0")
     return result
 
 
@@ -150,7 +152,11 @@ def format_markdown(result: BenchmarkResult, dataset: str, split: Split, seeds: 
              f"{len(split.retrieval)} retrieval items), {seeds} seed(s): MAP (mean ± std); "
              "in parentheses the tie-aware expected MAP.", ""]
     bits = sorted({b for per in result.runs.values() for b in per})
-    for direction in directions:
+    reports = [r for per in result.runs.values() for reps in per.values() for r in reps]
+    with_map = [d for d in directions if reports and all(d in r.map for r in reports)]
+    if len(with_map) < len(directions):
+        lines += ["No MAP where the data lacks labels on some items.", ""]
+    for direction in with_map:
         title = DIRECTION_TITLES[direction]
         lines += [f"**{title}**", "", "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",
                   "|---|" + "---|" * len(bits)]
@@ -165,6 +171,18 @@ def format_markdown(result: BenchmarkResult, dataset: str, split: Split, seeds: 
                 if topk:
                     cell += f"; top-{topk}: {_cell([r.map_topk[direction] for r in reps])}"
                 cells.append(cell)
+            lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    with_recall = [d for d in directions if reports and all(d in r.recall for r in reports)]
+    for direction in with_recall:
+        ks = sorted(reports[0].recall[direction])
+        n = reports[0].num_query
+        lines += [f"**{DIRECTION_TITLES[direction]}: recall@K of the paired item** among the {n} query items "
+                  f"(tie-aware; random: " + ", ".join(f"R@{k} {min(1.0, k / n):.4f}" for k in ks) + ")", "",
+                  "| method | " + " | ".join(f"{b} bits R@{k}" for b in bits for k in ks) + " |",
+                  "|---|" + "---|" * (len(bits) * len(ks))]
+        for method, per in result.runs.items():
+            cells = [_cell([r.recall[direction][k] for r in per[b]]) if per.get(b) else "" for b in bits for k in ks]
             lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -34,8 +34,11 @@ class ModelConfig:
     text_dim: int = 0
     text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
     dropout: float = 0.0
+    text_encoder: str = "bow_mlp"  # E for text: bow_mlp (the paper) | minilm (needs data.options.text_features)
 
     def validate(self) -> None:
+        if self.text_encoder not in ("bow_mlp", "minilm"):
+            raise AdahError(f"model.text_encoder must be 'bow_mlp' or 'minilm', got {self.text_encoder!r}")
         if self.bits <= 0:
             raise AdahError(f"model.bits must be a positive integer, got {self.bits}")
         if self.attention not in ATTENTION_VARIANTS:
@@ -75,6 +78,7 @@ class LossConfig:
     reduction: str = "mean_nonzero"  # mean over violated triplets | mean over all valid | sum
     adversarial_weight: float = 1.0  # weight of T->I_hat and I->T_hat in the E,D objective
     detach_adversarial_queries: bool = True  # G step moves only the unattended codes H_hat
+    similarity: str = "labels"  # S of the triplets: labels (shared label) | pairs (same item) | both (adah.similarity)
 
     def validate(self) -> None:
         if self.margin < 0:
@@ -85,6 +89,8 @@ class LossConfig:
             raise AdahError(f"loss.reduction must be 'mean', 'mean_nonzero' or 'sum', got {self.reduction!r}")
         if self.adversarial_weight < 0:
             raise AdahError(f"loss.adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if self.similarity not in ("labels", "pairs", "both"):
+            raise AdahError(f"loss.similarity must be 'labels', 'pairs' or 'both', got {self.similarity!r}")
 
 
 @dataclass

@@ -2,6 +2,14 @@
 
 Every direction calls the same metric functions with the query and database codes swapped in;
 the database is the protocol's retrieval set (or the training set during validation).
+
+Two kinds of measure, reported where they apply:
+
+* MAP (and top-K MAP, PR curves): relevance is a shared label, so it needs labels on every item
+  (skipped for unlabelled data);
+* recall@K of the paired item (R@1, R@5, R@10; cross-modal directions only): each query ranks
+  the other modality's codes of the *query items themselves*, and its one relevant item is its
+  own pair (the standard image-text retrieval protocol, e.g. COCO 1K/5K test); needs no labels.
 """
 
 from __future__ import annotations
@@ -89,13 +97,39 @@ class RetrievalReport:
     pr: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     num_query: int = 0
     num_db: int = 0
+    recall: dict[str, dict[int, float]] = field(default_factory=dict)  # paired recall@K per direction
 
     def to_dict(self) -> dict:
         return {
             "map": self.map, "topk": self.topk, "map_topk": self.map_topk, "map_expected": self.map_expected,
-            "pr": self.pr,
-            "num_query": self.num_query, "num_db": self.num_db,
+            "pr": self.pr, "num_query": self.num_query, "num_db": self.num_db,
+            "recall": {d: {str(k): v for k, v in r.items()} for d, r in self.recall.items()},
         }
+
+
+RECALL_KS = (1, 5, 10)
+
+
+def has_labels(labels: np.ndarray) -> bool:
+    """True when every row has at least one label: label-based MAP is defined."""
+    labels = np.asarray(labels)
+    return labels.ndim == 2 and labels.shape[1] > 0 and labels.shape[0] > 0 and bool(labels.any(axis=1).all())
+
+
+def paired_recall(codes: Codes, directions: tuple[str, ...], ks: tuple[int, ...] = RECALL_KS) -> dict[str, dict[int, float]]:
+    """Recall@K of the paired item among ``codes``' own items, for the cross-modal directions in
+    ``directions`` (tie-aware: a random order inside Hamming ties)."""
+    out = {}
+    for name in directions:
+        q_mod, d_mod = DIRECTIONS[name]
+        if q_mod != d_mod and codes.image is not None and len(codes.text):
+            out[name] = metrics.paired_recall_at_k(codes.of(q_mod), codes.of(d_mod), ks)
+    return out
+
+
+def random_recall(n: int, ks: tuple[int, ...] = RECALL_KS) -> dict[int, float]:
+    """Recall@K of a random ranking of n items: K / n (capped at 1)."""
+    return {k: min(1.0, k / n) for k in ks} if n else {k: float("nan") for k in ks}
 
 
 def evaluate_codes(
@@ -106,10 +140,17 @@ def evaluate_codes(
     topk: int | None = None,
     pr_curves: bool = False,
     tie_aware: bool = False,
+    recall_ks: tuple[int, ...] | None = RECALL_KS,
 ) -> RetrievalReport:
     """Score ``directions`` (keys of DIRECTIONS). I->T queries image codes against text codes.
-    ``tie_aware`` adds the expected MAP under random order within Hamming ties (``map_expected``)."""
-    report = RetrievalReport(map={}, topk=topk, num_query=len(query.labels), num_db=len(db.labels))
+    ``tie_aware`` adds the expected MAP under random order within Hamming ties (``map_expected``).
+    MAP needs labels on every query and database item (skipped otherwise); ``recall_ks`` adds
+    the paired recall@K among the queries (None: not computed)."""
+    report = RetrievalReport(map={}, topk=topk, num_query=len(query.text), num_db=len(db.text))
+    if recall_ks:
+        report.recall = paired_recall(query, directions, recall_ks)
+    if not (has_labels(query.labels) and has_labels(db.labels)):
+        return report
     for name in directions:
         q_mod, d_mod = DIRECTIONS[name]
         args = (query.of(q_mod), db.of(d_mod), query.labels, db.labels)
@@ -122,6 +163,29 @@ def evaluate_codes(
             radius, precision, recall = metrics.pr_curve_by_radius(*args)
             report.pr[name] = {"radius": radius.tolist(), "precision": precision.tolist(), "recall": recall.tolist()}
     return report
+
+
+def validation_scores(query: Codes, db: Codes, directions: tuple[str, ...], similarity: str = "labels") -> dict[str, float]:
+    """The model-selection score per direction: MAP of ``query`` against ``db`` when training
+    uses labels (``similarity`` labels or both) and they exist; else, when training uses the
+    pairing alone, the mean of R@1, R@5 and R@10 of the paired item among the queries."""
+    if similarity != "pairs" and has_labels(query.labels) and has_labels(db.labels):
+        return evaluate_codes(query, db, directions=directions, recall_ks=None).map
+    recall = paired_recall(query, directions)
+    return {d: float(np.mean(list(r.values()))) for d, r in recall.items()}
+
+
+def format_recall_table(report: RetrievalReport, random_n: int | None = None) -> str:
+    """R@1 / R@5 / R@10 per cross-modal direction; a 'random' row for ``random_n`` items."""
+    ks = sorted({k for r in report.recall.values() for k in r})
+    head = f"{'direction':<10}" + "".join(f"{f'R@{k}':>9}" for k in ks)
+    lines = [head, "-" * len(head)]
+    for d, r in report.recall.items():
+        lines.append(f"{d.replace('2', '->').upper():<10}" + "".join(f"{r[k]:>9.4f}" for k in ks))
+    if random_n:
+        rnd = random_recall(random_n, tuple(ks))
+        lines.append(f"{'random':<10}" + "".join(f"{rnd[k]:>9.4f}" for k in ks))
+    return "\n".join(lines)
 
 
 def format_map_table(reports: dict[str, RetrievalReport], directions: tuple[str, ...] = ("i2t", "t2i")) -> str:

@@ -56,6 +56,43 @@ def plot_checkpoint_attention(
                                captions=captions)
 
 
+def plot_checkpoint_text_attention(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    count: int = 6,
+    split_path: str | Path | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Draw which words of its first ``count`` test queries' texts a checkpoint's text attention
+    keeps (:func:`adah.plots.plot_text_attention`) into the PNG ``out``; models with a word-level
+    text encoder (``minilm``) only."""
+    import torch
+
+    from adah.models.text_encoders import get_text_encoder, words_of
+    from adah.plots import plot_text_attention
+
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    model, config, payload = load_model(checkpoint, dev)
+    spec = get_text_encoder(config.model.text_encoder)
+    if not spec.token_level:
+        raise AdahError(f"{checkpoint}: its text attention is over the hidden units of model.text_encoder "
+                        f"{spec.name!r}, not over words; a word picture needs model.text_encoder='minilm'")
+    data = load_dataset(config.data)
+    if data.raw_texts is None:
+        raise AdahError(f"{checkpoint}: dataset {config.data.name!r} keeps no raw texts to show")
+    split_path = Path(split_path) if split_path else checkpoint.parent / "split.json"
+    rows = Split.load(split_path, num_items=len(data)).query[:count]
+    reader = spec.reader(config.model, None, config.data.options)
+    inputs, pieces = reader.encode([data.raw_texts[r] for r in rows])
+    with torch.no_grad():
+        att = model.text.attend(inputs.to(dev))
+    texts = [words_of(p, att.mask[i, : len(p)].cpu().numpy(), att.probs[i, : len(p)].float().cpu().numpy())
+             for i, p in enumerate(pieces)]
+    return plot_text_attention(texts, out, titles=[f"#{int(r)}" for r in rows])
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,

@@ -17,14 +17,13 @@ import torch
 
 from adah.config import LossConfig
 from adah.models.adah import BranchOutput
+from adah.similarity import get_similarity, label_overlap
 
 MIN_TERMS = ("t2i", "i2t", "i2i", "t2t")
 ADV_TERMS = ("t2i_hat", "i2t_hat")
 
 
-def label_similarity(query_labels: torch.Tensor, db_labels: torch.Tensor) -> torch.Tensor:
-    """(Na, C), (Nb, C) multi-hot -> (Na, Nb) bool: True where the two items share a label."""
-    return (query_labels.float() @ db_labels.float().T) > 0
+label_similarity = label_overlap  # the paper's S; adah.similarity holds the other choices
 
 
 def code_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "euclidean") -> torch.Tensor:
@@ -48,6 +47,7 @@ def triplet_ranking_loss(
     distance: str = "euclidean",
     reduction: str = "mean",
     sum_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    similarity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scalar triplet ranking loss over all (i, j, k) with S(i,j)=1 and S(i,k)=0.
 
@@ -55,8 +55,9 @@ def triplet_ranking_loss(
     valid triplets, ``mean_nonzero`` over triplets with a positive loss, or ``sum``. Zero (with a
     graph) when the batch has no valid triplet. ``sum_counts`` (data-parallel training) adds the
     triplet count over processes that each hold a share of the queries, so the processes'
-    losses add up to the loss of the whole batch."""
-    sim = label_similarity(query_labels, db_labels)
+    losses add up to the loss of the whole batch. ``similarity``: a precomputed (Na, Nb) bool S
+    (:mod:`adah.similarity`); label overlap of the two label sets when None."""
+    sim = label_similarity(query_labels, db_labels) if similarity is None else similarity
     valid = sim.unsqueeze(2) & ~sim.unsqueeze(1)  # (Na, Nb_pos, Nb_neg)
     dist = code_distance(query_codes, db_codes, distance)
     per_triplet = torch.relu(margin + dist.unsqueeze(2) - dist.unsqueeze(1)) * valid
@@ -81,6 +82,7 @@ def adah_objective(
     detach_queries_of_adversarial: bool = False,
     database: tuple[BranchOutput, BranchOutput, torch.Tensor] | None = None,
     sum_counts: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    query_offset: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Every term by name, for one batch of paired items with (B, C) labels.
 
@@ -89,9 +91,13 @@ def adah_objective(
     those terms (the G step then acts only through the unattended codes). ``database`` (image,
     text, labels) is what the queries rank against, the batch itself by default; data-parallel
     training passes the codes gathered from every process, with ``sum_counts``. ``image`` None
-    (a text-only model) gives the T->T term alone."""
+    (a text-only model) gives the T->T term alone. S comes from ``cfg.similarity`` (label
+    overlap, the pairing, or both; see :mod:`adah.similarity`), one matrix for every term; with
+    ``database``, query row i is database row ``i + query_offset``."""
     db_image, db_text, db_labels = database if database is not None else (image, text, labels)
-    kw = {"margin": cfg.margin, "distance": cfg.distance, "reduction": cfg.reduction, "sum_counts": sum_counts}
+    sim = get_similarity(cfg.similarity)(labels, db_labels, query_offset)
+    kw = {"margin": cfg.margin, "distance": cfg.distance, "reduction": cfg.reduction, "sum_counts": sum_counts,
+          "similarity": sim}
     if image is None:  # a text-only model: T->T is the only term
         if adversarial:
             raise ValueError(f"adversarial terms {adversarial} need an image branch")

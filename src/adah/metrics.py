@@ -47,6 +47,7 @@ __all__ = [
     "mean_average_precision",
     "precision_at_k",
     "recall_at_k",
+    "paired_recall_at_k",
     "pr_curve_by_radius",
 ]
 
@@ -517,6 +518,54 @@ def recall_at_k(
         recall[start:stop] = np.divide(hit, n_rel, out=np.zeros_like(hit), where=n_rel > 0)
         start = stop
     return float(recall.mean())
+
+
+def paired_recall_at_k(
+    query_codes: Any,
+    db_codes: Any,
+    ks: tuple[int, ...] = (1, 5, 10),
+    *,
+    ties: str = "expected",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[int, float]:
+    """Recall@K of the paired item, the standard image-text retrieval measure (no labels).
+
+    ``query_codes`` and ``db_codes`` are ``(n, bits)`` ±1 codes (or :class:`PackedCodes`) of
+    the same n items in two modalities: query ``i``'s one relevant item is database row ``i``.
+    Returns ``{K: fraction of queries whose pair ranks in the top K}`` by Hamming distance.
+    ``ties="expected"`` (default) counts a pair tied with ``t`` other items at its distance,
+    after ``a`` strictly closer ones, as found with probability ``clip((K - a) / (t + 1), 0, 1)``
+    (a uniformly random order inside the tie); ``"stable"`` keeps ties in database order.
+    """
+    if ties not in ("stable", "expected"):
+        raise ValueError(f"ties must be 'stable' or 'expected', found {ties!r}")
+    ks = tuple(_check_positive_int(k, "k") for k in ks)
+    if not ks:
+        raise ValueError("ks must name at least one K")
+    n_q, n_d = _check_codes(query_codes, "query_codes")[2][0], _check_codes(db_codes, "db_codes")[2][0]
+    if n_q != n_d:
+        raise ValueError(f"paired recall needs one database item per query (row i pairs with row i): "
+                         f"query_codes has {n_q} rows, db_codes {n_d}")
+    found = {k: 0.0 for k in ks}
+    for start in range(0, n_q, chunk_size):
+        stop = min(start + chunk_size, n_q)
+        q = query_codes.data[start:stop] if isinstance(query_codes, PackedCodes) else _to_numpy(query_codes)[start:stop]
+        q = PackedCodes(q, query_codes.bits) if isinstance(query_codes, PackedCodes) else q
+        dist = hamming_distance(q, db_codes, chunk_size=chunk_size)  # (m, n)
+        rows = np.arange(stop - start)
+        own = dist[rows, rows + start][:, None]
+        closer = (dist < own).sum(axis=1)
+        tied = (dist == own).sum(axis=1) - 1  # other items at the pair's distance
+        if ties == "stable":
+            earlier = np.arange(dist.shape[1])[None, :] < (rows + start)[:, None]
+            before = ((dist == own) & earlier).sum(axis=1)
+            rank = closer + before + 1
+            for k in ks:
+                found[k] += float((rank <= k).sum())
+        else:
+            for k in ks:
+                found[k] += float(np.clip((k - closer) / (tied + 1), 0.0, 1.0).sum())
+    return {k: found[k] / max(n_q, 1) for k in ks}
 
 
 def pr_curve_by_radius(

@@ -150,3 +150,40 @@ def finish_figure(fig, path: str | Path, title: str = "", tight: bool = True) ->
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def plot_text_attention(texts: list[list[dict]], path: str | Path, titles: list[str] | None = None,
+                        words_per_line: int = 14) -> Path:
+    """The word-level text attention of several texts, like the image attention grid: one block per
+    text, each word on a cell shaded by its soft attention p, the words the mask Z keeps in bold
+    with a frame, the dropped ones grey. ``texts[i]``: ``[{"word", "kept", "weight"}, ...]`` (as
+    :func:`adah.models.text_encoders.words_of` gives)."""
+    if not texts or any(not isinstance(t, list) for t in texts):
+        raise ValueError("plot_text_attention: texts must be a non-empty list of word lists")
+    plt = _figure()
+    lines_per_text = [max(1, -(-len(t) // words_per_line)) for t in texts]
+    height = 0.5 + sum(0.42 * n + 0.35 for n in lines_per_text)
+    fig = plt.figure(figsize=(11, height))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, words_per_line)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    cmap = plt.get_cmap("Oranges")
+    y = 0.3
+    for i, words in enumerate(texts):
+        kept = sum(w["kept"] for w in words)
+        title = (titles[i] if titles else f"text {i + 1}") + f"  (keeps {kept} of {len(words)} words)"
+        ax.text(0.05, y, title, fontsize=8, color="#444", va="top")
+        y += 0.3
+        top = max((w["weight"] for w in words), default=1.0) or 1.0
+        for j, w in enumerate(words):
+            col, row = j % words_per_line, j // words_per_line
+            yy = y + 0.42 * row
+            ax.add_patch(plt.Rectangle((col + 0.03, yy), 0.94, 0.36, color=cmap(0.02 + 0.55 * w["weight"] / top),
+                                       ec="#1f5fbf" if w["kept"] else "none", lw=1.4))
+            ax.text(col + 0.5, yy + 0.19, w["word"], ha="center", va="center", fontsize=8,
+                    fontweight="bold" if w["kept"] else "normal", color="#000" if w["kept"] else "#777")
+        y += 0.42 * lines_per_text[i] + 0.05
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

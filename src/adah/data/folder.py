@@ -19,6 +19,11 @@ Texts become a bag-of-words over a :class:`~adah.data.vocab.Vocabulary` built fr
 seen, sorted).
 
 An optional ``split`` column gives the protocol split (see :func:`split_from_column`).
+
+Labels are optional for training from the pairs alone (``loss.similarity='pairs'``):
+``labels_mode="required"`` (default) needs the labels field on every row, ``"optional"`` reads
+it where present (a missing field or an empty list is an unlabelled row; no row labelled gives
+(N, 0) labels), ``"ignore"`` never reads it ((N, 0) labels).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ SPLIT_ROLES = {
     "retrieval": "retrieval", "database": "retrieval", "db": "retrieval",
 }
 ROLES = ("query", "train", "val", "retrieval")
+LABELS_MODES = ("required", "optional", "ignore")
 
 
 @dataclass
@@ -90,14 +96,16 @@ def read_list_file(
     *,
     image_field: str | None = "image",
     text_field: str = "text",
-    labels_field: str = "labels",
+    labels_field: str | None = "labels",
     split_field: str | None = "split",
     label_sep: str = ";",
     delimiter: str | None = None,
+    labels_required: bool = True,
 ) -> list[Item]:
     """Parse a JSONL / CSV / TSV list file into :class:`Item` rows (no images opened).
 
-    ``image_field=None`` skips images; the split field is optional (None where absent, but it
+    ``image_field=None`` skips images, ``labels_field=None`` labels (every row then has none);
+    ``labels_required=False`` accepts rows without the labels field; the split field is optional (None where absent, but it
     must then be absent from every row)."""
     path = find_list_file(path)
     suffix = path.suffix.lower()
@@ -112,7 +120,7 @@ def read_list_file(
     items = []
     for line, row in rows:
         where = f"{path}: line {line}"
-        required = [f for f in (image_field, text_field, labels_field) if f]
+        required = [f for f in (image_field, text_field, labels_field if labels_required else None) if f]
         missing = [f for f in required if f not in row]
         if missing:
             raise AdahError(f"{where}: missing field(s) {missing}; fields found: {sorted(row)}")
@@ -126,8 +134,9 @@ def read_list_file(
             image = row[image_field]
             if not isinstance(image, str) or not image:
                 raise AdahError(f"{where}: field '{image_field}' must be a non-empty image path, got {image!r}")
-        items.append(Item(line, image, text, _labels_of(row[labels_field], where, labels_field, label_sep),
-                          _split_of(row, split_field, where)))
+        raw_labels = row.get(labels_field) if labels_field else None
+        labels = [] if raw_labels is None else _labels_of(raw_labels, where, labels_field, label_sep)
+        items.append(Item(line, image, text, labels, _split_of(row, split_field, where)))
     if split_field:
         have = [it.split is not None for it in items]
         if any(have) and not all(have):
@@ -282,6 +291,7 @@ def read_folder(
     vocabulary: str | os.PathLike | Vocabulary | None = None,
     on_empty: str = "error",
     name: str = "folder",
+    labels_mode: str = "required",
 ) -> FolderDataset:
     """Read a list file (or a folder holding ``items.jsonl`` / ``items.csv`` / ``items.tsv``).
 
@@ -291,8 +301,11 @@ def read_folder(
     (``data.images`` is None). ``vocabulary``: a Vocabulary, or a saved JSON one (relative to
     the list file's folder), used instead of building one. on_empty: items with no label, or
     whose text has no vocabulary token, raise (``"error"``) or are kept with all-zero rows and
-    a warning (``"warn"``).
+    a warning (``"warn"``). labels_mode: ``required``, ``optional`` or ``ignore`` (see the module
+    docstring); unlabelled rows are accepted without a warning unless labels are required.
     """
+    if labels_mode not in LABELS_MODES:
+        raise AdahError(f"folder: options.labels_mode must be one of {LABELS_MODES}, got {labels_mode!r}")
     if modalities not in MODALITIES:
         raise AdahError(f"folder: options.modalities must be one of {MODALITIES}, got {modalities!r}")
     if load_images not in ("lazy", "eager"):
@@ -302,7 +315,8 @@ def read_folder(
     list_file = find_list_file(path)
     items = read_list_file(
         list_file, image_field=image_field if modalities == "both" else None, text_field=text_field,
-        labels_field=labels_field, split_field=split_field, label_sep=label_sep, delimiter=delimiter,
+        labels_field=None if labels_mode == "ignore" else labels_field, split_field=split_field, label_sep=label_sep,
+        delimiter=delimiter, labels_required=labels_mode == "required",
     )
     texts_raw = [it.text for it in items]
 
@@ -321,7 +335,7 @@ def read_folder(
                 raise AdahError(f"{list_file}: line {it.line}: label {n!r} is not in options.label_names")
             labels[r, col[n]] = 1
     unlabelled = [it.line for it in items if not it.labels]
-    if unlabelled:
+    if unlabelled and labels_mode == "required":
         msg = (f"{list_file}: field '{labels_field}': {len(unlabelled)} items have no label, "
                f"first on lines {unlabelled[:5]}")
         if on_empty == "error":
@@ -358,13 +372,15 @@ def read_folder(
         if load_images == "eager":
             images = images.to_numpy()
     splits = [it.split for it in items] if items[0].split is not None else None
-    data = CrossModalData(images, texts, labels, label_names=names, name=name, text_vocabulary=vocab)
+    data = CrossModalData(images, texts, labels, label_names=names, name=name, text_vocabulary=vocab,
+                          raw_texts=texts_raw)
     return FolderDataset(data=data, vocabulary=vocab, splits=splits, list_file=list_file)
 
 
 def read_split_column(path: str | os.PathLike, *, split_field: str = "split", **fields) -> list[str] | None:
     """The split column of a list file (None when it has none); no images or texts are processed."""
-    items = read_list_file(path, image_field=None, split_field=split_field, **fields)
+    fields.pop("labels_field", None)
+    items = read_list_file(path, image_field=None, labels_field=None, split_field=split_field, **fields)
     return [it.split for it in items] if items[0].split is not None else None
 
 

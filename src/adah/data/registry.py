@@ -59,6 +59,8 @@ PROTOCOLS: dict[str, Protocol | None] = {
     "folder": None,
 }
 
+# options naming the MiniLM token cache (load_dataset), not read by the readers
+TEXT_FEATURE_OPTIONS = ("text_features", "text_max_tokens")
 # options read by make_split, not by the readers
 _SPLIT_OPTIONS = ("protocol", "split_map", "use_split_column")
 # options of the folder reader that make_split needs to find and parse the split column
@@ -122,7 +124,18 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
 
     ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
-    maps replace the images, after checking it was made from this dataset."""
+    maps replace the images, after checking it was made from this dataset.
+    ``options.text_features``: a folder for the MiniLM token embeddings of the texts
+    (:mod:`adah.text_features`; made on first use, reused after), at most
+    ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
+    if isinstance(cfg.options, dict) and cfg.options.get("text_features"):
+        from dataclasses import replace
+
+        from adah.text_features import DEFAULT_MAX_TOKENS, attach_text_cache
+
+        rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
+        return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
+                                 max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
     if isinstance(cfg.options, dict) and cfg.options.get("features"):
         from adah.features import attach_cache, without_cache
 

@@ -164,6 +164,15 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
             ds = read_folder(path, vocabulary=vocab, on_empty="warn", name=path.stem if path.is_file() else path.name,
                              **options)
         record, root = _folder_records(ds.list_file, options)
+        from adah.models.text_encoders import get_text_encoder
+
+        if get_text_encoder(config.model.text_encoder).token_level:
+            from adah.text_features import DEFAULT_MAX_TOKENS, SentenceTokens
+
+            # a sentence encoder (minilm) reads the raw captions: token embeddings computed here, not cached
+            max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
+            tokens, _ = SentenceTokens(max_tokens).embed(list(ds.data.raw_texts), progress=True)
+            ds.data = dataclasses.replace(ds.data, texts=tokens, text_vocabulary=None, vocabulary=[])
         picked, how = _select_rows(rows, len(ds.data), Path(split) if split else None)
         # only the model's own vocabulary can encode query text for it (None: text queries refused)
         return Collection(ds.data, picked, ds.data.name, f"{ds.list_file.resolve()} ({how})", vocab,

@@ -107,13 +107,22 @@ class SearchResult:
     exact: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     attention: AttentionMap | None = None
+    text_attention: list[dict] | None = None  # words of a text query: {"word", "kept", "weight"}
 
     def to_dict(self) -> dict:
         out = {"query": self.query, "target": self.target, "k": self.k, "bits": self.bits, "exact": self.exact,
                "hits": [h.to_dict() for h in self.hits], "timings_ms": self.timings_ms}
         if self.attention is not None:
             out["attention"] = self.attention.to_dict()
+        if self.text_attention is not None:
+            out["text_attention"] = self.text_attention
         return out
+
+    def format_words(self) -> str:
+        """The query's words with those text attention keeps in [brackets] (``--explain``)."""
+        if not self.text_attention:
+            return ""
+        return " ".join(f"[{w['word']}]" if w["kept"] else w["word"] for w in self.text_attention)
 
     def format_table(self, width: int = 100) -> str:
         """A fixed-width table for the terminal."""
@@ -266,7 +275,8 @@ class Index:
             "collection": {"name": coll.get("name"), "source": coll.get("source"),
                            "label_names": list(self.label_names), "has_image_files": self.image_root is not None},
             "created": self.manifest.get("created"), "adah_version": self.manifest.get("adah_version"),
-            "can_search": {"text": self.model is not None and self.vocabulary is not None,
+            "text_encoder": cfg.get("text_encoder", "bow_mlp"),
+            "can_search": {"text": self.model is not None and self.text_reader is not None,
                            "image": self.model is not None and self.model.has_image_branch},
         }
 
@@ -313,8 +323,10 @@ class Index:
         q = check_packed(arr, self.bits, "query codes") if packed else pack_pm1(arr, self.bits, "query codes")
         return backend.search(q, k)
 
-    def search_text(self, text: str, *, k: int = 10, target: str = "image") -> SearchResult:
-        """Items whose ``target`` codes are nearest to the text's code (default: images)."""
+    def search_text(self, text: str, *, k: int = 10, target: str = "image", explain: bool = False) -> SearchResult:
+        """Items whose ``target`` codes are nearest to the text's code (default: images).
+        ``explain``: also return which words of the query the text attention G keeps
+        (``text_attention``; a word-level text encoder such as ``minilm`` only)."""
         t0 = time.perf_counter()
         known, unknown = self.query_tokens(text)
         codes = self.encode_text(text)
@@ -322,7 +334,41 @@ class Index:
         dist, rows = self.search_codes(codes, target=target, k=k, packed=False)
         t2 = time.perf_counter()
         query = {"modality": "text", "text": text, "known_tokens": known, "unknown_tokens": unknown}
-        return self._result(dist[0], rows[0], query, target, k, {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3})
+        result = self._result(dist[0], rows[0], query, target, k, {"encode": (t1 - t0) * 1e3,
+                                                                   "search": (t2 - t1) * 1e3})
+        if explain:
+            result.text_attention = self.text_attention(text)
+        return result
+
+    @property
+    def text_reader(self):
+        """What turns query text into the model's text input (the model's text encoder part:
+        the saved vocabulary for bow_mlp, the offline MiniLM for minilm); None when it has none."""
+        if not hasattr(self, "_text_reader"):
+            from adah.models.text_encoders import get_text_encoder
+
+            cfg = (self.manifest.get("model") or {}).get("config") or {}
+            name = (cfg.get("model") or {}).get("text_encoder", "bow_mlp")
+            self._text_reader = get_text_encoder(name).reader(cfg.get("model"), self.vocabulary,
+                                                              (cfg.get("data") or {}).get("options"))
+        return self._text_reader
+
+    def text_attention(self, text: str) -> list[dict]:
+        """The words of ``text`` with the text attention's verdict: ``[{"word", "kept", "weight"}]``
+        (weight: the word's share of the soft attention p). QueryError for models whose text
+        attention is over MLP units (bow_mlp), which have no words to show."""
+        from adah.models.text_encoders import words_of
+
+        self._need_model()
+        self.query_tokens(text)
+        if not hasattr(self.model.text, "attend") or self.model.cfg.text_encoder == "bow_mlp":
+            raise QueryError("this index's model attends over hidden units of a bag-of-words MLP (bow_mlp), not over "
+                             "words; train with model.text_encoder='minilm' to see which words it keeps")
+        inputs, pieces = self.text_reader.encode([text])
+        with torch.no_grad():
+            att = self.model.text.attend(inputs.to(self.device))
+        n = len(pieces[0])
+        return words_of(pieces[0], att.mask[0, :n].cpu().numpy(), att.probs[0, :n].float().cpu().numpy())
 
     def search_image(self, image, *, k: int = 10, target: str = "text", attention: bool = False,
                      name: str | None = None) -> SearchResult:
@@ -367,6 +413,9 @@ class Index:
             raise QueryError(f"a text query must be a string, got {type(text).__name__}")
         if not text.strip():
             raise QueryError("empty text query")
+        if self.vocabulary is None and self.text_reader is not None:  # a sentence encoder (minilm)
+            known, unknown = self.text_reader.tokens(text)
+            return list(dict.fromkeys(known)), list(dict.fromkeys(unknown))
         if self.vocabulary is None:
             raise QueryError("this index's model has no text vocabulary (its training data had no words, e.g. Wiki's "
                              "LDA topics or DCMH tag vectors), so it cannot read text queries")
@@ -380,12 +429,13 @@ class Index:
         known, unknown = self.query_tokens(text)
         if not known:
             shown = ", ".join(repr(t) for t in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
-            raise UnknownWordsError(f"no word of the query is in the model's vocabulary of {len(self.vocabulary):,} "
-                                    f"tokens (unknown: {shown or 'none'}); try other words", words=unknown)
+            size = f" of {len(self.vocabulary):,} tokens" if self.vocabulary is not None else ""
+            raise UnknownWordsError(f"no word of the query is in the model's vocabulary{size} "
+                                    f"(unknown: {shown or 'none'}); try other words", words=unknown)
         self._need_model()
-        bow = torch.from_numpy(self.vocabulary.encode([text])).to(self.device)
+        inputs, _ = self.text_reader.encode([text])
         with torch.no_grad():
-            return binarize(self.model.encode_text(bow)).cpu().numpy()
+            return binarize(self.model.encode_text(inputs.to(self.device))).cpu().numpy()
 
     def encode_image(self, image) -> np.ndarray:
         """(1, bits) int8 +-1 code of a query image (see :meth:`search_image` for inputs)."""

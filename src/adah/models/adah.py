@@ -13,6 +13,7 @@ from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention
 from adah.models.backbones import ImageBackbone, get_backbone
 from adah.models.hashing import HashHead
 from adah.models.text import TextEncoder
+from adah.models.text_encoders import build_text_branch
 
 
 class BranchOutput(NamedTuple):
@@ -98,8 +99,12 @@ class TextBranch(nn.Module):
         self.attention = FeatureAttention(d, **kw) if cfg.text_attention else NoAttention(spatial=False)
         self.hash = HashHead(nn.Identity(), d, cfg.bits)
 
+    def attend(self, bow: torch.Tensor) -> AttentionOutput:
+        """G's attention over the text features of ``bow``: mask and probs (B, d)."""
+        return self.attention(self.encoder(bow))
+
     def forward(self, bow: torch.Tensor) -> BranchOutput:
-        att = self.attention(self.encoder(bow))
+        att = self.attend(bow)
         return BranchOutput(self.hash(att.attended), self.hash(att.unattended), att.mask, att.probs)
 
 
@@ -114,7 +119,7 @@ class ADAH(nn.Module):
         attention.validate()
         self.cfg, self.attention_cfg = cfg, attention
         self.image = ImageBranch(cfg, attention) if cfg.has_image_branch else None
-        self.text = TextBranch(cfg, attention)
+        self.text = build_text_branch(cfg, attention)  # bow_mlp (TextBranch) or minilm (adah.models.text_encoders)
 
     @property
     def has_image_branch(self) -> bool:

