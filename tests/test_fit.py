@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slow, needs_coco, pytest.mark.skipif(_minilm is not No
 def test_fit_pairs_only_then_search_with_explain(tmp_path):
     out = tmp_path / "coco"
     runner = CliRunner()
-    res = runner.invoke(app, ["fit", str(COCO), "--out", str(out), "--ignore-labels", "--epochs", "3", "--quiet"])
+    res = runner.invoke(app, ["fit", str(COCO), "--out", str(out), "--ignore-labels", "--epochs", "3", "--quiet",
+                              "--attention", "both"])  # the default, none, has no words to explain
     assert res.exit_code == 0, res.output
     assert "with similarity 'pairs'" in res.output
     # R@10 text->image on the 79 held-out photos, printed beside a random ranking (10/79)

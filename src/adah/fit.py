@@ -88,11 +88,13 @@ def fit_config(list_file: Path, out: Path, *, similarity: str, ignore_labels: bo
     )
     if text_encoder == "bow_mlp":
         cfg.data.options["min_count"] = 2 if len(items) >= 100 else 1
+    if attention != "none":  # a G trained to choose (the paper's), so that --explain shows its choice of words
+        cfg = cfg.with_preset("paper")
     return cfg.validate(), similarity
 
 
 def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto", ignore_labels: bool = False,
-               text_encoder: str = "minilm", bits: int = 32, epochs: int = 30, seed: int = 0, attention: str = "both",
+               text_encoder: str = "minilm", bits: int = 32, epochs: int = 30, seed: int = 0, attention: str = "none",
                device: str = "cpu", force: bool = False, progress: bool = True) -> FitResult:
     """Features (cached), training and index for the folder ``photos`` (a list file, or a folder
     holding items.jsonl / .csv / .tsv); everything lands in ``out`` (see the module docstring)."""

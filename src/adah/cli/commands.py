@@ -267,7 +267,8 @@ def fit(
                                      "language, from scratch)."),
     bits: int = typer.Option(32, min=1),
     epochs: int = typer.Option(30, min=1),
-    attention: str = typer.Option("both", help="none | image | text | both"),
+    attention: str = typer.Option("none", help="none | image | text | both. none measured best here (README); text "
+                                  "or both to see which words G keeps (search --explain)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
     force: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are reused)."),

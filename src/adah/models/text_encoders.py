@@ -37,9 +37,9 @@ class TokenAttention(nn.Module):
     the image and unit attention). ``enabled=False`` keeps every valid token (the ``none``
     variant). Padding positions are in neither part."""
 
-    def __init__(self, dim: int, enabled: bool = True) -> None:
+    def __init__(self, dim: int, enabled: bool = True, residual: float = 0.0) -> None:
         super().__init__()
-        self.enabled = enabled
+        self.enabled, self.residual = enabled, residual
         self.score = nn.Linear(dim, 1) if enabled else None
 
     def forward(self, feats: torch.Tensor, valid: torch.Tensor) -> AttentionOutput:
@@ -52,14 +52,15 @@ class TokenAttention(nn.Module):
         else:
             probs, mask = valid_f / n, valid_f
         m = mask.unsqueeze(-1)
-        return AttentionOutput(m * feats, (valid_f.unsqueeze(-1) - m) * feats, mask, probs)
+        keep = m if self.residual == 0 else valid_f.unsqueeze(-1) * self.residual + (1 - self.residual) * m
+        return AttentionOutput(keep * feats, (valid_f.unsqueeze(-1) - m) * feats, mask, probs)
 
 
 class TokenTextBranch(nn.Module):
     """(B, L, D) token embeddings (zero rows = padding) -> BranchOutput: per-token MLP E,
     token attention G, mean over the text's tokens, hashing D. The mask is over the L tokens."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, attention=None) -> None:
         super().__init__()
         if cfg.text_dim <= 0:
             raise AdahError(f"model.text_dim must be the token embedding size (> 0), got {cfg.text_dim}")
@@ -71,7 +72,10 @@ class TokenTextBranch(nn.Module):
                 layers.append(nn.Dropout(cfg.dropout))
             d = h
         self.encoder = nn.Sequential(*layers)
-        self.attention = TokenAttention(d, enabled=cfg.text_attention)
+        # G's residual form applies to words too (attended = f (lam + (1 - lam) Z)); the rest of
+        # the word-level G keeps the paper's form
+        self.attention = TokenAttention(d, enabled=cfg.text_attention,
+                                        residual=attention.residual if attention is not None else 0.0)
         self.hash = HashHead(nn.Identity(), d, cfg.bits)
         self.in_dim = cfg.text_dim
 
@@ -167,10 +171,9 @@ def get_text_encoder(name: str) -> TextEncoderSpec:
 
 def build_text_branch(cfg, attention=None) -> nn.Module:
     """The text branch of ``cfg.text_encoder`` (a ModelConfig); ``attention`` (an AttentionConfig)
-    configures G over the bag-of-words branch's units. The word-level G of ``minilm`` keeps the
-    paper's form (softmax over the words, alpha = 1/n, hard mask)."""
-    spec = get_text_encoder(cfg.text_encoder)
-    return spec.build(cfg, attention) if spec.name == "bow_mlp" else spec.build(cfg)
+    configures G over the bag-of-words branch's units; the word-level G of ``minilm`` takes its
+    residual form and otherwise keeps the paper's (softmax over the words, alpha = 1/n, hard mask)."""
+    return get_text_encoder(cfg.text_encoder).build(cfg, attention)
 
 
 def _bow_branch(cfg, attention=None):
