@@ -24,7 +24,7 @@ if __name__ == "__main__":
     out = sys.argv[1]
     data = tiny_features()
     split = random_split(len(data), num_query=40, num_train=180, val_fraction=0.1, seed=0)
-    cfg = Config().override({
+    cfg = Config().with_preset("paper").override({  # the paper's G: G steps and its optimiser state too
         "model.image_backbone": "mlp", "model.image_fc_dims": [32, 32], "model.text_hidden": [32, 32],
         "model.bits": 16, "train.epochs": 3, "train.batch_size": 32, "train.lr": 1e-3, "train.attention_lr": 1e-3,
         "train.progress": False, "train.device": "cpu",
