@@ -17,7 +17,8 @@ HTML page.
 Every error is a JSON body ``{"error": message, "status": code}`` with a 4xx code: 400 empty or
 malformed input, 404 unknown path or row, 413 body or image over :class:`Limits`, 415 wrong
 content type, 422 a value out of range or a query the model cannot answer (the AdahError text,
-e.g. no query word in the vocabulary). Model calls are serialized by a lock: on a few CPU cores
+e.g. no query word in the vocabulary). Anything unexpected is answered with the same shape and status
+500, naming no internals (the traceback goes to the server log). Model calls are serialized by a lock: on a few CPU cores
 concurrent forward passes only compete for the same cores.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from adah.errors import AdahError
 from adah.index import ImageQueryError
 from adah.index.core import MAX_IMAGE_PIXELS
 
+log = logging.getLogger("adah.serve")
 TARGETS = ("image", "text")
 TEXT_FIELDS = ("text", "k", "target")
 ATTENTION_FORMATS = ("png", "json")
@@ -90,6 +93,11 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(_request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):  # last resort: never a traceback or a path in the answer
+        log.error("unexpected %s in a request", type(exc).__name__, exc_info=exc)
+        return error_response(500, "internal error: the request could not be answered")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
@@ -208,8 +216,10 @@ def parse_json_object(body: bytes) -> dict:
         raise HTTPException(400, "empty request body: send JSON {\"text\": ..., \"k\": 10, \"target\": \"image\"}")
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise HTTPException(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise HTTPException(400, f"request body must be a JSON object, got {type(payload).__name__}")
     return payload
@@ -220,6 +230,10 @@ def check_text(text, limits: Limits) -> str:
         raise HTTPException(422, "missing field 'text'")
     if not isinstance(text, str):
         raise HTTPException(422, f"'text' must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (\ud800) is valid JSON but not text
+        raise HTTPException(400, f"'text' is not valid Unicode: a lone surrogate at position {exc.start}") from None
     text = text.strip()
     if not text:
         raise HTTPException(400, "empty query text")
@@ -233,15 +247,23 @@ def check_k(k, limits: Limits) -> int:
         try:
             k = int(k.strip())
         except ValueError:
-            raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}") from None
+            raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {_short(k)}") from None
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.max_k:
-        raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}")
+        raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {_short(k)}")
     return k
 
 
+def _short(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an echoed 5,000-digit k stays short)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_target(target) -> str:
-    if target not in TARGETS:
-        raise HTTPException(422, f"target must be one of {list(TARGETS)}, got {target!r}")
+    if not isinstance(target, str) or target not in TARGETS:
+        raise HTTPException(422, f"target must be one of {list(TARGETS)}, got {_short(target)}")
     return target
 
 
