@@ -5,6 +5,7 @@ over a folder of generated pictures (seconds), not coco_mini."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -103,3 +104,40 @@ def test_mixed_load_leaves_the_server_healthy(folder_index):
             assert ctype == "application/json" and json.loads(body)["status"] == status
     assert sum(s == 200 for s, _, _ in answers) >= 120
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident memory (VmHWM) of process ``pid`` so far, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read a process's peak memory")
+def test_thumbnails_of_a_huge_image_stay_within_a_memory_bound(tmp_path_factory):
+    """An 8000 x 8000 PNG (64 MP, 183 MiB decoded): 16 thumbnail requests of 16 sizes, 8 at a time,
+    raise the server's peak memory by less than 700 MiB (decoded once, reduced while decoding,
+    cached), where decoding it per request took gigabytes."""
+    base = tmp_path_factory.mktemp("huge")
+    ckpt = make_checkpoint(base / "model.pt")
+    (base / "data").mkdir()
+    Image.new("RGB", (8000, 8000), (30, 120, 200)).save(base / "data" / "huge.png", compress_level=1)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(base / "data" / "small.png")
+    rows = [{"image": "huge.png", "text": "red_circle big", "labels": ["a"]},
+            {"image": "small.png", "text": "red_circle small", "labels": ["b"]}]
+    (base / "data" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(ckpt, base / "idx", data=base / "data", progress=False)
+    server = Server(base / "idx")
+    try:
+        before = peak_rss_mb(server.proc.pid)
+        with httpx2.Client(base_url=server.url, timeout=120.0) as http, ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda size: http.get(f"/api/thumbnail/0?size={size}"), range(16, 32)))
+        after = peak_rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    assert [r.status_code for r in answers] == [200] * 16
+    sizes = [Image.open(io.BytesIO(r.content)).size for r in answers]
+    assert sizes == [(s, s) for s in range(16, 32)]
+    assert Image.open(io.BytesIO(answers[0].content)).convert("RGB").getpixel((8, 8)) == (30, 120, 200)
+    assert after - before < 700, f"peak memory grew by {after - before:.0f} MiB serving thumbnails"

@@ -12,7 +12,8 @@ Image paths are relative to the list file's folder (absolute paths work too). Fi
 options (``image_field``, ``text_field``, ``labels_field``, ``split_field``), so e.g.
 ``coco_mini/items.jsonl`` reads as it is. Images are decoded with PIL, converted to RGB and
 resized to ``image_size`` (stretched, or ``resize="center_crop"``), either per batch
-(``load_images="lazy"``, a :class:`FileImages`) or all at once (``"eager"``, small sets).
+(``load_images="lazy"``, a :class:`FileImages`) or all at once (``"eager"``, small sets); an
+image of more than ``max_image_pixels`` (default 100 million) is refused naming its file and line.
 Texts become a bag-of-words over a :class:`~adah.data.vocab.Vocabulary` built from all items
 (``tokenizer``, ``ngram``, ``min_count``, ``max_size``) or loaded from a JSON file
 (``vocabulary``). Labels become multi-hot columns over ``label_names`` (default: the names
@@ -37,6 +38,7 @@ from adah.data.dcmh import MODALITIES, ON_EMPTY
 from adah.data.lazy import LazyImages
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
+from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_max_pixels, open_image
 
 LIST_FILE_NAMES = ("items.jsonl", "items.csv", "items.tsv")
 RESIZE_MODES = ("stretch", "center_crop")
@@ -203,7 +205,7 @@ class FileImages(LazyImages):
     base: the folder the paths are relative to (their identity in the fingerprint)."""
 
     def __init__(self, paths: list[Path], lines: list[int], list_file: Path, size: int = 224,
-                 resize: str = "stretch") -> None:
+                 resize: str = "stretch", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not isinstance(size, int) or size < 8:
             raise AdahError(f"image_size must be an integer >= 8, got {size!r}")
         if resize not in RESIZE_MODES:
@@ -215,6 +217,7 @@ class FileImages(LazyImages):
         self.list_file = Path(list_file)
         self.size = size
         self.resize = resize
+        self.max_pixels = check_max_pixels(max_pixels, "folder: options.max_image_pixels")
         self._shape = (len(self.paths), 3, size, size)
 
     def __repr__(self) -> str:
@@ -224,8 +227,9 @@ class FileImages(LazyImages):
         from PIL import Image, UnidentifiedImageError
 
         path = self.paths[row]
+        where = f"{self.list_file}: line {self.lines[row]}"
         try:
-            with Image.open(path) as im:
+            with open_image(path, max_pixels=self.max_pixels, what=f"{where}: image {path}") as im:
                 im = im.convert("RGB")
                 if self.resize == "center_crop":
                     w, h = im.size
@@ -237,8 +241,10 @@ class FileImages(LazyImages):
                 else:
                     im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise AdahError(f"{self.list_file}: line {self.lines[row]}: cannot read image {path} ({exc})") from None
+        except ImageTooLarge:
+            raise
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise AdahError(f"{where}: cannot read image {path} ({exc})") from None
         return arr.transpose(2, 0, 1)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
@@ -273,6 +279,7 @@ def read_folder(
     label_names: list[str] | None = None,
     image_size: int = 224,
     resize: str = "stretch",
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
     load_images: str = "lazy",
     tokenizer: str = "words",
     ngram: list[int] | None = None,
@@ -354,7 +361,8 @@ def read_folder(
         for p, it in zip(paths, items):
             if not p.is_file():
                 raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
-        images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize)
+        images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize,
+                            max_pixels=max_image_pixels)
         if load_images == "eager":
             images = images.to_numpy()
     splits = [it.split for it in items] if items[0].split is not None else None

@@ -44,6 +44,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from adah.errors import AdahError
+from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image, reduced_rgb
 from adah.index import ImageQueryError
 from adah.index.core import MAX_IMAGE_PIXELS
 
@@ -115,12 +116,22 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         except AdahError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @lru_cache(maxsize=4096)
-    def thumbnail(row: int, size: int) -> bytes:
+    thumbnail_lock = threading.Lock()  # one image decoded at a time: memory stays bounded under load
+
+    @lru_cache(maxsize=64)
+    def thumbnail_source(row: int):
         path = index.item(row).get("image_path")
         if not path:
             raise HTTPException(404, f"row {row} has no image file to show")
-        return thumbnail_png(path, size)
+        return reduced_image(path, THUMBNAIL_SIZES[1])
+
+    @lru_cache(maxsize=4096)
+    def cached_thumbnail(row: int, size: int) -> bytes:
+        return thumbnail_png(thumbnail_source(row), size)
+
+    def thumbnail(row: int, size: int) -> bytes:
+        with thumbnail_lock:
+            return cached_thumbnail(row, size)
 
     def answer(result, started: float) -> dict:
         out = result.to_dict()
@@ -322,16 +333,27 @@ def decode_image(data: bytes, max_pixels: int):
         raise HTTPException(400, f"could not decode the upload as an image ({type(exc).__name__}: {exc})") from None
 
 
-def thumbnail_png(path: str, size: int) -> bytes:
-    """The image file at ``path`` centre-cropped to a square and resized to ``size``, as PNG;
-    404 when it is gone or unreadable."""
-    from PIL import Image, ImageOps
+def reduced_image(path: str, side: int):
+    """The image file at ``path`` decoded to RGB, reduced while decoding to about ``side`` pixels on
+    its shorter side (:func:`adah.images.reduced_rgb`): what every thumbnail of it is cut from, so
+    a 10000 x 10000 photo is decoded once, not once per size. 404 when it is gone, unreadable or
+    over :data:`adah.images.DEFAULT_MAX_PIXELS`."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            square = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+        with open_image(path, max_pixels=DEFAULT_MAX_PIXELS, what="the image of this row") as image:
+            return reduced_rgb(image, side)
+    except ImageTooLarge as exc:
+        raise HTTPException(404, f"{str(exc).split(' (option')[0]}: too large to show") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise HTTPException(404, f"the image of this row cannot be read ({type(exc).__name__})") from None
+
+
+def thumbnail_png(image, size: int) -> bytes:
+    """``image`` (RGB) centre-cropped to a square and resized to ``size``, as PNG."""
+    from PIL import Image, ImageOps
+
+    square = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     square.save(buf, format="PNG")
     return buf.getvalue()
