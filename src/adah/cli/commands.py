@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
+from adah.fileio import check_output_file, check_output_folder
 
 
 @app.command()
@@ -24,6 +25,7 @@ def demo(
     """Generate the synthetic scenes, train ADAH and the no-attention variant, compare them."""
     from adah.demo import run_demo
 
+    check_output_folder(out)
     result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
     typer.echo("\nMAP over the whole retrieval set (Hamming ranking), query split of scenes:\n")
     typer.echo(result.table)
@@ -57,6 +59,7 @@ def train_cmd(
     from adah.data.registry import load_dataset, make_split
     from adah.train import train
 
+    check_output_folder(out)
     cfg = Config.load(config).override({
         "train.epochs": epochs, "model.bits": bits, "model.attention": attention, "train.seed": seed,
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
@@ -86,6 +89,7 @@ def ablation(
     from adah.config import Config
     from adah.evaluate import format_map_table
 
+    check_output_folder(out)
     cfg = Config.load(config).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
     reports = run_ablation(cfg, out)
@@ -119,7 +123,7 @@ def benchmark(
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
     cfg = Config.load(name).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
                                       **_parse_sets(set_)}).validate()
-    out = out or Path(f"runs/benchmark-{dataset}")
+    out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
     result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
                            split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
@@ -142,6 +146,10 @@ def eval_cmd(
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
     from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
 
+    if out is not None:
+        check_output_file(out)
+    if attention_png is not None:
+        check_output_file(attention_png, "--attention-png")
     dirs = tuple(d.strip() for d in directions.split(",") if d.strip())
     report, path = evaluate_checkpoint(checkpoint, split_path=split, topk=topk, directions=dirs, out=out,
                                        device=device)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets
+from adah.fileio import check_output_folder
 
 features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
 
@@ -41,6 +42,7 @@ def extract_cmd(
     out = out or (Path(cfg.data.options["features"]) if cfg.data.options.get("features") else None)
     if out is None:
         raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
+    check_output_folder(out)
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
                               progress=not quiet, max_batches=max_batches)
     h = result.header

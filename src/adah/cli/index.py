@@ -10,6 +10,7 @@ import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.errors import AdahError
+from adah.fileio import check_output_folder
 
 index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Build and inspect binary-code indexes of a collection.")
@@ -35,6 +36,7 @@ def build_cmd(
     """Encode a collection into bit-packed codes plus metadata (ids, paths, captions, labels)."""
     from adah.index import build_index
 
+    check_output_folder(out)
     mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
     result = build_index(model, out, data=data, rows=rows, split=split, modalities=mods,
                          overrides=_parse_sets(set_) or None, batch_size=batch_size, device=device, force=force,
