@@ -131,7 +131,7 @@ def test_image_over_the_decompression_bomb_limit_names_file_and_line(ckpt, tmp_p
                                  "--quiet"))
     assert f"{folder / 'items.jsonl'}: line 3: image {folder / 'photos' / 'p2.png'}" in line
     assert "pixels" in line
-    assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx.*"))
+    assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx.building-*"))
 
 
 def test_configurable_pixel_limit_and_no_warning_below_it(tmp_path):

@@ -45,6 +45,7 @@ from adah.data.base import CrossModalData
 from adah.data.lazy import LazyImages
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
+from adah.locks import exclusive, lock_file_in
 
 FORMAT = "adah-feature-cache"
 VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
@@ -221,7 +222,7 @@ def extract_features(
         raise AdahError(f"batch size must be a positive integer, got {batch_size}")
     data = _pixel_data(config.data)
     dev = resolve_device(device)
-    with deterministic():
+    with exclusive(lock_file_in(out), f"feature cache {out}"), deterministic():
         backbone = build_backbone(model_cfg)
         if not backbone.spatial:
             raise AdahError(f"backbone {model_cfg.image_backbone!r} gives feature vectors, not conv maps; a feature "

@@ -3,6 +3,7 @@ calls one library function and prints."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -11,6 +12,12 @@ import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.fileio import check_output_file, check_output_folder
+from adah.locks import exclusive, lock_file_in
+
+
+def run_folder_lock(out: Path):
+    """The exclusive lock of a run folder: a second command writing into ``out`` is refused."""
+    return exclusive(lock_file_in(out), f"run folder {out}")
 
 
 @app.command()
@@ -26,7 +33,8 @@ def demo(
     from adah.demo import run_demo
 
     check_output_folder(out)
-    result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
+    with run_folder_lock(out):
+        result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
     typer.echo("\nMAP over the whole retrieval set (Hamming ranking), query split of scenes:\n")
     typer.echo(result.table)
     f = result.attention_on_objects
@@ -67,10 +75,12 @@ def train_cmd(
     }).validate()
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
-    if resume and (out / "split.json").is_file():
-        split = Split.load(out / "split.json", num_items=len(data))
-    result = train(cfg, data, split, out, resume=resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process locks and reports
+    with run_folder_lock(out) if main else contextlib.nullcontext():
+        if resume and (out / "split.json").is_file():
+            split = Split.load(out / "split.json", num_items=len(data))
+        result = train(cfg, data, split, out, resume=resume)
+    if main:
         typer.echo(f"best epoch {result.best_epoch}: validation MAP {result.best_val_map:.4f}")
         typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
@@ -92,7 +102,8 @@ def ablation(
     check_output_folder(out)
     cfg = Config.load(config).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
-    reports = run_ablation(cfg, out)
+    with run_folder_lock(out):
+        reports = run_ablation(cfg, out)
     typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
     typer.echo(format_map_table(reports, ("i2t", "t2i")))
     typer.echo(f"\nwrote {out / 'ablation.json'}")
@@ -124,8 +135,9 @@ def benchmark(
     cfg = Config.load(name).override({"data.name": dataset, "data.root": data_root, "train.epochs": epochs,
                                       **_parse_sets(set_)}).validate()
     out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
-    result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
-                           split_path=split, progress=not quiet)
+    with run_folder_lock(out):
+        result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
+                               split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}\nwrote {result.pr_png}")
 

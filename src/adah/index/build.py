@@ -29,6 +29,7 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
+from adah.locks import exclusive, lock_file_beside
 from adah.models import ADAH, binarize
 
 ROW_SETS = ("all", "query", "retrieval", "train", "val")
@@ -306,6 +307,14 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     if bad or not modalities:
         raise AdahError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
     nbytes = code_bytes(bits)
+    with exclusive(lock_file_beside(out), f"index {out}"):  # one build of a destination at a time
+        store.remove_stale_builds(out)  # left by a build that was killed: its owner is gone (we hold the lock)
+        return _write_locked(out, batches, bits=bits, nbytes=nbytes, modalities=modalities, model=model,
+                             collection=collection, vocabulary=vocabulary, fingerprint=fingerprint)
+
+
+def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tuple[str, ...], model: dict,
+                  collection: dict, vocabulary: dict | None, fingerprint: str) -> dict:
     staging = store.StagingFolder(out)
     try:
         writers = {m: store.BinaryWriter(staging.path / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,

@@ -1,0 +1,120 @@
+"""Files on disk under faults (issue 13): exclusive locks on run folders, feature caches and
+indexes being built; stale build folders of a killed build; damaged checkpoints and feature
+caches refused by name; turning a config's feature cache off from the command line. Small CNN
+on small scenes, an untrained tiny model: seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adah.cli import app
+from adah.errors import AdahError
+from adah.features import extract_features
+from adah.index import Index, build_index
+from adah.locks import LockBusy, exclusive, lock_file_beside, lock_file_in
+from test_features import scenes_config, weights  # noqa: F401 - a fixture
+from test_index import make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+class Holder:
+    """Another process holding the lock file ``path`` until stopped."""
+
+    def __init__(self, path: Path) -> None:
+        code = ("import sys, time; from adah.locks import exclusive\n"
+                "with exclusive(sys.argv[1], 'test'):\n    print('locked', flush=True); time.sleep(120)\n")
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
+                                     env=env)
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+# --------------------------------------------------------------------------- locks (item 5)
+def test_a_second_training_into_one_run_folder_is_refused_naming_the_pid(tmp_path):
+    out = tmp_path / "run"
+    holder = Holder(lock_file_in(out))
+    try:
+        r = invoke("train", "--out", out, "--epochs", "1", "--quiet", "--set", "data.num_items=120",
+                   "--set", "data.num_query=20", "--set", "data.num_train=80")
+    finally:
+        holder.stop()
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"run folder {out} is in use by another adah process (PID {holder.proc.pid}" in r.stderr
+    assert [p.name for p in out.iterdir() if p.name != ".adah.lock"] == []  # nothing of the refused run
+
+
+def test_lock_is_released_when_the_holder_dies(tmp_path):
+    path = tmp_path / "x.lock"
+    holder = Holder(path)
+    with pytest.raises(LockBusy, match=f"PID {holder.proc.pid}"):
+        with exclusive(path, "thing"):
+            pass
+    holder.stop()  # SIGKILL: the kernel drops the lock
+    with exclusive(path, "thing"):
+        assert path.read_text().strip() == str(os.getpid())
+    assert not path.exists()  # removed on release
+
+
+def test_feature_cache_being_built_is_locked(weights, tmp_path):  # noqa: F811
+    out = tmp_path / "cache"
+    with exclusive(lock_file_in(out), "test"):
+        with pytest.raises(LockBusy, match=f"feature cache {out} is in use .*PID {os.getpid()}"):
+            extract_features(scenes_config(weights), out, batch_size=8, progress=False)
+    assert not (out / "maps.npy").exists()
+
+
+def test_index_being_built_is_locked(ckpt, tmp_path):
+    out = tmp_path / "idx"
+    with exclusive(lock_file_beside(out), "test"):
+        with pytest.raises(LockBusy, match=f"index {out} is in use .*PID {os.getpid()}"):
+            build_index(ckpt, out, progress=False)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- stale builds (item 11)
+def test_a_killed_builds_folder_is_removed_by_the_next_build(ckpt, tmp_path):
+    out = tmp_path / "idx"
+    stale = tmp_path / ".idx.building-abc123"  # what a SIGKILLed build leaves
+    stale.mkdir()
+    (stale / "codes_image.bin").write_bytes(b"\0" * 100)
+    other = tmp_path / ".other.building-xyz"  # another destination's: not ours to remove
+    other.mkdir()
+    build_index(ckpt, out, progress=False)
+    assert not stale.exists() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.building-xyz", "idx"]
+    with Index.load(out, model=None) as ix:
+        assert len(ix) == 90
+
+
+def test_a_live_builds_folder_is_kept(ckpt, tmp_path):
+    out = tmp_path / "idx"
+    live = tmp_path / ".idx.building-live"
+    live.mkdir()
+    holder = Holder(lock_file_beside(out))
+    try:
+        with pytest.raises(LockBusy):
+            build_index(ckpt, out, progress=False)
+    finally:
+        holder.stop()
+    assert live.is_dir()
