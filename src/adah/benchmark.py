@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from adah.progress import progress_bar
 
 from adah.baselines import BASELINES
 from adah.config import Config
@@ -101,7 +101,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
     split.save(out / "split.json")
     result = BenchmarkResult()
     jobs = [(m, b, s) for b in bits for m in methods for s in range(seeds)]
-    bar = tqdm(jobs, desc="benchmark", disable=not progress)
+    bar = progress_bar(jobs, desc="benchmark", disable=not progress)
     timings: dict[str, list[float]] = {}
     for method, b, seed in bar:
         bar.set_postfix(method=method, bits=b, seed=seed)

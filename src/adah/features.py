@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from adah.config import Config, DataConfig, ModelConfig
 from adah.data.base import CrossModalData
@@ -46,6 +45,7 @@ from adah.data.lazy import LazyImages
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
 from adah.locks import exclusive, lock_file_in
+from adah.progress import progress_bar
 
 FORMAT = "adah-feature-cache"
 VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
@@ -298,7 +298,7 @@ def _fill(mm, header: dict, out: Path, data: CrossModalData, backbone, dev: torc
         raise AdahError(f"{out / HEADER_FILE}: done={done} is not a multiple of batch_size={bs}; pass --overwrite")
     starts = list(range(done, n, bs))[: max_batches if max_batches is not None else None]
     read = lambda s: np.ascontiguousarray(data.images[s : min(s + bs, n)])  # noqa: E731
-    bar = tqdm(total=n, initial=done, unit="img", desc=f"features {header['backbone']}", disable=not progress)
+    bar = progress_bar(total=n, initial=done, unit="img", desc=f"features {header['backbone']}", disable=not progress)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
         pending = pool.submit(read, starts[0]) if starts else None

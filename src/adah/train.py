@@ -31,6 +31,7 @@ from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
+from adah.progress import progress_bar
 
 
 @dataclass
@@ -224,7 +225,7 @@ class Trainer:
             self.epoch_state = self._new_epoch_state()
         st = self.epoch_state
         batches = self._epoch_batches(st["order"])
-        bar = tqdm(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+        bar = progress_bar(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
                    disable=not tc.progress or not self.dist.is_main, leave=False)
         while st["pos"] < len(batches):
             batch = self._batch(self.dist.shard(batches[st["pos"]]))

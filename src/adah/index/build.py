@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
@@ -30,6 +29,7 @@ from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
 from adah.locks import exclusive, lock_file_beside
+from adah.progress import progress_bar
 from adah.models import ADAH, binarize
 
 ROW_SETS = ("all", "query", "retrieval", "train", "val")
@@ -258,7 +258,7 @@ def build_index(
     model.eval()
 
     def batches():
-        bar = tqdm(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
+        bar = progress_bar(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
         for start in range(0, len(coll.rows), batch_size):
             batch = coll.rows[start : start + batch_size]
             codes = {}
