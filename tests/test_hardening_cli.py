@@ -150,3 +150,76 @@ def test_configurable_pixel_limit_and_no_warning_below_it(tmp_path):
             assert im.size == (10_000, 10_000)
     with pytest.raises(AdahError, match="max_image_pixels must be an integer"):
         read_folder(folder, max_image_pixels=0)
+
+
+# --------------------------------------------------------------------------- encodings (item 6)
+def write_folder(root: Path, rows: list[dict], *, csv: bool = False, encoding: str = "utf-8", bom: bool = False):
+    """A folder of tiny PNGs and a list file of ``rows`` (fields image, text, labels, id)."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for r in rows:
+        Image.new("RGB", (32, 24), (90, 20, 200)).save(root / r["image"])
+    if csv:
+        text = "image,text,labels,id\n" + "".join(f"{r['image']},{r['text']},{r['labels']},{r['id']}\n" for r in rows)
+        name = "items.csv"
+    else:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        name = "items.jsonl"
+    (root / name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
+    return root / name
+
+
+ROWS = [{"id": f"i{k}", "image": f"{k}.png", "text": t, "labels": lab}
+        for k, (t, lab) in enumerate([("a red cafe", "x"), ("un café rouge", "y"), ("blue sky", "x"),
+                                      ("green field", "y")])]
+
+
+def test_a_utf8_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from adah.data.folder import read_folder
+
+    ds = read_folder(write_folder(tmp_path / "d", ROWS, csv=True, bom=True))
+    assert len(ds.data) == 4 and ds.data.label_names == ["x", "y"]
+    assert "café" in ds.vocabulary.tokens
+
+
+def test_latin1_list_file_names_file_and_line_and_the_encoding_option(tmp_path):
+    from adah.data.folder import read_folder
+
+    path = write_folder(tmp_path / "d", ROWS, encoding="latin-1")
+    with pytest.raises(AdahError) as exc:
+        read_folder(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: line 2, column ") and "byte 0xe9 is not valid utf-8" in message
+    assert "encoding" in message
+    ds = read_folder(path, encoding="latin-1")
+    assert "café" in ds.vocabulary.tokens
+
+
+def test_latin1_through_the_cli_and_the_encoding_option(ckpt, tmp_path):
+    path = write_folder(tmp_path / "d", ROWS, encoding="latin-1")
+    line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
+                                 "--quiet"))
+    assert f"{path}: line 2, column" in line
+
+
+# --------------------------------------------------------------------------- duplicate ids (item 7)
+def test_duplicate_ids_are_refused_naming_the_lines(tmp_path):
+    from adah.data.folder import read_folder
+
+    rows = [dict(r) for r in ROWS]
+    rows[2]["id"] = rows[0]["id"]
+    path = write_folder(tmp_path / "d", rows)
+    with pytest.raises(AdahError, match=r"field 'id': 1 id\(s\) used on several rows: 'i0' on lines 1, 3"):
+        read_folder(path)
+    with pytest.warns(UserWarning, match="'i0' on lines 1, 3"):
+        assert len(read_folder(path, on_duplicate_id="warn").data) == 4
+
+
+def test_index_build_refuses_duplicate_ids(ckpt, tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[3]["id"] = rows[1]["id"]
+    path = write_folder(tmp_path / "d", rows)
+    line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
+                                 "--quiet"))
+    assert "'i1' on lines 2, 4" in line and not (tmp_path / "idx").exists()

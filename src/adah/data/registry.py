@@ -62,7 +62,7 @@ PROTOCOLS: dict[str, Protocol | None] = {
 # options read by make_split, not by the readers
 _SPLIT_OPTIONS = ("protocol", "split_map", "use_split_column")
 # options of the folder reader that make_split needs to find and parse the split column
-_FOLDER_SPLIT_FIELDS = ("image_field", "text_field", "labels_field", "label_sep", "delimiter")
+_FOLDER_SPLIT_FIELDS = ("image_field", "text_field", "labels_field", "label_sep", "delimiter", "encoding")
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> Path:

@@ -91,10 +91,13 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
     image_field = options.get("image_field", "image")
     text_field = options.get("text_field", "text")
     suffix = list_file.suffix.lower()
+    encoding = options.get("encoding", "utf-8")
     if suffix in (".jsonl", ".ndjson"):
-        rows = [row for _, row in _jsonl_rows(list_file)]
+        rows = [row for _, row in _jsonl_rows(list_file, encoding)]
     else:
-        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","))]
+        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","),
+                                             encoding)]
+    id_field = options.get("id_field", "id")
 
     def record(i: int) -> dict:
         raw = rows[i]
@@ -104,7 +107,7 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
         captions = raw.get("captions")
         caption = captions[0] if isinstance(captions, list) and captions and isinstance(captions[0], str) else text
         image = raw.get(image_field) if image_field else None
-        return {"id": str(raw.get("id", i + 1)), "image": image if isinstance(image, str) else None,
+        return {"id": str(raw.get(id_field, i + 1) if id_field else i + 1).strip(), "image": image if isinstance(image, str) else None,
                 "text": text if isinstance(text, str) else None, "caption": caption}
 
     return record, list_file.parent.resolve()
