@@ -223,3 +223,22 @@ def test_index_build_refuses_duplicate_ids(ckpt, tmp_path):
     line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
                                  "--quiet"))
     assert "'i1' on lines 2, 4" in line and not (tmp_path / "idx").exists()
+
+
+# --------------------------------------------------------------------------- search --json (item 8)
+def test_search_json_is_valid_json_with_non_utf8_bytes_in_the_text(ckpt, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from adah.index import build_index
+
+    build_index(ckpt, tmp_path / "idx", progress=False)
+    import adah
+
+    env = {**os.environ, "PYTHONPATH": str(Path(adah.__file__).parents[1]), "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run([sys.executable, "-m", "adah", "search", "--index", str(tmp_path / "idx"), "--text",
+                           b"red circle caf\xe9 \xff", "--json", "-k", "3"], capture_output=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    body = json.loads(proc.stdout.decode("utf-8"))  # strict: invalid UTF-8 would raise here
+    assert body["query"]["text"] == "red circle caf\ufffd \ufffd" and len(body["hits"]) == 3

@@ -90,13 +90,20 @@ def search(
     options = {k: v for k, v in (("nhash", nhash), ("b", hash_bits), ("nflip", nflip)) if v is not None}
     if options and backend != "multihash":
         raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
+    if text is not None:  # bytes that were not UTF-8 in argv arrive as lone surrogates: make them U+FFFD
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image")
         else:
             result = loaded.search_image(image, k=k, target=target or "text")
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        out = json.dumps(result.to_dict(), ensure_ascii=False)
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the index's metadata: escaped, still valid JSON
+            out = json.dumps(result.to_dict(), ensure_ascii=True)
+        typer.echo(out)
         return
     q = result.query
     if q["modality"] == "text" and q["unknown_tokens"]:
