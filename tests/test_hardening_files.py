@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from adah.cli import app
@@ -118,3 +119,58 @@ def test_a_live_builds_folder_is_kept(ckpt, tmp_path):
     finally:
         holder.stop()
     assert live.is_dir()
+
+
+# --------------------------------------------------------------------------- checkpoints (item 10)
+def flip_a_tensor_byte(path: Path, tensor) -> None:
+    """Flip one byte inside ``tensor``'s data in the file (where torch.load does not notice)."""
+    raw = bytearray(path.read_bytes())
+    data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    at = raw.find(data[:64])
+    assert at > 0, "tensor bytes not found in the file"
+    raw[at + 17] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_refused_by_name(tmp_path):
+    from adah.checkpoint import CheckpointDamaged, load_checkpoint, load_model
+
+    path = make_checkpoint(tmp_path / "model.pt")
+    weights = load_checkpoint(path)["model"]
+    name = max(weights, key=lambda k: weights[k].numel())
+    flip_a_tensor_byte(path, weights[name])
+    with pytest.raises(CheckpointDamaged, match=f"{path}: damaged checkpoint, its payload does not match the sha256"):
+        load_model(path)
+    r = invoke("eval", "--checkpoint", path)
+    assert r.exit_code == 2 and f"{path}: damaged checkpoint" in r.stderr and "Traceback" not in r.output
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, tmp_path, capsys):
+    import shutil
+
+    from adah.checkpoint import load_checkpoint
+    from adah.train import Trainer, list_checkpoints
+    from conftest import tiny_config
+
+    data, split = scenes_small
+    cfg = tiny_config(**{"train.epochs": 1, "train.max_batches_per_epoch": 4, "train.checkpoint_every": 1,
+                         "train.keep_checkpoints": 10})
+    whole = Trainer(cfg, data, split, tmp_path / "whole")
+    whole.fit()
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    kept = list_checkpoints(tmp_path / "whole")[:3]  # as if killed after step 3 of 4
+    for c in kept:
+        shutil.copy(c, part / "checkpoints" / c.name)
+    for name in ("config.json", "split.json", "metrics.jsonl"):
+        shutil.copy(tmp_path / "whole" / name, part / name)
+    newest = part / "checkpoints" / kept[-1].name
+    flip_a_tensor_byte(newest, max(load_checkpoint(newest)["model"].values(), key=lambda t: t.numel()))
+    capsys.readouterr()
+    resumed = Trainer(cfg, data, split, part)
+    resumed.fit(resume=True)
+    err = capsys.readouterr().err
+    assert f"{newest}: damaged checkpoint" in err and f"falling back to the previous checkpoint {kept[-2].name}" in \
+        err.replace(str(part / "checkpoints") + "/", "")
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k

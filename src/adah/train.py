@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.checkpoint import load_checkpoint, save_checkpoint
+from adah.checkpoint import load_checkpoint, load_newest, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
@@ -257,9 +257,9 @@ class Trainer:
         existing = list_checkpoints(self.run_dir)
         main = self.dist.is_main  # only the first process writes files and prints
         if resume and existing:
-            self.load_resumable(existing[-1])
+            resumed = load_newest(existing, self.load_resumable)  # a damaged newest one: the one before
             if tc.progress and main:
-                tqdm.write(f"resuming from {existing[-1]} (epoch {self.epoch}, step {self.step})")
+                tqdm.write(f"resuming from {resumed} (epoch {self.epoch}, step {self.step})")
         elif existing:
             raise AdahError(f"{self.run_dir} already holds checkpoints of a run; pass --resume to continue it "
                             "or choose another output folder")
