@@ -20,7 +20,7 @@ from adah.errors import AdahError
 from adah.features import extract_features
 from adah.index import Index, build_index
 from adah.locks import LockBusy, exclusive, lock_file_beside, lock_file_in
-from test_features import scenes_config, weights  # noqa: F401 - a fixture
+from test_features import reference, scenes_config, weights  # noqa: F401 - fixtures
 from test_index import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +174,49 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, 
         err.replace(str(part / "checkpoints") + "/", "")
     for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+# --------------------------------------------------------------------------- feature cache integrity (item 9)
+@pytest.fixture()
+def cache_copy(reference, tmp_path):  # noqa: F811
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "cache")
+    return tmp_path / "cache"
+
+
+def test_a_truncated_maps_file_is_not_complete(weights, cache_copy):  # noqa: F811
+    from adah.features import CacheDamaged, FeatureCache
+
+    maps = cache_copy / "maps.npy"
+    maps.write_bytes(maps.read_bytes()[:-1000])
+    for attempt in (lambda: extract_features(scenes_config(weights), cache_copy, progress=False),
+                    lambda: FeatureCache(cache_copy)):
+        with pytest.raises(CacheDamaged, match=r"maps.npy: [\d,]+ bytes, [\d,]+ expected .*truncated.*--overwrite"):
+            attempt()
+    cfg_file = cache_copy.parent / "cfg.json"
+    cfg_file.write_text(json.dumps(scenes_config(weights).to_dict()))
+    r = invoke("features", "extract", "--config", cfg_file, "--out", cache_copy)
+    assert r.exit_code == 2 and "truncated or damaged" in r.stderr and "Traceback" not in r.output
+
+
+def test_a_flipped_byte_is_found_by_verify_and_on_first_read(weights, cache_copy):  # noqa: F811
+    import numpy as np
+
+    from adah.features import CacheDamaged, FeatureCache, read_header, verify_cache
+
+    header = read_header(cache_copy)
+    assert len(header["chunk_sha256"]) == 160 // header["batch_size"]
+    verify_cache(cache_copy)  # intact
+    maps = cache_copy / "maps.npy"
+    raw = bytearray(maps.read_bytes())
+    row_bytes = int(np.prod(header["shape"][1:])) * 2
+    offset = len(raw) - 160 * row_bytes
+    raw[offset + 50 * row_bytes + 7] ^= 0x10  # row 50: chunk 6 of batches of 8
+    maps.write_bytes(bytes(raw))
+    with pytest.raises(CacheDamaged, match=r"maps.npy: rows 48-55 do not match their checksum.*--overwrite"):
+        extract_features(scenes_config(weights), cache_copy, progress=False, verify=True)
+    cache = FeatureCache(cache_copy)  # cheap checks pass: same size
+    cache[np.arange(0, 8)]  # another chunk reads fine
+    with pytest.raises(CacheDamaged, match="rows 48-55"):
+        cache[np.array([3, 50])]
