@@ -220,3 +220,36 @@ def test_a_flipped_byte_is_found_by_verify_and_on_first_read(weights, cache_copy
     cache[np.arange(0, 8)]  # another chunk reads fine
     with pytest.raises(CacheDamaged, match="rows 48-55"):
         cache[np.array([3, 50])]
+
+
+# --------------------------------------------------------------------------- turning a cache off (item 15)
+COCO = (ROOT / ".." / "shared" / "data" / "coco_mini").resolve()
+
+
+@pytest.mark.parametrize("raw", ["null", '""'])
+def test_a_bundled_configs_cache_is_turned_off_from_the_command_line(raw, tmp_path):
+    from adah.cli.common import _parse_sets
+    from adah.config import Config
+    from adah.data.registry import load_dataset
+
+    base = Config.load("scenes_demo").override({"data.num_items": 60, "data.options.features": str(tmp_path / "no")})
+    with pytest.raises(AdahError, match=r"no feature cache at .*--set data.options.features=null"):
+        load_dataset(base.data)
+    cfg = base.override(_parse_sets([f"data.options.features={raw}"]))
+    assert not cfg.data.options["features"]
+    data = load_dataset(cfg.data)
+    assert data.images.shape[1] == 3 and data.images.dtype.name == "uint8"  # pixels, decoded
+
+
+@pytest.mark.skipif(not (COCO / "items.jsonl").is_file(), reason=f"coco_mini not found at {COCO}")
+def test_coco_mini_without_its_bundled_cache(tmp_path):
+    from adah.cli.common import _parse_sets
+    from adah.config import Config
+    from adah.data.folder import FileImages
+    from adah.data.registry import load_dataset
+
+    for raw in ("null", '""'):
+        cfg = Config.load("coco_mini").override({"data.root": str(COCO.parent),
+                                                 **_parse_sets([f"data.options.features={raw}"])})
+        data = load_dataset(cfg.data)
+        assert isinstance(data.images, FileImages) and len(data) == 159

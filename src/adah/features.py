@@ -202,7 +202,7 @@ def read_header(folder: str | os.PathLike) -> dict:
     path = Path(folder) / HEADER_FILE
     if not path.is_file():
         raise AdahError(f"no feature cache at {Path(folder)}: {HEADER_FILE} not found (make one with "
-                        "adah features extract)")
+                        "adah features extract, or decode the images instead: --set data.options.features=null)")
     try:
         header = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -122,10 +122,13 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
 
     ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
-    maps replace the images, after checking it was made from this dataset."""
-    if isinstance(cfg.options, dict) and cfg.options.get("features"):
+    maps replace the images, after checking it was made from this dataset; null or "" means no
+    cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config."""
+    if isinstance(cfg.options, dict) and "features" in cfg.options:
         from adah.features import attach_cache, without_cache
 
+        if not cfg.options["features"]:
+            return load_dataset(without_cache(cfg))
         return attach_cache(load_dataset(without_cache(cfg)), cfg.options["features"])
     if cfg.name == "scenes":
         from adah.data.scenes import ScenesConfig, make_scenes
