@@ -139,6 +139,8 @@ def benchmark(
         result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
                                split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}\nwrote {result.pr_png}")
 
 
