@@ -236,7 +236,8 @@ def test_search_json_is_valid_json_with_non_utf8_bytes_in_the_text(ckpt, tmp_pat
     build_index(ckpt, tmp_path / "idx", progress=False)
     import adah
 
-    env = {**os.environ, "PYTHONPATH": str(Path(adah.__file__).parents[1]), "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+    env = {**os.environ, "PYTHONPATH": str(Path(adah.__file__).parents[1]), "LC_ALL": "C.UTF-8",
+           "PYTHONIOENCODING": "utf-8"}
     proc = subprocess.run([sys.executable, "-m", "adah", "search", "--index", str(tmp_path / "idx"), "--text",
                            b"red circle caf\xe9 \xff", "--json", "-k", "3"], capture_output=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")

@@ -512,5 +512,5 @@ def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalDat
     return dataclasses.replace(data, images=cache)
 
 
-__all__ = ["CacheDamaged", "ExtractResult", "FeatureCache", "verify_cache", "attach_cache", "extract_features", "read_header", "state_digest",
-           "weights_identity", "without_cache"]
+__all__ = ["CacheDamaged", "ExtractResult", "FeatureCache", "attach_cache", "extract_features", "read_header",
+           "state_digest", "verify_cache", "weights_identity", "without_cache"]

@@ -107,7 +107,8 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
         captions = raw.get("captions")
         caption = captions[0] if isinstance(captions, list) and captions and isinstance(captions[0], str) else text
         image = raw.get(image_field) if image_field else None
-        return {"id": str(raw.get(id_field, i + 1) if id_field else i + 1).strip(), "image": image if isinstance(image, str) else None,
+        item_id = str(raw.get(id_field, i + 1) if id_field else i + 1).strip()
+        return {"id": item_id, "image": image if isinstance(image, str) else None,
                 "text": text if isinstance(text, str) else None, "caption": caption}
 
     return record, list_file.parent.resolve()

@@ -17,9 +17,9 @@ HTML page.
 Every error is a JSON body ``{"error": message, "status": code}`` with a 4xx code: 400 empty or
 malformed input, 404 unknown path or row, 413 body or image over :class:`Limits`, 415 wrong
 content type, 422 a value out of range or a query the model cannot answer (the AdahError text,
-e.g. no query word in the vocabulary). Anything unexpected is answered with the same shape and status
-500, naming no internals (the traceback goes to the server log). Model calls are serialized by a lock: on a few CPU cores
-concurrent forward passes only compete for the same cores.
+e.g. no query word in the vocabulary). Anything unexpected is answered with the same shape and
+status 500, naming no internals (the traceback goes to the server log). Model calls are
+serialized by a lock: on a few CPU cores concurrent forward passes only compete for the same cores.
 """
 
 from __future__ import annotations
