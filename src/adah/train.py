@@ -30,8 +30,8 @@ from adah.evaluate import encode_sharded, evaluate_codes
 from adah.fileio import atomic_write_text
 from adah.losses import ADV_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
-from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 from adah.progress import progress_bar
+from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
 @dataclass
@@ -226,7 +226,7 @@ class Trainer:
         st = self.epoch_state
         batches = self._epoch_batches(st["order"])
         bar = progress_bar(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                   disable=not tc.progress or not self.dist.is_main, leave=False)
+                           disable=not tc.progress or not self.dist.is_main, leave=False)
         while st["pos"] < len(batches):
             batch = self._batch(self.dist.shard(batches[st["pos"]]))
             stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
