@@ -395,8 +395,10 @@ def test_cmfh_history_is_the_objective(fitted, data):
                          model.text_projection_, model.latent_)
     lam, mu, gamma = model.lam, model.mu, model.gamma
     sq = lambda a: np.sum(a * a)  # noqa: E731
+    r1, r2 = (model.ridge * np.trace(x @ x.T) / len(x) for x in (x1, x2))  # relative ridge of P1, P2
+    assert model.projection_ridge_ == pytest.approx({"image": r1, "text": r2}, rel=1e-12)
     expected = (lam * sq(x1 - u1 @ v) + (1 - lam) * sq(x2 - u2 @ v) + mu * (sq(v - p1 @ x1) + sq(v - p2 @ x2))
-                + gamma * (sq(u1) + sq(u2) + sq(p1) + sq(p2) + sq(v)))
+                + gamma * (sq(u1) + sq(u2) + sq(v)) + mu * (r1 * sq(p1) + r2 * sq(p2)))
     np.testing.assert_allclose(model.objective_history_[-1], expected, rtol=1e-10)
     # the last V update is the exact minimiser given U1, U2, P1, P2: the V-gradient vanishes
     grad_v = (lam * u1.T @ (u1 @ v - x1) + (1 - lam) * u2.T @ (u2 @ v - x2)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from adah.checkpoint import load_model
+from adah.checkpoint import load_model, payload_digest
 from adah.cli import app
 from adah.config import Config
 from adah.data.base import Split
@@ -197,6 +197,7 @@ def test_eval_refuses_a_different_dataset(run, runner, tmp_path):
     out, _ = run
     payload = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     payload["config"]["data"]["seed"] = 123
+    payload["sha256"] = payload_digest(payload)  # a consistent checkpoint of other data, not a damaged one
     bad = tmp_path / "other.pt"
     torch.save(payload, bad)
     (tmp_path / "split.json").write_text((out / "split.json").read_text())

@@ -218,7 +218,7 @@ def test_bad_image_queries(built, tmp_path, monkeypatch):
         with pytest.raises(ImageQueryError, match="must be a path"):
             index.search_image(12345)
         monkeypatch.setattr(index_core, "MAX_IMAGE_PIXELS", 1000)
-        with pytest.raises(ImageQueryError, match="more than the 1,000 allowed"):
+        with pytest.raises(ImageQueryError, match="over the limit of 1,000"):
             index.search_image(buf.getvalue())
         monkeypatch.undo()
         ok = index.search_image(buf.getvalue(), k=3)  # a real PNG upload, any size, is resized

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from adah.baselines import BASELINES
 from adah.config import Config
@@ -25,12 +24,15 @@ from adah.data.registry import load_dataset, make_split
 from adah.errors import AdahError
 from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.fileio import atomic_write_text
+from adah.progress import progress_bar
 from adah.train import train
 
 DEEP_METHODS = {"adah": "both", "none": "none"}
 METHOD_NAMES = {"adah": "ADAH", "none": "none (deep, no attention)", "cca_itq": "CCA-ITQ", "scm_seq": "SCM-seq",
                 "cmfh": "CMFH", "seph": "SePH"}
 ALL_METHODS = tuple(METHOD_NAMES)
+#: a method whose codes take fewer distinct values than this fraction of the items is flagged
+MIN_DISTINCT_FRACTION = 0.01
 
 
 @dataclass
@@ -41,6 +43,21 @@ class BenchmarkResult:
     table_md: Path | None = None
     results_json: Path | None = None
     pr_png: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def degenerate_codes(codes: Codes, fraction: float = MIN_DISTINCT_FRACTION) -> dict[str, int]:
+    """``{modality: distinct codes}`` for each modality whose (n, bits) codes take fewer than
+    ``fraction`` x n distinct values (at least 2): codes this near to constant rank at chance."""
+    out = {}
+    for modality in ("image", "text"):
+        c = codes.image if modality == "image" else codes.text
+        if c is None or len(c) == 0:
+            continue
+        distinct = len(np.unique(np.asarray(c), axis=0))
+        if distinct < max(2.0, fraction * len(c)):
+            out[modality] = distinct
+    return out
 
 
 def _deep_codes(config: Config, method: str, bits: int, seed: int, data: CrossModalData, split: Split,
@@ -101,7 +118,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
     split.save(out / "split.json")
     result = BenchmarkResult()
     jobs = [(m, b, s) for b in bits for m in methods for s in range(seeds)]
-    bar = tqdm(jobs, desc="benchmark", disable=not progress)
+    bar = progress_bar(jobs, desc="benchmark", disable=not progress)
     timings: dict[str, list[float]] = {}
     for method, b, seed in bar:
         bar.set_postfix(method=method, bits=b, seed=seed)
@@ -113,19 +130,26 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         else:
             q, db = _baseline_codes(method, b, seed, data, split)
         timings.setdefault(method, []).append(time.perf_counter() - t0)
+        for modality, distinct in degenerate_codes(db).items():
+            result.warnings.append(f"{METHOD_NAMES[method]} ({b} bits, seed {seed}): its {modality} codes of the "
+                                   f"{len(db.labels):,} retrieval items take only {distinct} distinct values (under "
+                                   f"{MIN_DISTINCT_FRACTION:.0%} of the items): near-constant codes rank at chance")
         report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=seed == 0 and has_labels(q.labels),
                                 tie_aware=True)
         result.runs.setdefault(method, {}).setdefault(b, []).append(report)
 
     result.table_md = out / "table.md"
-    atomic_write_text(result.table_md, format_markdown(result, data.name, split, seeds, topk, directions))
+    table = format_markdown(result, data.name, split, seeds, topk, directions)
+    if result.warnings:
+        table += "\n" + "\n".join(f"Warning: {w}" for w in result.warnings) + "\n"
+    atomic_write_text(result.table_md, table)
     from adah import __version__
 
     result.results_json = out / "results.json"
     atomic_write_text(result.results_json, json.dumps({
         "adah_version": __version__, "dataset": data.name, "data_fingerprint": data.fingerprint(),
         "split_sha256": split.digest(), "config": config.to_dict(), "bits": list(bits), "seeds": seeds,
-        "seconds_per_run": {m: float(np.mean(t)) for m, t in timings.items()},
+        "seconds_per_run": {m: float(np.mean(t)) for m, t in timings.items()}, "warnings": result.warnings,
         "results": {m: {str(b): [r.to_dict() for r in reps] for b, reps in per.items()} for m, per in result.runs.items()},
     }, indent=2))
     from adah.plots import plot_pr_curves

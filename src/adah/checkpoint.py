@@ -1,12 +1,18 @@
 """Checkpoints: model + config + epoch, and whatever trainer state is passed (optimizers,
-counters, RNG states), written atomically."""
+counters, RNG states), written atomically, with a sha256 of the payload (:func:`payload_digest`:
+every tensor's bytes, every value) checked on load, so a flipped byte is refused by name
+(:class:`CheckpointDamaged`) instead of loaded."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import pickle
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from adah.config import Config
@@ -16,13 +22,52 @@ from adah.fileio import atomic_torch_save
 from adah.models import ADAH, build_model
 
 FORMAT_VERSION = 1
+DIGEST_KEY = "sha256"
+
+
+class CheckpointDamaged(AdahError):
+    """A checkpoint file that cannot be read or whose payload does not match its sha256."""
+
+
+def payload_digest(payload: dict) -> str:
+    """sha256 over a checkpoint payload (without its ``sha256`` entry): keys, types, and every
+    tensor's and array's dtype, shape and bytes, so it does not depend on how torch serialized it."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        h.update(f"A{a.dtype.str}{a.shape}|".encode())
+        h.update(a.tobytes() if a.dtype != object else pickle.dumps(a.tolist()))
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}|".encode())
+        for key in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}|".encode())
+        for item in obj:
+            _feed(h, item)
+    elif obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, np.generic)):
+        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+    else:
+        h.update(pickle.dumps(obj))
 
 
 def save_checkpoint(path: str | Path, *, model: ADAH, config: Config, epoch: int, **state: Any) -> None:
-    """Write ``{"format", "config", "epoch", "model", **state}`` (optimizer state dicts,
+    """Write ``{"format", "config", "epoch", "model", **state, "sha256"}`` (optimizer state dicts,
     step counters, history, metrics) to ``path`` through a temporary file + fsync + rename."""
     payload = {"format": FORMAT_VERSION, "config": config.to_dict(), "epoch": epoch, "model": model.state_dict()}
     payload.update(state)
+    payload[DIGEST_KEY] = payload_digest(payload)
     atomic_torch_save(payload, path)
 
 
@@ -34,12 +79,32 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files
-        raise AdahError(f"{path}: not a readable adah checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointDamaged(f"{path}: not a readable adah checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise AdahError(f"{path}: not an adah checkpoint (missing 'model' or 'config')")
     if payload.get("format") != FORMAT_VERSION:
         raise AdahError(f"{path}: checkpoint format {payload.get('format')!r}, this adah reads {FORMAT_VERSION}")
+    if DIGEST_KEY in payload and payload[DIGEST_KEY] != payload_digest(payload):  # older files have none
+        raise CheckpointDamaged(f"{path}: damaged checkpoint, its payload does not match the sha256 stored in it; "
+                                "use another checkpoint (or train again)")
     return payload
+
+
+def load_newest(paths: list[Path], load: Callable[[Path], Any]) -> Path:
+    """``load(path)`` for the newest of ``paths`` that is not damaged, going back one at a time
+    and saying so on stderr; returns the path used. CheckpointDamaged when every one is."""
+    first = None
+    for k, path in enumerate(reversed(paths)):
+        try:
+            load(path)
+        except CheckpointDamaged as exc:
+            first = first or exc
+            older = paths[-k - 2] if k + 1 < len(paths) else None
+            print(f"warning: {exc}" + (f"; falling back to the previous checkpoint {older}" if older else ""),
+                  file=sys.stderr, flush=True)
+            continue
+        return path
+    raise first
 
 
 def text_vocabulary_of(payload: dict, source: str = "checkpoint") -> Vocabulary | None:

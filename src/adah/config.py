@@ -250,15 +250,16 @@ class Config:
         return cls.from_dict(raw, source=str(path))
 
     def override(self, dotted: dict[str, Any]) -> "Config":
-        """Return a copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped).
-        ``data.options.KEY`` sets one reader option, keeping the others."""
+        """Return a copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped: a flag
+        not given). ``data.options.KEY`` sets one reader option, keeping the others; there None is
+        applied (``--set data.options.features=null``: no feature cache, the reader's default)."""
         raw = self.to_dict()
         for key, value in dotted.items():
-            if value is None:
-                continue
             section, _, name = key.partition(".")
             if section == "data" and name.startswith("options.") and len(name) > len("options."):
                 raw["data"]["options"] = {**(raw["data"].get("options") or {}), name[len("options."):]: value}
+                continue
+            if value is None:
                 continue
             if section not in raw or name not in raw[section]:
                 raise AdahError(f"unknown config key {key!r}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from adah.progress import progress_bar
 
 from adah import metrics
 from adah.data.base import CrossModalData
@@ -61,7 +61,7 @@ def encode(
     was_training = model.training
     model.eval()
     images, texts = [], []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
         img, txt, _ = batch_tensors(data, indices[start : start + batch_size], device)
         if model.has_image_branch:
             images.append(binarize(model.encode_image(img)).cpu().numpy())

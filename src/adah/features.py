@@ -7,7 +7,8 @@ A cache is a folder with two files:
 * ``header.json``: format version, backbone, layer, weights (as asked and as identified:
   file name + sha256 prefix), digest of the conv weights, image size the backbone saw, shape,
   dtype, images fingerprint and dataset size, batch size, device type, torch version, and the progress:
-  ``done`` (rows written and flushed) and ``complete``.
+  ``done`` (rows written and flushed) and ``complete``; ``chunk_sha256``: a sha256 (16 hex) of
+  each written batch of rows (a chunk), in order.
 
 :func:`extract_features` runs the backbone in eval mode, without gradients and with
 deterministic algorithms, over fixed batches starting at row 0. After each batch (a chunk) it
@@ -15,6 +16,11 @@ flushes the memmap and then rewrites the header atomically with the new ``done``
 interruption, even SIGKILL, a rerun continues at ``done`` and the file ends up byte-identical to
 an uninterrupted run; a finished cache is left alone; a cache of another dataset, backbone,
 weights or batch size is refused (or replaced with ``overwrite=True``).
+
+Integrity: opening a cache checks ``maps.npy``'s own header and its size against ``header.json``
+(a truncated file is refused at once); each chunk is checked against its sha256 the first time
+a row of it is read in a process, and ``adah features extract --verify`` (:func:`verify_cache`)
+checks every chunk. A damaged cache is refused with :class:`CacheDamaged`, saying how to rebuild it.
 
 :class:`FeatureCache` opens a finished cache read-only as an (N, C, h, w) float32 array whose
 rows come off the memmap when indexed (it never loads the whole file: a NUS-WIDE-sized cache is
@@ -38,13 +44,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from adah.config import Config, DataConfig, ModelConfig
 from adah.data.base import CrossModalData
 from adah.data.lazy import LazyImages
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
+from adah.locks import exclusive, lock_file_in
+from adah.progress import progress_bar
 
 FORMAT = "adah-feature-cache"
 VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
@@ -58,6 +65,76 @@ LAYERS = {"vgg19": "conv5_4", "cnn_f": "conv5", "mobilenet_v2": "features (last 
 #: header fields that must agree for a rerun to continue a cache (``done`` and ``complete`` may differ)
 IDENTITY_KEYS = ("format", "version", "backbone", "layer", "weights_id", "features_sha256", "image_size", "shape",
                  "dtype", "dataset", "batch_size", "device", "torch")
+
+
+CHUNKS_KEY = "chunk_sha256"
+
+
+class CacheDamaged(AdahError):
+    """A feature cache whose maps file is truncated or does not match its checksums."""
+
+
+def _rebuild_hint(folder: Path) -> str:
+    return (f"rebuild it with adah features extract --config <your config> --out {folder} --overwrite (or delete "
+            "the folder)")
+
+
+def chunk_digest(block: np.ndarray) -> str:
+    """sha256 (16 hex) of a chunk of stored rows (float16 bytes, C order)."""
+    return hashlib.sha256(np.ascontiguousarray(block, dtype=STORE_DTYPE).tobytes()).hexdigest()[:16]
+
+
+def check_maps_file(folder: Path, header: dict) -> None:
+    """Cheap checks of ``maps.npy`` against ``header.json``: its .npy header (dtype, shape) and
+    its size in bytes. CacheDamaged naming the file and how to rebuild it otherwise."""
+    path = folder / MAPS_FILE
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            offset = f.tell()
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CacheDamaged(f"{path}: missing, but {HEADER_FILE} describes a cache; {_rebuild_hint(folder)}") from None
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(f"{path}: not a readable .npy file ({exc}); {_rebuild_hint(folder)}") from None
+    want = tuple(int(x) for x in header["shape"])
+    if shape != want or dtype != STORE_DTYPE or fortran:
+        raise CacheDamaged(f"{path}: holds {dtype} {shape}, {HEADER_FILE} says {STORE_DTYPE} {want}; "
+                           f"{_rebuild_hint(folder)}")
+    expected = offset + int(np.prod(want, dtype=np.int64)) * STORE_DTYPE.itemsize
+    if size != expected:
+        raise CacheDamaged(f"{path}: {size:,} bytes, {expected:,} expected for {STORE_DTYPE} {want} (truncated or "
+                           f"damaged); {_rebuild_hint(folder)}")
+
+
+def _check_chunks(maps: np.ndarray, header: dict, chunks, folder: Path) -> None:
+    """Compare the chunks numbered ``chunks`` with their sha256 in the header."""
+    digests, bs, done = header.get(CHUNKS_KEY), int(header["batch_size"]), int(header["done"])
+    for c in chunks:
+        lo, hi = c * bs, min((c + 1) * bs, done)
+        if c >= len(digests) or chunk_digest(maps[lo:hi]) != digests[c]:
+            raise CacheDamaged(f"{folder / MAPS_FILE}: rows {lo}-{hi - 1} do not match their checksum in "
+                               f"{HEADER_FILE} (the file was changed or damaged); {_rebuild_hint(folder)}")
+
+
+def verify_cache(folder: str | os.PathLike) -> dict:
+    """Check every chunk of the cache in ``folder`` against its sha256 (reads the whole file);
+    returns the header, CacheDamaged naming the first damaged rows otherwise. A cache made
+    before checksums were kept (no ``chunk_sha256``) gets its file checks only."""
+    folder = Path(folder)
+    header = read_header(folder)
+    check_maps_file(folder, header)
+    if header.get(CHUNKS_KEY) is None:
+        return header
+    expected = -(-int(header["done"]) // int(header["batch_size"]))
+    if len(header[CHUNKS_KEY]) != expected:
+        raise CacheDamaged(f"{folder / HEADER_FILE}: {len(header[CHUNKS_KEY])} chunk checksums for {header['done']} "
+                           f"rows in batches of {header['batch_size']}; {_rebuild_hint(folder)}")
+    maps = np.load(folder / MAPS_FILE, mmap_mode="r")
+    _check_chunks(maps, header, range(expected), folder)
+    return header
 
 
 # --------------------------------------------------------------------------- identities
@@ -125,7 +202,7 @@ def read_header(folder: str | os.PathLike) -> dict:
     path = Path(folder) / HEADER_FILE
     if not path.is_file():
         raise AdahError(f"no feature cache at {Path(folder)}: {HEADER_FILE} not found (make one with "
-                        "adah features extract)")
+                        "adah features extract, or decode the images instead: --set data.options.features=null)")
     try:
         header = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -203,11 +280,13 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     max_batches: int | None = None,
+    verify: bool = False,
 ) -> ExtractResult:
     """Run the frozen ``config.model`` backbone (``image_backbone``, ``image_weights``,
     ``image_size``) over every item of the ``config.data`` dataset; store (N, C, h, w) float16
     maps in ``out`` (see the module docstring). Resumes a partial cache, leaves a complete one
-    alone. ``batch_size``: None continues with the cache's (default 32 for a new one);
+    alone. ``verify``: first check every chunk already in ``out`` against its checksum
+    (:func:`verify_cache`). ``batch_size``: None continues with the cache's (default 32 for a new one);
     ``max_batches`` stops after that many batches (a partial cache, finished by a later call)."""
     from adah.models.adah import build_backbone
     from adah.runtime import resolve_device
@@ -221,7 +300,7 @@ def extract_features(
         raise AdahError(f"batch size must be a positive integer, got {batch_size}")
     data = _pixel_data(config.data)
     dev = resolve_device(device)
-    with deterministic():
+    with exclusive(lock_file_in(out), f"feature cache {out}"), deterministic():
         backbone = build_backbone(model_cfg)
         if not backbone.spatial:
             raise AdahError(f"backbone {model_cfg.image_backbone!r} gives feature vectors, not conv maps; a feature "
@@ -237,6 +316,8 @@ def extract_features(
             except AdahError:  # another version or a damaged header: replaced with --overwrite
                 if not overwrite:
                     raise
+            if verify and old is not None and not overwrite:
+                verify_cache(out)
         header = {
             "format": FORMAT, "version": VERSION, "backbone": model_cfg.image_backbone,
             "layer": LAYERS.get(model_cfg.image_backbone, "features"), "weights": model_cfg.image_weights,
@@ -253,9 +334,22 @@ def extract_features(
             return ExtractResult(out, old, 0, 0.0, already_complete=True)
         mm, header["done"] = opened
         header["complete"] = header["done"] == n
+        header[CHUNKS_KEY] = _written_chunks(mm, header, old)
         new_rows, seconds = _fill(mm, header, out, data, backbone, dev, progress, max_batches)
         del mm
     return ExtractResult(out, header, new_rows, seconds)
+
+
+def _written_chunks(mm, header: dict, old: dict | None) -> list[str]:
+    """The checksums of the chunks already written: the old header's, or (a partial cache made
+    before checksums were kept) computed from the rows on disk."""
+    bs, done = header["batch_size"], header["done"]
+    kept = (old or {}).get(CHUNKS_KEY)
+    if done == 0:
+        return []
+    if isinstance(kept, list) and len(kept) == -(-done // bs):
+        return list(kept)
+    return [chunk_digest(mm[s : min(s + bs, done)]) for s in range(0, done, bs)]
 
 
 def _open_for_writing(out: Path, header: dict, old: dict | None, overwrite: bool) -> tuple[np.memmap, int] | None:
@@ -269,6 +363,7 @@ def _open_for_writing(out: Path, header: dict, old: dict | None, overwrite: bool
             raise AdahError(f"{out} holds a feature cache of something else ({'; '.join(diff)}); pass --overwrite to "
                             "replace it, or choose another --out")
         if old["complete"]:
+            check_maps_file(out, old)  # a truncated file is not reported complete
             return None
         try:
             mm = np.lib.format.open_memmap(maps, mode="r+")
@@ -297,7 +392,7 @@ def _fill(mm, header: dict, out: Path, data: CrossModalData, backbone, dev: torc
         raise AdahError(f"{out / HEADER_FILE}: done={done} is not a multiple of batch_size={bs}; pass --overwrite")
     starts = list(range(done, n, bs))[: max_batches if max_batches is not None else None]
     read = lambda s: np.ascontiguousarray(data.images[s : min(s + bs, n)])  # noqa: E731
-    bar = tqdm(total=n, initial=done, unit="img", desc=f"features {header['backbone']}", disable=not progress)
+    bar = progress_bar(total=n, initial=done, unit="img", desc=f"features {header['backbone']}", disable=not progress)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:  # decode the next batch while this one runs
         pending = pool.submit(read, starts[0]) if starts else None
@@ -312,6 +407,7 @@ def _fill(mm, header: dict, out: Path, data: CrossModalData, backbone, dev: torc
                 raise AdahError(f"rows {s}-{s + len(block) - 1}: backbone maps overflow float16 (|x| > 65504)")
             mm[s : s + len(block)] = block
             mm.flush()  # the rows are on disk before the header says so
+            header[CHUNKS_KEY].append(chunk_digest(block))
             header["done"] = s + len(block)
             header["complete"] = header["done"] == n
             _write_header(out, header)
@@ -337,11 +433,17 @@ class FeatureCache(LazyImages):
         self._shape = tuple(int(s) for s in header["shape"])
         if len(self._shape) != 4:
             raise AdahError(f"{self.path / HEADER_FILE}: field 'shape' must be (N, C, h, w), found {self._shape}")
-        self._maps, self._pid = None, None
+        self._maps, self._pid, self._verified = None, None, set()
+        check_maps_file(self.path, header)  # size and .npy header: a truncated file is refused here
         maps = self._memmap()
         if maps.shape != self._shape or maps.dtype != STORE_DTYPE:
             raise AdahError(f"{self.path / MAPS_FILE}: expected {STORE_DTYPE} {self._shape} as {HEADER_FILE} says, "
                             f"found {maps.dtype} {maps.shape}")
+        chunks = header.get(CHUNKS_KEY)
+        self._bs = int(header["batch_size"])
+        if chunks is not None and len(chunks) != -(-self._shape[0] // self._bs):
+            raise CacheDamaged(f"{self.path / HEADER_FILE}: {len(chunks)} chunk checksums for {self._shape[0]} rows "
+                               f"in batches of {self._bs}; {_rebuild_hint(self.path)}")
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.path)!r}, {self.header['backbone']}, shape={self.shape})"
@@ -357,6 +459,10 @@ class FeatureCache(LazyImages):
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         maps = self._memmap()
+        if self.header.get(CHUNKS_KEY) is not None:  # each chunk checked once per process, when first read
+            todo = [int(c) for c in np.unique(rows // self._bs) if int(c) not in self._verified]
+            _check_chunks(maps, self.header, todo, self.path)
+            self._verified.update(todo)
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         block = maps[lo:hi] if hi - lo == len(rows) else maps[rows]  # only these rows leave the disk
         return block.astype(np.float32)
@@ -406,5 +512,5 @@ def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalDat
     return dataclasses.replace(data, images=cache)
 
 
-__all__ = ["ExtractResult", "FeatureCache", "attach_cache", "extract_features", "read_header", "state_digest",
-           "weights_identity", "without_cache"]
+__all__ = ["CacheDamaged", "ExtractResult", "FeatureCache", "attach_cache", "extract_features", "read_header",
+           "state_digest", "verify_cache", "weights_identity", "without_cache"]

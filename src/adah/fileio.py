@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from adah.errors import AdahError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
@@ -38,6 +40,36 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is a file (so nothing under it can be made)."""
+    for parent in path.parents:
+        if parent.exists():
+            return parent if not parent.is_dir() else None
+    return None
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a folder to write into: AdahError when it is an existing file or lies under one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AdahError(f"{what} {path}: exists and is a file, not a folder; choose another path")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise AdahError(f"{what} {path}: cannot make this folder, {blocker} is a file")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a file to (over)write: AdahError when it is a folder or lies under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise AdahError(f"{what} {path}: is a folder; name a file")
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise AdahError(f"{what} {path}: cannot write here, {blocker} is a file, not a folder")
+    return path
 
 
 def _umask() -> int:

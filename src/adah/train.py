@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.checkpoint import config_of, load_checkpoint, save_checkpoint
+from adah.checkpoint import config_of, load_checkpoint, load_newest, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
@@ -34,6 +34,7 @@ from adah.models import ADAH, build_model
 from adah.models.attention import gates
 from adah.models.text_encoders import check_text_inputs
 from adah.similarity import check_data_for_similarity
+from adah.progress import progress_bar
 from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
@@ -263,8 +264,8 @@ class Trainer:
             self.epoch_state = self._new_epoch_state()
         st = self.epoch_state
         batches = self._epoch_batches(st["order"])
-        bar = tqdm(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                   disable=not tc.progress or not self.dist.is_main, leave=False)
+        bar = progress_bar(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+                           disable=not tc.progress or not self.dist.is_main, leave=False)
         while st["pos"] < len(batches):
             batch = self._batch(self.dist.shard(batches[st["pos"]]))
             stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
@@ -296,9 +297,9 @@ class Trainer:
         existing = list_checkpoints(self.run_dir)
         main = self.dist.is_main  # only the first process writes files and prints
         if resume and existing:
-            self.load_resumable(existing[-1])
+            resumed = load_newest(existing, self.load_resumable)  # a damaged newest one: the one before
             if tc.progress and main:
-                tqdm.write(f"resuming from {existing[-1]} (epoch {self.epoch}, step {self.step})")
+                tqdm.write(f"resuming from {resumed} (epoch {self.epoch}, step {self.step})")
         elif existing:
             raise AdahError(f"{self.run_dir} already holds checkpoints of a run; pass --resume to continue it "
                             "or choose another output folder")

@@ -3,6 +3,7 @@ calls one library function and prints."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,6 +11,13 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
+from adah.fileio import check_output_file, check_output_folder
+from adah.locks import exclusive, lock_file_in
+
+
+def run_folder_lock(out: Path):
+    """The exclusive lock of a run folder: a second command writing into ``out`` is refused."""
+    return exclusive(lock_file_in(out), f"run folder {out}")
 
 
 @app.command()
@@ -24,7 +32,9 @@ def demo(
     """Generate the synthetic scenes, train ADAH and the no-attention variant, compare them."""
     from adah.demo import run_demo
 
-    result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
+    check_output_folder(out)
+    with run_folder_lock(out):
+        result = run_demo(out, epochs=epochs, seed=seed, num_items=num_items, progress=not quiet)
     typer.echo("\nMAP over the whole retrieval set (Hamming ranking), query split of scenes:\n")
     typer.echo(result.table)
     for name, f in result.attention_on_objects.items():
@@ -61,6 +71,7 @@ def train_cmd(
     from adah.similarity import with_label_policy
     from adah.train import train
 
+    check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({
         "train.epochs": epochs, "model.bits": bits, "model.attention": attention, "train.seed": seed,
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
@@ -69,10 +80,12 @@ def train_cmd(
     cfg = with_label_policy(cfg)
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
-    if resume and (out / "split.json").is_file():
-        split = Split.load(out / "split.json", num_items=len(data))
-    result = train(cfg, data, split, out, resume=resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process locks and reports
+    with run_folder_lock(out) if main else contextlib.nullcontext():
+        if resume and (out / "split.json").is_file():
+            split = Split.load(out / "split.json", num_items=len(data))
+        result = train(cfg, data, split, out, resume=resume)
+    if main:
         what = ("mean R@1/5/10 of the pairs" if cfg.loss.similarity == "pairs" or not data.labels.shape[1]
                 else "MAP")
         typer.echo(f"best epoch {result.best_epoch}: validation {what} {result.best_val_map:.4f}")
@@ -95,9 +108,11 @@ def ablation(
     from adah.config import Config
     from adah.evaluate import format_map_table
 
+    check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
-    reports = run_ablation(cfg, out)
+    with run_folder_lock(out):
+        reports = run_ablation(cfg, out)
     typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
     typer.echo(format_map_table(reports, ("i2t", "t2i")))
     typer.echo(f"\nwrote {out / 'ablation.json'}")
@@ -132,10 +147,13 @@ def benchmark(
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
     cfg = with_label_policy(Config.load(name, preset=preset).override({
         "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **_parse_sets(set_)}).validate())
-    out = out or Path(f"runs/benchmark-{dataset}")
-    result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
-                           split_path=split, progress=not quiet)
+    out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
+    with run_folder_lock(out):
+        result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
+                               split_path=split, progress=not quiet)
     typer.echo(result.table_md.read_text())
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.pr_png}" if result.pr_png else ""))
 
 
@@ -160,6 +178,10 @@ def eval_cmd(
 
     from adah.evaluate import format_recall_table
 
+    if out is not None:
+        check_output_file(out)
+    if attention_png is not None:
+        check_output_file(attention_png, "--attention-png")
     dirs = tuple(d.strip() for d in directions.split(",") if d.strip())
     report, path = evaluate_checkpoint(checkpoint, split_path=split, topk=topk, directions=dirs, out=out,
                                        device=device)

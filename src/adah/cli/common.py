@@ -21,7 +21,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _friendly_errors(fn):
-    """Print user errors as one line on stderr (exit 2) unless --debug."""
+    """Print user errors as one line on stderr (exit 2) unless --debug; any other OSError too,
+    as ``path: reason``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -35,8 +36,20 @@ def _friendly_errors(fn):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except OSError as exc:  # last resort for file-system faults nobody foresaw: one line naming the path
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {describe_os_error(exc)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``path: reason`` for an OSError (both paths of a rename), without the errno prefix."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else f"{reason} ({type(exc).__name__})"
 
 
 def _parse_sets(items: list[str]) -> dict[str, object]:

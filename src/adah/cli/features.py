@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets
+from adah.fileio import check_output_folder
 
 features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
 
@@ -25,6 +26,8 @@ def extract_cmd(
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set data.seed=1 (repeatable)."),
     overwrite: bool = typer.Option(False, help="Replace a cache of other data, backbone or weights in OUT."),
     max_batches: Optional[int] = typer.Option(None, min=1, help="Stop after N batches (run again to continue)."),
+    verify: bool = typer.Option(False, help="First check every chunk of the cache in OUT against its checksum "
+                                "(reads the whole file)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Run a frozen backbone once over a dataset; store its conv maps in OUT.
@@ -41,12 +44,15 @@ def extract_cmd(
     out = out or (Path(cfg.data.options["features"]) if cfg.data.options.get("features") else None)
     if out is None:
         raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
+    check_output_folder(out)
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
-                              progress=not quiet, max_batches=max_batches)
+                              progress=not quiet, max_batches=max_batches, verify=verify)
     h = result.header
     shape = " x ".join(map(str, h["shape"]))
     if result.already_complete:
-        typer.echo(f"{out}: complete already ({shape} {h['dtype']}, {h['backbone']} {h['weights_id']}); nothing to do")
+        checked = "; every chunk matches its checksum" if verify and h.get("chunk_sha256") is not None else ""
+        typer.echo(f"{out}: complete already ({shape} {h['dtype']}, {h['backbone']} {h['weights_id']}){checked}; "
+                   "nothing to do")
         return
     speed = f"{result.new_rows} images in {result.seconds:.1f}s ({result.images_per_second:.1f} images/s)"
     state = "complete" if result.complete else f"partial: {h['done']} of {h['shape'][0]} rows, run again to continue"

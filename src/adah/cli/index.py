@@ -10,6 +10,7 @@ import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.errors import AdahError
+from adah.fileio import check_output_folder
 
 index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Build and inspect binary-code indexes of a collection.")
@@ -35,6 +36,7 @@ def build_cmd(
     """Encode a collection into bit-packed codes plus metadata (ids, paths, captions, labels)."""
     from adah.index import build_index
 
+    check_output_folder(out)
     mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
     result = build_index(model, out, data=data, rows=rows, split=split, modalities=mods,
                          overrides=_parse_sets(set_) or None, batch_size=batch_size, device=device, force=force,
@@ -93,13 +95,20 @@ def search(
     options = {k: v for k, v in (("nhash", nhash), ("b", hash_bits), ("nflip", nflip)) if v is not None}
     if options and backend != "multihash":
         raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
+    if text is not None:  # bytes that were not UTF-8 in argv arrive as lone surrogates: make them U+FFFD
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image", explain=explain)
         else:
             result = loaded.search_image(image, k=k, target=target or "text")
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        out = json.dumps(result.to_dict(), ensure_ascii=False)
+        try:
+            out.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the index's metadata: escaped, still valid JSON
+            out = json.dumps(result.to_dict(), ensure_ascii=True)
+        typer.echo(out)
         return
     q = result.query
     if q["modality"] == "text" and q["unknown_tokens"]:

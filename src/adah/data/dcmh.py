@@ -21,6 +21,8 @@ Orientation is never guessed silently:
 
 from __future__ import annotations
 
+import contextlib
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,31 @@ def is_hdf5(path: str | Path) -> bool:
     return bool(h5py.is_hdf5(str(path)))
 
 
+@contextlib.contextmanager
+def open_hdf5(path: Path):
+    """``h5py.File(path, "r")``; a truncated or damaged file (an OSError from HDF5 when opening or
+    reading) becomes an AdahError naming the file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except OSError as exc:
+        raise AdahError(f"{path}: cannot read this MATLAB v7.3 / HDF5 file, it is truncated or damaged "
+                        f"({exc}); copy or download it again") from None
+
+
+def load_v5(path: Path, **kwargs) -> dict:
+    """``scipy.io.loadmat``; any failure (a truncated file gives OSError) becomes an AdahError naming the file."""
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path), **kwargs)
+    except Exception as exc:  # noqa: BLE001 - scipy raises many kinds on a bad file
+        raise AdahError(f"{path}: cannot read this MATLAB v5 file, it is truncated or damaged ({exc}); copy or "
+                        "download it again") from None
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise AdahError(f"{what} not found: {path}")
@@ -54,9 +81,7 @@ def mat_variables(path: str | Path) -> list[str]:
     """Names of the variables in a .mat file (v5 or v7.3)."""
     path = require_file(Path(path), "MATLAB file")
     if is_hdf5(path):
-        import h5py
-
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path) as f:
             return sorted(k for k in f.keys() if not k.startswith("#"))
     import scipy.io
 
@@ -89,7 +114,7 @@ def read_mat(path: str | Path, var: str, *, hdf5_order: str = "matlab"):
     if is_hdf5(path):
         import h5py
 
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path) as f:
             if var not in f:
                 found = sorted(k for k in f.keys() if not k.startswith("#"))
                 raise AdahError(f"{path}: no variable '{var}'; variables found: {found}")
@@ -107,15 +132,10 @@ def read_mat(path: str | Path, var: str, *, hdf5_order: str = "matlab"):
                 raise AdahError(f"{path}: variable '{var}' is not a numeric array (found {obj!r})")
             arr = obj[()]
         return arr.T if hdf5_order == "matlab" else arr
-    import scipy.io
-
     found = mat_variables(path)
     if var not in found:
         raise AdahError(f"{path}: no variable '{var}'; variables found: {found}")
-    try:
-        return scipy.io.loadmat(str(path), variable_names=[var])[var]
-    except Exception as exc:  # noqa: BLE001
-        raise AdahError(f"{path}: cannot read variable '{var}' ({exc})") from None
+    return load_v5(path, variable_names=[var])[var]
 
 
 def to_dense(arr, path: Path, var: str) -> np.ndarray:
@@ -380,9 +400,7 @@ def read_images(
     (N, D) float32 features; its item count must be ``n``."""
     src = f"{path}: variable '{var}'"
     if is_hdf5(path):
-        import h5py
-
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path) as f:
             if var not in f:
                 raise AdahError(f"{path}: no variable '{var}'; variables found: {sorted(f.keys())}")
             ndim = getattr(f[var], "ndim", 0)

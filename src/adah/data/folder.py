@@ -12,7 +12,8 @@ Image paths are relative to the list file's folder (absolute paths work too). Fi
 options (``image_field``, ``text_field``, ``labels_field``, ``split_field``), so e.g.
 ``coco_mini/items.jsonl`` reads as it is. Images are decoded with PIL, converted to RGB and
 resized to ``image_size`` (stretched, or ``resize="center_crop"``), either per batch
-(``load_images="lazy"``, a :class:`FileImages`) or all at once (``"eager"``, small sets).
+(``load_images="lazy"``, a :class:`FileImages`) or all at once (``"eager"``, small sets); an
+image of more than ``max_image_pixels`` (default 100 million) is refused naming its file and line.
 Texts become a bag-of-words over a :class:`~adah.data.vocab.Vocabulary` built from all items
 (``tokenizer``, ``ngram``, ``min_count``, ``max_size``) or loaded from a JSON file
 (``vocabulary``). Labels become multi-hot columns over ``label_names`` (default: the names
@@ -29,6 +30,7 @@ it where present (a missing field or an empty list is an unlabelled row; no row 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
@@ -42,6 +44,7 @@ from adah.data.dcmh import MODALITIES, ON_EMPTY
 from adah.data.lazy import LazyImages
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
+from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_max_pixels, open_image
 
 LIST_FILE_NAMES = ("items.jsonl", "items.csv", "items.tsv")
 RESIZE_MODES = ("stretch", "center_crop")
@@ -63,6 +66,7 @@ class Item:
     text: str
     labels: list[str]
     split: str | None
+    id: str | None = None  # the id field, when the row has one
 
 
 @dataclass
@@ -101,18 +105,25 @@ def read_list_file(
     label_sep: str = ";",
     delimiter: str | None = None,
     labels_required: bool = True,
+    encoding: str = "utf-8",
+    id_field: str | None = "id",
+    on_duplicate_id: str = "error",
 ) -> list[Item]:
     """Parse a JSONL / CSV / TSV list file into :class:`Item` rows (no images opened).
 
     ``image_field=None`` skips images, ``labels_field=None`` labels (every row then has none);
-    ``labels_required=False`` accepts rows without the labels field; the split field is optional (None where absent, but it
-    must then be absent from every row)."""
+    ``labels_required=False`` accepts rows without the labels field; the split field is optional
+    (None where absent, but it must then be absent from every row). ``encoding``: of the file (a
+    UTF-8 byte-order mark is accepted). ``id_field``: optional item ids; one id on several rows
+    raises AdahError naming the lines (``on_duplicate_id="error"``) or warns (``"warn"``)."""
+    if on_duplicate_id not in ON_EMPTY:
+        raise AdahError(f"folder: options.on_duplicate_id must be one of {ON_EMPTY}, got {on_duplicate_id!r}")
     path = find_list_file(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(path, encoding)
     elif suffix in (".csv", ".tsv", ".txt"):
-        rows = _csv_rows(path, delimiter or ("\t" if suffix == ".tsv" else ","))
+        rows = _csv_rows(path, delimiter or ("\t" if suffix == ".tsv" else ","), encoding)
     else:
         raise AdahError(f"{path}: unknown list file type {suffix!r}; use .jsonl, .csv or .tsv")
     if not rows:
@@ -136,34 +147,78 @@ def read_list_file(
                 raise AdahError(f"{where}: field '{image_field}' must be a non-empty image path, got {image!r}")
         raw_labels = row.get(labels_field) if labels_field else None
         labels = [] if raw_labels is None else _labels_of(raw_labels, where, labels_field, label_sep)
-        items.append(Item(line, image, text, labels, _split_of(row, split_field, where)))
+        item_id = row.get(id_field) if id_field else None
+        if item_id is not None and (isinstance(item_id, (bool, float, list, dict)) or str(item_id).strip() == ""):
+            raise AdahError(f"{where}: field '{id_field}' must be a non-empty string or integer, got {item_id!r}")
+        items.append(Item(line, image, text, labels, _split_of(row, split_field, where),
+                          None if item_id is None else str(item_id).strip()))
     if split_field:
         have = [it.split is not None for it in items]
         if any(have) and not all(have):
             first = items[have.index(False)].line
             raise AdahError(f"{path}: field '{split_field}' is set on some rows but not on line {first}; "
                             "set it on every row or on none")
+    _check_duplicate_ids(items, path, id_field, on_duplicate_id)
     return items
 
 
-def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
+def _check_duplicate_ids(items: list[Item], path: Path, id_field: str | None, on_duplicate: str) -> None:
+    lines: dict[str, list[int]] = {}
+    for it in items:
+        if it.id is not None:
+            lines.setdefault(it.id, []).append(it.line)
+    dupes = {i: ls for i, ls in lines.items() if len(ls) > 1}
+    if not dupes:
+        return
+    shown = "; ".join(f"{i!r} on lines {', '.join(map(str, ls[:5]))}{' ...' if len(ls) > 5 else ''}"
+                      for i, ls in list(dupes.items())[:3])
+    msg = (f"{path}: field '{id_field}': {len(dupes)} id(s) used on several rows: {shown}"
+           f"{' ...' if len(dupes) > 3 else ''}")
+    if on_duplicate == "error":
+        raise AdahError(msg + "; make the ids unique (or set options.on_duplicate_id='warn' to keep them)")
+    warnings.warn(msg + "; kept (an index will hold several rows with one id)", stacklevel=3)
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The list file's text: a UTF-8 byte-order mark is skipped; undecodable bytes raise AdahError
+    naming the file, line and byte, and the ``encoding`` option."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise AdahError(f"{path}: unknown encoding {encoding!r} (option encoding), e.g. 'utf-8' or 'latin-1'") from None
+    data = path.read_bytes()
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = "utf-8-sig"  # accepts and drops a byte-order mark
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise AdahError(f"{path}: line {line}, column {column}: byte 0x{data[exc.start]:02x} is not valid "
+                        f"{exc.encoding}; save the file as UTF-8, or name its encoding with the option encoding "
+                        "(e.g. data.options.encoding=latin-1)") from None
+
+
+def _jsonl_rows(path: Path, encoding: str = "utf-8") -> list[tuple[int, dict]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise AdahError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise AdahError(f"{path}: line {line}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((line, obj))
+    # split on newlines only (not splitlines): U+2028 and U+0085 may appear raw inside JSON strings
+    for line, raw in enumerate(read_text(path, encoding).split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise AdahError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise AdahError(f"{path}: line {line}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((line, obj))
     return rows
 
 
-def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, dict]]:
-    with path.open(encoding="utf-8", newline="") as f:
+def _csv_rows(path: Path, delimiter: str, encoding: str = "utf-8") -> list[tuple[int, dict]]:
+    with io.StringIO(read_text(path, encoding), newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         if not reader.fieldnames:
             raise AdahError(f"{path}: empty file; expected a header row")
@@ -212,7 +267,7 @@ class FileImages(LazyImages):
     base: the folder the paths are relative to (their identity in the fingerprint)."""
 
     def __init__(self, paths: list[Path], lines: list[int], list_file: Path, size: int = 224,
-                 resize: str = "stretch") -> None:
+                 resize: str = "stretch", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if not isinstance(size, int) or size < 8:
             raise AdahError(f"image_size must be an integer >= 8, got {size!r}")
         if resize not in RESIZE_MODES:
@@ -224,6 +279,7 @@ class FileImages(LazyImages):
         self.list_file = Path(list_file)
         self.size = size
         self.resize = resize
+        self.max_pixels = check_max_pixels(max_pixels, "folder: options.max_image_pixels")
         self._shape = (len(self.paths), 3, size, size)
 
     def __repr__(self) -> str:
@@ -233,8 +289,9 @@ class FileImages(LazyImages):
         from PIL import Image, UnidentifiedImageError
 
         path = self.paths[row]
+        where = f"{self.list_file}: line {self.lines[row]}"
         try:
-            with Image.open(path) as im:
+            with open_image(path, max_pixels=self.max_pixels, what=f"{where}: image {path}") as im:
                 im = im.convert("RGB")
                 if self.resize == "center_crop":
                     w, h = im.size
@@ -246,8 +303,10 @@ class FileImages(LazyImages):
                 else:
                     im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise AdahError(f"{self.list_file}: line {self.lines[row]}: cannot read image {path} ({exc})") from None
+        except ImageTooLarge:
+            raise
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise AdahError(f"{where}: cannot read image {path} ({exc})") from None
         return arr.transpose(2, 0, 1)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
@@ -279,9 +338,13 @@ def read_folder(
     split_field: str | None = "split",
     label_sep: str = ";",
     delimiter: str | None = None,
+    encoding: str = "utf-8",
+    id_field: str | None = "id",
+    on_duplicate_id: str = "error",
     label_names: list[str] | None = None,
     image_size: int = 224,
     resize: str = "stretch",
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
     load_images: str = "lazy",
     tokenizer: str = "words",
     ngram: list[int] | None = None,
@@ -316,7 +379,8 @@ def read_folder(
     items = read_list_file(
         list_file, image_field=image_field if modalities == "both" else None, text_field=text_field,
         labels_field=None if labels_mode == "ignore" else labels_field, split_field=split_field, label_sep=label_sep,
-        delimiter=delimiter, labels_required=labels_mode == "required",
+        delimiter=delimiter, labels_required=labels_mode == "required", encoding=encoding, id_field=id_field,
+        on_duplicate_id=on_duplicate_id,
     )
     texts_raw = [it.text for it in items]
 
@@ -368,7 +432,8 @@ def read_folder(
         for p, it in zip(paths, items):
             if not p.is_file():
                 raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
-        images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize)
+        images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize,
+                            max_pixels=max_image_pixels)
         if load_images == "eager":
             images = images.to_numpy()
     splits = [it.split for it in items] if items[0].split is not None else None

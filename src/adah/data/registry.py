@@ -64,7 +64,7 @@ TEXT_FEATURE_OPTIONS = ("text_features", "text_max_tokens")
 # options read by make_split, not by the readers
 _SPLIT_OPTIONS = ("protocol", "split_map", "use_split_column")
 # options of the folder reader that make_split needs to find and parse the split column
-_FOLDER_SPLIT_FIELDS = ("image_field", "text_field", "labels_field", "label_sep", "delimiter")
+_FOLDER_SPLIT_FIELDS = ("image_field", "text_field", "labels_field", "label_sep", "delimiter", "encoding")
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> Path:
@@ -124,7 +124,8 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
 
     ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
-    maps replace the images, after checking it was made from this dataset.
+    maps replace the images, after checking it was made from this dataset; null or "" means no
+    cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config.
     ``options.text_features``: a folder for the MiniLM token embeddings of the texts
     (:mod:`adah.text_features`; made on first use, reused after), at most
     ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
@@ -136,9 +137,11 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
         rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
         return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
                                  max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-    if isinstance(cfg.options, dict) and cfg.options.get("features"):
+    if isinstance(cfg.options, dict) and "features" in cfg.options:
         from adah.features import attach_cache, without_cache
 
+        if not cfg.options["features"]:
+            return load_dataset(without_cache(cfg))
         return attach_cache(load_dataset(without_cache(cfg)), cfg.options["features"])
     if cfg.name == "scenes":
         from adah.data.scenes import ScenesConfig, make_scenes

@@ -32,6 +32,7 @@ from adah.data.dcmh import (
     check_matrix,
     check_values,
     is_hdf5,
+    load_v5,
     mat_variables,
     read_mat,
     require_file,
@@ -115,12 +116,10 @@ def _read_data(path: Path, hdf5_order: str, text_dim: int | None, check_sizes: b
 def _read_roph(path: Path, text_dim: int | None, check_sizes: bool, on_empty: str):
     if is_hdf5(path):
         raise AdahError(f"{path}: expected the MATLAB v5 RoPH file (struct 'data'), found an HDF5 / v7.3 file")
-    import scipy.io
-
     found = mat_variables(path)
     if "data" not in found:
         raise AdahError(f"{path}: no variable 'data'; variables found: {found}")
-    data = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False, variable_names=["data"])["data"]
+    data = load_v5(path, squeeze_me=True, struct_as_record=False, variable_names=["data"])["data"]
     fields = list(getattr(data, "_fieldnames", []))
     for name in ("X1", "X2", "Y", "split"):
         if name not in fields:

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
@@ -29,6 +28,8 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
+from adah.locks import exclusive, lock_file_beside
+from adah.progress import progress_bar
 from adah.models import ADAH, binarize
 
 ROW_SETS = ("all", "query", "retrieval", "train", "val")
@@ -90,10 +91,13 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
     image_field = options.get("image_field", "image")
     text_field = options.get("text_field", "text")
     suffix = list_file.suffix.lower()
+    encoding = options.get("encoding", "utf-8")
     if suffix in (".jsonl", ".ndjson"):
-        rows = [row for _, row in _jsonl_rows(list_file)]
+        rows = [row for _, row in _jsonl_rows(list_file, encoding)]
     else:
-        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","))]
+        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","),
+                                             encoding)]
+    id_field = options.get("id_field", "id")
 
     def record(i: int) -> dict:
         raw = rows[i]
@@ -103,7 +107,8 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
         captions = raw.get("captions")
         caption = captions[0] if isinstance(captions, list) and captions and isinstance(captions[0], str) else text
         image = raw.get(image_field) if image_field else None
-        return {"id": str(raw.get("id", i + 1)), "image": image if isinstance(image, str) else None,
+        item_id = str(raw.get(id_field, i + 1) if id_field else i + 1).strip()
+        return {"id": item_id, "image": image if isinstance(image, str) else None,
                 "text": text if isinstance(text, str) else None, "caption": caption}
 
     return record, list_file.parent.resolve()
@@ -266,7 +271,7 @@ def build_index(
     model.eval()
 
     def batches():
-        bar = tqdm(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
+        bar = progress_bar(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
         for start in range(0, len(coll.rows), batch_size):
             batch = coll.rows[start : start + batch_size]
             codes = {}
@@ -315,6 +320,14 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     if bad or not modalities:
         raise AdahError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
     nbytes = code_bytes(bits)
+    with exclusive(lock_file_beside(out), f"index {out}"):  # one build of a destination at a time
+        store.remove_stale_builds(out)  # left by a build that was killed: its owner is gone (we hold the lock)
+        return _write_locked(out, batches, bits=bits, nbytes=nbytes, modalities=modalities, model=model,
+                             collection=collection, vocabulary=vocabulary, fingerprint=fingerprint)
+
+
+def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tuple[str, ...], model: dict,
+                  collection: dict, vocabulary: dict | None, fingerprint: str) -> dict:
     staging = store.StagingFolder(out)
     try:
         writers = {m: store.BinaryWriter(staging.path / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,

@@ -34,6 +34,7 @@ import torch
 
 from adah.data.vocab import Vocabulary, tokenize
 from adah.errors import AdahError
+from adah.images import ImageTooLarge, open_image
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, make_backend, pack_pm1
 from adah.models import binarize
@@ -535,16 +536,16 @@ def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:
         else:
             raise ImageQueryError(f"an image query must be a path, bytes, a PIL image or an array, "
                                   f"got {type(image).__name__}")
-        with Image.open(source) as im:
+        with open_image(source, max_pixels=MAX_IMAGE_PIXELS, what=what) as im:
             w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageQueryError(f"{what}: {w}x{h} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed")
             if w < 1 or h < 1:
                 raise ImageQueryError(f"{what}: empty image ({w}x{h})")
             im.load()
             return _resize(im.convert("RGB"), size, resize)
     except ImageQueryError:
         raise
+    except ImageTooLarge as exc:
+        raise ImageQueryError(str(exc)) from None
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         what = "the uploaded image" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)[:200]
         raise ImageQueryError(f"cannot read {what} as an image ({type(exc).__name__}: {exc})") from None

@@ -315,6 +315,18 @@ def check_destination(out: Path, *, overwrite: bool = True) -> None:
         raise AdahError(f"{out}: a non-empty folder that is not an adah index; refusing to replace it")
 
 
+def remove_stale_builds(out: Path) -> list[Path]:
+    """Remove the hidden staging (``.NAME.building-*``) and replaced (``.NAME.old-*``) folders
+    :class:`StagingFolder` leaves beside ``out`` when its process is killed. Call it only while
+    holding the destination's lock (no other build of ``out`` can be running then)."""
+    out = Path(out)
+    stale = [p for pattern in (f".{out.name}.building-*", f".{out.name}.old-*") for p in out.parent.glob(pattern)
+             if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 class StagingFolder:
     """A hidden folder beside ``out``; ``commit()`` moves it into place atomically."""
 

@@ -17,8 +17,9 @@ HTML page.
 Every error is a JSON body ``{"error": message, "status": code}`` with a 4xx code: 400 empty or
 malformed input, 404 unknown path or row, 413 body or image over :class:`Limits`, 415 wrong
 content type, 422 a value out of range or a query the model cannot answer (the AdahError text,
-e.g. no query word in the vocabulary). Model calls are serialized by a lock: on a few CPU cores
-concurrent forward passes only compete for the same cores.
+e.g. no query word in the vocabulary). Anything unexpected is answered with the same shape and
+status 500, naming no internals (the traceback goes to the server log). Model calls are
+serialized by a lock: on a few CPU cores concurrent forward passes only compete for the same cores.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -42,9 +44,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from adah.errors import AdahError
+from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image, reduced_rgb
 from adah.index import ImageQueryError
 from adah.index.core import MAX_IMAGE_PIXELS
 
+log = logging.getLogger("adah.serve")
 TARGETS = ("image", "text")
 TEXT_FIELDS = ("text", "k", "target")
 ATTENTION_FORMATS = ("png", "json")
@@ -91,6 +95,11 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
     async def _http_error(_request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):  # last resort: never a traceback or a path in the answer
+        log.error("unexpected %s in a request", type(exc).__name__, exc_info=exc)
+        return error_response(500, "internal error: the request could not be answered")
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
@@ -107,12 +116,22 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         except AdahError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @lru_cache(maxsize=4096)
-    def thumbnail(row: int, size: int) -> bytes:
+    thumbnail_lock = threading.Lock()  # one image decoded at a time: memory stays bounded under load
+
+    @lru_cache(maxsize=64)
+    def thumbnail_source(row: int):
         path = index.item(row).get("image_path")
         if not path:
             raise HTTPException(404, f"row {row} has no image file to show")
-        return thumbnail_png(path, size)
+        return reduced_image(path, THUMBNAIL_SIZES[1])
+
+    @lru_cache(maxsize=4096)
+    def cached_thumbnail(row: int, size: int) -> bytes:
+        return thumbnail_png(thumbnail_source(row), size)
+
+    def thumbnail(row: int, size: int) -> bytes:
+        with thumbnail_lock:
+            return cached_thumbnail(row, size)
 
     # word-level text attention (minilm): every text answer says which query words G keeps
     explain_words = getattr(getattr(getattr(index, "model", None), "cfg", None), "text_encoder", "bow_mlp") != "bow_mlp"
@@ -211,8 +230,10 @@ def parse_json_object(body: bytes) -> dict:
         raise HTTPException(400, "empty request body: send JSON {\"text\": ..., \"k\": 10, \"target\": \"image\"}")
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise HTTPException(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(payload, dict):
         raise HTTPException(400, f"request body must be a JSON object, got {type(payload).__name__}")
     return payload
@@ -223,6 +244,10 @@ def check_text(text, limits: Limits) -> str:
         raise HTTPException(422, "missing field 'text'")
     if not isinstance(text, str):
         raise HTTPException(422, f"'text' must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (\ud800) is valid JSON but not text
+        raise HTTPException(400, f"'text' is not valid Unicode: a lone surrogate at position {exc.start}") from None
     text = text.strip()
     if not text:
         raise HTTPException(400, "empty query text")
@@ -236,15 +261,23 @@ def check_k(k, limits: Limits) -> int:
         try:
             k = int(k.strip())
         except ValueError:
-            raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}") from None
+            raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {_short(k)}") from None
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limits.max_k:
-        raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {k!r}")
+        raise HTTPException(422, f"k must be an integer in 1..{limits.max_k}, got {_short(k)}")
     return k
 
 
+def _short(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an echoed 5,000-digit k stays short)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_target(target) -> str:
-    if target not in TARGETS:
-        raise HTTPException(422, f"target must be one of {list(TARGETS)}, got {target!r}")
+    if not isinstance(target, str) or target not in TARGETS:
+        raise HTTPException(422, f"target must be one of {list(TARGETS)}, got {_short(target)}")
     return target
 
 
@@ -303,16 +336,27 @@ def decode_image(data: bytes, max_pixels: int):
         raise HTTPException(400, f"could not decode the upload as an image ({type(exc).__name__}: {exc})") from None
 
 
-def thumbnail_png(path: str, size: int) -> bytes:
-    """The image file at ``path`` centre-cropped to a square and resized to ``size``, as PNG;
-    404 when it is gone or unreadable."""
-    from PIL import Image, ImageOps
+def reduced_image(path: str, side: int):
+    """The image file at ``path`` decoded to RGB, reduced while decoding to about ``side`` pixels on
+    its shorter side (:func:`adah.images.reduced_rgb`): what every thumbnail of it is cut from, so
+    a 10000 x 10000 photo is decoded once, not once per size. 404 when it is gone, unreadable or
+    over :data:`adah.images.DEFAULT_MAX_PIXELS`."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            square = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+        with open_image(path, max_pixels=DEFAULT_MAX_PIXELS, what="the image of this row") as image:
+            return reduced_rgb(image, side)
+    except ImageTooLarge as exc:
+        raise HTTPException(404, f"{str(exc).split(' (option')[0]}: too large to show") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise HTTPException(404, f"the image of this row cannot be read ({type(exc).__name__})") from None
+
+
+def thumbnail_png(image, size: int) -> bytes:
+    """``image`` (RGB) centre-cropped to a square and resized to ``size``, as PNG."""
+    from PIL import Image, ImageOps
+
+    square = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     square.save(buf, format="PNG")
     return buf.getvalue()
