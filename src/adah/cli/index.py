@@ -60,6 +60,45 @@ def info_cmd(
                "file's checksum matches")
 
 
+@index_app.command("add")
+@_friendly_errors
+def add_cmd(
+    index: Path = typer.Option(..., help="An index folder to add items to (a new version, written atomically)."),
+    data: str = typer.Option(..., help="The new items: a folder or list file in the folder format, or a dataset name."),
+    rows: str = typer.Option("all", help="all | query | retrieval | train | val (a part of the split)."),
+    split: Optional[Path] = typer.Option(None, help="Split JSON for --rows."),
+    model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with; its "
+                                         "fingerprint must match)."),
+    batch_size: int = typer.Option(256, min=1, help="Items encoded per batch (bounds memory)."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Encode new items with the index's own model and append them (ids must be new)."""
+    from adah.index.update import add_items
+
+    result = add_items(index, data, rows=rows, split=split, model=model or "auto", batch_size=batch_size,
+                       device=device, progress=not quiet)
+    typer.echo(f"added {result.added:,} items in {result.seconds:.1f}s: {result.count:,} items now "
+               f"(generation {result.generation})")
+
+
+@index_app.command("remove")
+@_friendly_errors
+def remove_cmd(
+    index: Path = typer.Option(..., help="An index folder to remove items from (a new version, written atomically)."),
+    ids: str = typer.Option(..., help="Comma-separated item ids (the 'id' of each hit)."),
+) -> None:
+    """Drop items by id (every id must be in the index)."""
+    from adah.index.update import remove_items
+
+    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    if not wanted:
+        raise AdahError("--ids: give at least one item id (comma-separated)")
+    result = remove_items(index, wanted)
+    typer.echo(f"removed {result.removed:,} items in {result.seconds:.1f}s: {result.count:,} items now "
+               f"(generation {result.generation})")
+
+
 app.add_typer(index_app, name="index")
 
 

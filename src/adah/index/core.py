@@ -161,6 +161,8 @@ class Index:
         root = coll.get("image_root")
         self.image_root = Path(root) if root else None
         self._image_resize = coll.get("image_resize", "stretch")
+        self._stamp: tuple | None = None
+        self._load_options: dict = {"backend": backend, "device": str(self.device), **backend_options}
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -174,6 +176,7 @@ class Index:
         from adah.runtime import resolve_device
 
         folder = Path(path)
+        stamp = store.version_stamp(folder)
         manifest = store.read_manifest(folder)
         bits, count, fingerprint = manifest["bits"], manifest["count"], manifest["model"].get("fingerprint")
         if not isinstance(fingerprint, str) or not isinstance(bits, int) or bits < 1 or count < 0:
@@ -197,14 +200,23 @@ class Index:
             vocab = Vocabulary.from_dict(manifest["vocabulary"], source=f"{folder / store.MANIFEST} (vocabulary)")
         dev = resolve_device(device)
         net = None
-        if model is not None:
-            net = _load_model_for(folder, manifest, model, dev, vocab)
+        if isinstance(model, torch.nn.Module):  # a loaded model (Index.reload): same fingerprint
+            from adah.index.build import model_fingerprint
+
+            if model_fingerprint(model) != fingerprint:
+                raise AdahError(f"{folder}: the index was rebuilt with another model; load it again with its model")
+            net = model
+        elif model is not None:
+            net = _load_model_for(folder, manifest, model, dev, vocab)[0]
         try:
-            return cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
-                       device=dev, backend=backend, **backend_options)
+            index = cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
+                        device=dev, backend=backend, **backend_options)
         except BaseException:
             meta.close()
             raise
+        index._stamp = stamp
+        index._load_options = {"device": device, "backend": backend, "verify": verify, **backend_options}
+        return index
 
     @classmethod
     def from_codes(cls, *, bits: int, image=None, text=None, packed: bool = True, meta: list[dict] | None = None,
@@ -216,6 +228,23 @@ class Index:
             if c is not None:
                 codes[name] = check_packed(c, bits, f"{name} codes") if packed else pack_pm1(c, bits, f"{name} codes")
         return cls(bits=bits, codes=codes, meta=meta, backend=backend, **backend_options)
+
+    def changed_on_disk(self) -> bool:
+        """True when the folder now holds another version than the one loaded (``adah index
+        add/remove`` or a rebuild swapped a new one in); a cheap ``stat`` of its manifest."""
+        if self.path is None or self._stamp is None:
+            return False
+        return store.version_stamp(self.path) != self._stamp
+
+    def reload(self) -> "Index":
+        """The folder's current version as a new Index, loaded with the same options; the model
+        already in memory is reused when the fingerprint is unchanged (add/remove keep it)."""
+        if self.path is None:
+            raise AdahError("this index was made in memory (from_codes); there is nothing to reload")
+        same = (self.model is not None and
+                store.read_manifest(self.path)["model"].get("fingerprint") == self.manifest["model"].get("fingerprint"))
+        model = self.model if same else ("auto" if self.model is not None else None)
+        return type(self).load(self.path, model=model, **self._load_options)
 
     def close(self) -> None:
         if isinstance(self._meta, store.MetaReader):
@@ -266,6 +295,7 @@ class Index:
             "collection": {"name": coll.get("name"), "source": coll.get("source"),
                            "label_names": list(self.label_names), "has_image_files": self.image_root is not None},
             "created": self.manifest.get("created"), "adah_version": self.manifest.get("adah_version"),
+            "generation": int(self.manifest.get("generation") or 0),
             "can_search": {"text": self.model is not None and self.vocabulary is not None,
                            "image": self.model is not None and self.model.has_image_branch},
         }
@@ -434,6 +464,8 @@ class Index:
 
 
 def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, vocab: Vocabulary | None):
+    """(model, config, checkpoint payload, checkpoint path) of the index's model, after checking
+    its fingerprint and vocabulary against the manifest."""
     from adah.checkpoint import load_model, text_vocabulary_of
     from adah.index.build import model_fingerprint
 
@@ -442,7 +474,7 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     if model == "auto" and (not recorded or not path.is_file()):
         raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
                         "explicitly (--model / Index.load(..., model=PATH))")
-    net, _, payload = load_model(path, device)
+    net, cfg, payload = load_model(path, device)
     got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
     if got != want:
         raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
@@ -450,7 +482,7 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     saved = text_vocabulary_of(payload, str(path))
     if saved is not None and vocab is not None and saved.tokens != vocab.tokens:
         raise AdahError(f"{path}: its text vocabulary differs from the one stored in the index {folder}")
-    return net
+    return net, cfg, payload, path
 
 
 def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:
