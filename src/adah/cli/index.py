@@ -31,14 +31,32 @@ def build_cmd(
                                    "--set data.num_items=500 (repeatable)."),
     force: bool = typer.Option(False, help="Replace an existing index in OUT."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    backend: str = typer.Option("local", help="local (codes searched in-process: faiss / numpy) | milvus (codes "
+                                "also in Milvus collections, searched there)."),
+    uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file (runs/index.db) or http://HOST:19530 "
+                                      "(default $ADAH_MILVUS_URI); credentials only in $ADAH_MILVUS_TOKEN."),
+    collection: Optional[str] = typer.Option(None, help="milvus: base name of the collections (default "
+                                             "adah_<OUT folder name>)."),
+    index_type: str = typer.Option("BIN_FLAT", help="milvus: BIN_FLAT (exact) | BIN_IVF_FLAT (approximate; a "
+                                   "Milvus server only)."),
+    nlist: int = typer.Option(1024, min=1, help="milvus BIN_IVF_FLAT: number of clusters."),
 ) -> None:
     """Encode a collection into bit-packed codes plus metadata (ids, paths, captions, labels)."""
     from adah.index import build_index
 
     mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
-    result = build_index(model, out, data=data, rows=rows, split=split, modalities=mods,
-                         overrides=_parse_sets(set_) or None, batch_size=batch_size, device=device, force=force,
-                         progress=not quiet)
+    options = dict(data=data, rows=rows, split=split, modalities=mods, overrides=_parse_sets(set_) or None,
+                   batch_size=batch_size, device=device, force=force, progress=not quiet)
+    if backend == "milvus":
+        from adah.index.milvus import build_on_milvus
+
+        result = build_on_milvus(model, out, uri=uri, name=collection, index_type=index_type, nlist=nlist, **options)
+    elif backend == "local":
+        if uri is not None or collection is not None:
+            raise AdahError("--uri and --collection are for --backend milvus")
+        result = build_index(model, out, **options)
+    else:
+        raise AdahError(f"--backend must be local or milvus, got {backend!r}")
     typer.echo(f"indexed {result.count:,} items ({', '.join(result.modalities)} codes, {result.bits} bits) in "
                f"{result.seconds:.1f}s; model fingerprint {result.fingerprint}")
     typer.echo(f"wrote {result.path}")
@@ -113,7 +131,11 @@ def search(
                                          "modality)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
-    backend: str = typer.Option("auto", help="auto | faiss | numpy (exact, identical) | multihash (approximate)."),
+    backend: str = typer.Option("auto", help="auto (milvus for an index built on Milvus, else faiss) | faiss | numpy "
+                                "(exact, identical) | multihash (approximate) | milvus."),
+    uri: Optional[str] = typer.Option(None, help="milvus: the Milvus URI (default $ADAH_MILVUS_URI, else the one "
+                                      "recorded in the index)."),
+    nprobe: Optional[int] = typer.Option(None, min=1, help="milvus BIN_IVF_FLAT: clusters probed per query."),
     nhash: Optional[int] = typer.Option(None, min=1, help="multihash: number of hash tables (substrings)."),
     hash_bits: Optional[int] = typer.Option(None, min=1, help="multihash: bits per substring (b)."),
     nflip: Optional[int] = typer.Option(None, min=0, help="multihash: bits flipped when probing (default 1)."),
@@ -127,6 +149,7 @@ def search(
     options = {k: v for k, v in (("nhash", nhash), ("b", hash_bits), ("nflip", nflip)) if v is not None}
     if options and backend != "multihash":
         raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
+    options.update({k: v for k, v in (("uri", uri), ("nprobe", nprobe)) if v is not None})
     with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image")

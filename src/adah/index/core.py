@@ -137,7 +137,8 @@ class Index:
 
     def __init__(self, *, bits: int, codes: dict[str, np.ndarray], meta=None, manifest: dict | None = None,
                  path: Path | None = None, model=None, vocabulary: Vocabulary | None = None,
-                 device: str | torch.device = "cpu", backend: str = "auto", **backend_options) -> None:
+                 device: str | torch.device = "cpu", backend: str = "auto", backends: dict | None = None,
+                 **backend_options) -> None:
         self.bits = bits
         self.manifest = manifest or {}
         self.path = path
@@ -145,17 +146,18 @@ class Index:
         self.vocabulary = vocabulary
         self.device = torch.device(device)
         self._meta = meta
-        bad = [m for m in codes if m not in TARGETS]
-        if bad or not codes:
-            raise AdahError(f"codes must be given for 'image' and/or 'text', got {sorted(codes)}")
-        counts = {m: len(c) for m, c in codes.items()}
+        sets = backends if backends is not None else codes
+        bad = [m for m in sets if m not in TARGETS]
+        if bad or not sets:
+            raise AdahError(f"codes must be given for 'image' and/or 'text', got {sorted(sets)}")
+        counts = {m: len(c) for m, c in sets.items()}
         if len(set(counts.values())) != 1:
             raise AdahError(f"every modality needs one code per item, got {counts}")
         self.count = next(iter(counts.values()))
         if meta is not None and len(meta) != self.count:
             raise AdahError(f"{len(meta)} metadata rows for {self.count} codes")
-        self.backends: dict[str, HammingBackend] = {m: make_backend(c, bits, backend, **backend_options)
-                                                    for m, c in codes.items()}
+        self.backends: dict[str, HammingBackend] = dict(backends) if backends is not None else {
+            m: make_backend(c, bits, backend, **backend_options) for m, c in codes.items()}
         coll = self.manifest.get("collection", {})
         self.label_names: list[str] = list(coll.get("label_names", []))
         root = coll.get("image_root")
@@ -184,14 +186,27 @@ class Index:
         modalities = manifest["modalities"]
         if not modalities or any(m not in store.CODE_FILES for m in modalities):
             raise store.IndexFormatError(f"{folder / store.MANIFEST}: invalid modalities {modalities!r}")
+        on_milvus = backend == "milvus" or (backend == "auto" and bool(manifest.get("milvus")))
+        # on Milvus the codes are searched there: their files are checked for size, not read
         for name in [store.CODE_FILES[m] for m in modalities] + [store.META, store.OFFSETS]:
             entry = store.check_file_entry(folder, name, manifest)
-            if verify and store.file_sha256(folder / name) != entry["sha256"]:
+            if verify and not (on_milvus and name in store.CODE_FILES.values()) and \
+                    store.file_sha256(folder / name) != entry["sha256"]:
                 raise store.IndexFormatError(f"{folder / name}: checksum mismatch: the file is corrupted; "
                                              "rebuild the index")
         nbytes = -(-bits // 8)
-        codes = {m: store.read_binary(folder / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits, row_bytes=nbytes,
-                                      count=count, fingerprint=fingerprint, verify=verify) for m in modalities}
+        codes, backends = {}, None
+        if on_milvus:
+            from adah.index import milvus
+
+            unknown = sorted(set(backend_options) - {"uri", "nprobe"})
+            if unknown:
+                raise AdahError(f"backend 'milvus' takes the options uri and nprobe, got {unknown}")
+            backends = milvus.open_backends(folder, manifest, **backend_options)
+        else:
+            codes = {m: store.read_binary(folder / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
+                                          row_bytes=nbytes, count=count, fingerprint=fingerprint, verify=verify)
+                     for m in modalities}
         meta_entry = manifest["files"][store.META]
         meta = store.MetaReader(folder, count, fingerprint, sha256=meta_entry["sha256"], size=meta_entry["bytes"],
                                 verify=False)  # its sha256 was checked above
@@ -210,7 +225,7 @@ class Index:
             net = _load_model_for(folder, manifest, model, dev, vocab)[0]
         try:
             index = cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
-                        device=dev, backend=backend, **backend_options)
+                        device=dev, backend=backend, backends=backends, **({} if on_milvus else backend_options))
         except BaseException:
             meta.close()
             raise
