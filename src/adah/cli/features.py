@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +44,8 @@ def extract_cmd(
         raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
                               progress=not quiet, max_batches=max_batches)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return
     h = result.header
     shape = " x ".join(map(str, h["shape"]))
     if result.already_complete:

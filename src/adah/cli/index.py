@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -57,6 +58,8 @@ def build_cmd(
         result = build_index(model, out, **options)
     else:
         raise AdahError(f"--backend must be local or milvus, got {backend!r}")
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return
     typer.echo(f"indexed {result.count:,} items ({', '.join(result.modalities)} codes, {result.bits} bits) in "
                f"{result.seconds:.1f}s; model fingerprint {result.fingerprint}")
     typer.echo(f"wrote {result.path}")

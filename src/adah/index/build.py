@@ -234,6 +234,11 @@ def build_index(
         raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
     store.check_destination(out, overwrite=force)
     dev = resolve_device(device)
+    from adah.distributed import DistContext
+
+    ctx = DistContext.from_env(use_cuda=dev.type == "cuda")  # torchrun --nproc_per_node N: sharded
+    if ctx.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
     model, config, payload = load_model(checkpoint, dev)
     coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides)
     data_ = coll.data
@@ -258,8 +263,22 @@ def build_index(
     label_names = list(data_.label_names) or [str(i) for i in range(data_.num_labels)]
     model.eval()
 
+    def encode(collection: Collection):
+        return encode_batches(model, collection, modalities, label_names, dev, batch_size=batch_size,
+                              progress=progress)
+
+    batches = encode(coll)
+    if ctx.enabled:  # torchrun: each process encodes a share (adah.index.sharded); rank 0 writes
+        from adah.index import sharded
+
+        batches = sharded.sharded_batches(ctx, out, fingerprint, coll, modalities, encode, batch_size)
+        if batches is None:
+            ctx.barrier()  # rank 0 writes the index
+            manifest = store.read_manifest(out)
+            return BuildResult(out, int(len(coll.rows)), bits, modalities, fingerprint, time.perf_counter() - t0,
+                               manifest)
     manifest = write_index(
-        out, encode_batches(model, coll, modalities, label_names, dev, batch_size=batch_size, progress=progress),
+        out, batches,
         bits=bits, modalities=modalities, force=force, publish=publish,
         model={"fingerprint": fingerprint, "checkpoint": str(checkpoint.resolve()), "epoch": payload.get("epoch"),
                "config": config.to_dict()},
@@ -268,6 +287,9 @@ def build_index(
                     "image_root": str(coll.image_root) if coll.image_root else None,
                     "image_resize": coll.image_resize,
                     "data_fingerprint": data_.fingerprint() if coll.same_as_training else None})
+    if ctx.enabled:
+        sharded.remove_shards(out, fingerprint, coll, modalities, batch_size)
+        ctx.barrier()
     return BuildResult(out, int(len(coll.rows)), bits, modalities, fingerprint, time.perf_counter() - t0, manifest)
 
 
