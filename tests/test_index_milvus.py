@@ -247,3 +247,36 @@ def test_milvus_options_are_validated(lite):
         backend.search(np.zeros((2, 4), np.uint8), 2)
     with pytest.raises(AdahError, match="k must be a positive integer"):
         backend.search(np.zeros((2, 8), np.uint8), 0)
+
+
+def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path):
+    """`adah serve` in a process of its own over an index on Milvus Lite (built by another
+    process: a Lite file is held by one process at a time)."""
+    import httpx2
+
+    from serve_support import Server
+
+    folder = make_folder(tmp_path / "photos")
+    out = tmp_path / "idx"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--model", str(ckpt), "--out", str(out),
+                        "--data", str(folder), "--quiet", "--backend", "milvus", "--uri", str(tmp_path / "s.db")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    srv = Server(out)
+    try:
+        info = httpx2.get(f"{srv.url}/api/info").json()
+        assert info["backend"] == "milvus" and info["count"] == 6
+        got = httpx2.post(f"{srv.url}/api/search/text", json={"text": "red_circle sunset", "k": 6}).json()["hits"]
+        with open(folder / "photos" / "p3.png", "rb") as f:
+            by_image = httpx2.post(f"{srv.url}/api/search/image", files={"image": ("p3.png", f, "image/png")},
+                                   data={"k": "6", "target": "image"}).json()["hits"]
+        thumb = httpx2.get(f"{srv.url}{got[0]['thumbnail']}")
+    finally:
+        srv.stop()
+    with Index.load(out, backend="faiss") as local:
+        want = local.search_text("red_circle sunset", k=6).hits
+        want_image = local.search_image(folder / "photos" / "p3.png", target="image", k=6).hits
+    assert [(h["id"], h["distance"]) for h in got] == [(h.id, h.distance) for h in want]
+    assert [(h["id"], h["distance"]) for h in by_image] == [(h.id, h.distance) for h in want_image]
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
