@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -60,8 +59,9 @@ def _status_mib(pid: int | str, field: str) -> float:
 
 
 def _peak_mib(children: list[int]) -> float:
-    """Peak resident memory of this process plus its children (the Milvus Lite server)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + sum(_status_mib(p, "VmHWM") for p in children)
+    """Peak resident memory of this process plus its children (the Milvus Lite server). VmHWM,
+    not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak."""
+    return _status_mib("self", "VmHWM") + sum(_status_mib(p, "VmHWM") for p in children)
 
 
 def _children() -> list[int]:

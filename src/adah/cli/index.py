@@ -36,8 +36,8 @@ def build_cmd(
                                 "also in Milvus collections, searched there)."),
     uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file (runs/index.db) or http://HOST:19530 "
                                       "(default $ADAH_MILVUS_URI); credentials only in $ADAH_MILVUS_TOKEN."),
-    collection: Optional[str] = typer.Option(None, help="milvus: base name of the collections (default "
-                                             "adah_<OUT folder name>)."),
+    collection: Optional[str] = typer.Option(None, help="milvus: base name of the collections, one per index "
+                                             "(default adah_<OUT folder name>_<hash of its path>)."),
     index_type: str = typer.Option("BIN_FLAT", help="milvus: BIN_FLAT (exact) | BIN_IVF_FLAT (approximate; a "
                                    "Milvus server only)."),
     nlist: int = typer.Option(1024, min=1, help="milvus BIN_IVF_FLAT: number of clusters."),
@@ -76,9 +76,10 @@ def info_cmd(
     from adah.index.build import describe
 
     with Index.load(index, model=None) as loaded:  # reads and verifies every file
-        manifest = loaded.manifest
-    typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False) if as_json else describe(manifest) + "\nok: every "
-               "file's checksum matches")
+        manifest, on_milvus = loaded.manifest, loaded.backend_name == "milvus"
+    ok = ("ok: the metadata checksums match and the Milvus collections match the manifest (model, bits, count, "
+          "version)" if on_milvus else "ok: every file's checksum matches")
+    typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False) if as_json else describe(manifest) + "\n" + ok)
 
 
 @index_app.command("add")

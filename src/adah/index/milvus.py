@@ -173,8 +173,14 @@ def _call(what: str, fn, *args, **kwargs):
 
 
 def default_name(out: Path) -> str:
-    """``adah_<folder name>`` with anything but letters, digits and _ replaced."""
-    return "adah_" + re.sub(r"[^A-Za-z0-9_]", "_", Path(out).name)[:100]
+    """``adah_<folder name>_<8 hex of its absolute path>`` (anything but letters, digits and _
+    replaced): two index folders of the same name elsewhere never share collections. The name
+    is recorded in the manifest, so later updates use it wherever the folder is read from."""
+    import hashlib
+
+    path = Path(out).expanduser().resolve()
+    tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"adah_{re.sub(r'[^A-Za-z0-9_]', '_', path.name)[:100]}_{tag}"
 
 
 def check_name(name: str) -> str:
