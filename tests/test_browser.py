@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from serve_support import ARTIFACTS, COCO, Server, coco_index, needs_coco
+from serve_support import ARTIFACTS, COCO, Server, coco_index, coco_milvus_index, needs_coco
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -34,9 +34,19 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(coco_index(tmp_path_factory.getbasetemp() / "coco"))
+@pytest.fixture(scope="module", params=["local", "milvus"])
+def server(request, tmp_path_factory):
+    """The page over the local index, then over the same collection on Milvus Lite."""
+    base = tmp_path_factory.getbasetemp() / "coco"
+    if request.param == "milvus":
+        from adah.index import milvus
+
+        if not milvus.available():
+            pytest.skip("pymilvus / milvus-lite not installed: pip install 'adah[milvus]' (make test installs it)")
+        srv = Server(coco_milvus_index(base))
+    else:
+        srv = Server(coco_index(base))
+    srv.backend = request.param
     yield srv
     srv.stop()
 
@@ -105,6 +115,8 @@ def screenshot(driver, name: str) -> Path:
 def test_text_and_image_queries_in_the_page(server, browser):
     browser.get(server.url + "/")
     wait(browser, lambda d: "159 items" in d.find_element(By.ID, "info").text, what="index info shown")
+    assert httpx2.get(f"{server.url}/api/info").json()["backend"] == ("milvus" if server.backend == "milvus" else
+                                                                       "faiss")
     k = browser.find_element(By.ID, "k")
     k.clear()
     k.send_keys(str(K))
@@ -122,7 +134,8 @@ def test_text_and_image_queries_in_the_page(server, browser):
     assert all(c["caption"] and c["thumb"] for c in shown)
     wait(browser, thumbnails_loaded, what="thumbnails loaded")
     assert f'{K} images for "{query}"' in browser.find_element(By.ID, "status").text
-    text_png = screenshot(browser, "search-text.png")
+    suffix = "" if server.backend == "local" else "-milvus"
+    text_png = screenshot(browser, f"search-text{suffix}.png")
 
     # image -> texts, with the attention overlay on
     browser.find_element(By.ID, "attention").click()
@@ -139,7 +152,7 @@ def test_text_and_image_queries_in_the_page(server, browser):
     wait(browser, lambda d: overlay.get_attribute("data-state") == "shown", what="attention overlay")
     assert overlay.is_displayed()
     assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 512
-    image_png = screenshot(browser, "search-image.png")
+    image_png = screenshot(browser, f"search-image{suffix}.png")
 
     # the toggle hides and shows the overlay again
     browser.find_element(By.ID, "attention").click()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +48,8 @@ def extract_cmd(
     check_output_folder(out)
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
                               progress=not quiet, max_batches=max_batches, verify=verify)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return
     h = result.header
     shape = " x ".join(map(str, h["shape"]))
     if result.already_complete:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -32,15 +33,35 @@ def build_cmd(
                                    "--set data.num_items=500 (repeatable)."),
     force: bool = typer.Option(False, help="Replace an existing index in OUT."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    backend: str = typer.Option("local", help="local (codes searched in-process: faiss / numpy) | milvus (codes "
+                                "also in Milvus collections, searched there)."),
+    uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file (runs/index.db) or http://HOST:19530 "
+                                      "(default $ADAH_MILVUS_URI); credentials only in $ADAH_MILVUS_TOKEN."),
+    collection: Optional[str] = typer.Option(None, help="milvus: base name of the collections, one per index "
+                                             "(default adah_<OUT folder name>_<hash of its path>)."),
+    index_type: str = typer.Option("BIN_FLAT", help="milvus: BIN_FLAT (exact) | BIN_IVF_FLAT (approximate; a "
+                                   "Milvus server only)."),
+    nlist: int = typer.Option(1024, min=1, help="milvus BIN_IVF_FLAT: number of clusters."),
 ) -> None:
     """Encode a collection into bit-packed codes plus metadata (ids, paths, captions, labels)."""
     from adah.index import build_index
 
     check_output_folder(out)
     mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
-    result = build_index(model, out, data=data, rows=rows, split=split, modalities=mods,
-                         overrides=_parse_sets(set_) or None, batch_size=batch_size, device=device, force=force,
-                         progress=not quiet)
+    options = dict(data=data, rows=rows, split=split, modalities=mods, overrides=_parse_sets(set_) or None,
+                   batch_size=batch_size, device=device, force=force, progress=not quiet)
+    if backend == "milvus":
+        from adah.index.milvus import build_on_milvus
+
+        result = build_on_milvus(model, out, uri=uri, name=collection, index_type=index_type, nlist=nlist, **options)
+    elif backend == "local":
+        if uri is not None or collection is not None:
+            raise AdahError("--uri and --collection are for --backend milvus")
+        result = build_index(model, out, **options)
+    else:
+        raise AdahError(f"--backend must be local or milvus, got {backend!r}")
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return
     typer.echo(f"indexed {result.count:,} items ({', '.join(result.modalities)} codes, {result.bits} bits) in "
                f"{result.seconds:.1f}s; model fingerprint {result.fingerprint}")
     typer.echo(f"wrote {result.path}")
@@ -57,9 +78,49 @@ def info_cmd(
     from adah.index.build import describe
 
     with Index.load(index, model=None) as loaded:  # reads and verifies every file
-        manifest = loaded.manifest
-    typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False) if as_json else describe(manifest) + "\nok: every "
-               "file's checksum matches")
+        manifest, on_milvus = loaded.manifest, loaded.backend_name == "milvus"
+    ok = ("ok: the metadata checksums match and the Milvus collections match the manifest (model, bits, count, "
+          "version)" if on_milvus else "ok: every file's checksum matches")
+    typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False) if as_json else describe(manifest) + "\n" + ok)
+
+
+@index_app.command("add")
+@_friendly_errors
+def add_cmd(
+    index: Path = typer.Option(..., help="An index folder to add items to (a new version, written atomically)."),
+    data: str = typer.Option(..., help="The new items: a folder or list file in the folder format, or a dataset name."),
+    rows: str = typer.Option("all", help="all | query | retrieval | train | val (a part of the split)."),
+    split: Optional[Path] = typer.Option(None, help="Split JSON for --rows."),
+    model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with; its "
+                                         "fingerprint must match)."),
+    batch_size: int = typer.Option(256, min=1, help="Items encoded per batch (bounds memory)."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Encode new items with the index's own model and append them (ids must be new)."""
+    from adah.index.update import add_items
+
+    result = add_items(index, data, rows=rows, split=split, model=model or "auto", batch_size=batch_size,
+                       device=device, progress=not quiet)
+    typer.echo(f"added {result.added:,} items in {result.seconds:.1f}s: {result.count:,} items now "
+               f"(generation {result.generation})")
+
+
+@index_app.command("remove")
+@_friendly_errors
+def remove_cmd(
+    index: Path = typer.Option(..., help="An index folder to remove items from (a new version, written atomically)."),
+    ids: str = typer.Option(..., help="Comma-separated item ids (the 'id' of each hit)."),
+) -> None:
+    """Drop items by id (every id must be in the index)."""
+    from adah.index.update import remove_items
+
+    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    if not wanted:
+        raise AdahError("--ids: give at least one item id (comma-separated)")
+    result = remove_items(index, wanted)
+    typer.echo(f"removed {result.removed:,} items in {result.seconds:.1f}s: {result.count:,} items now "
+               f"(generation {result.generation})")
 
 
 app.add_typer(index_app, name="index")
@@ -76,7 +137,11 @@ def search(
                                          "modality)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
-    backend: str = typer.Option("auto", help="auto | faiss | numpy (exact, identical) | multihash (approximate)."),
+    backend: str = typer.Option("auto", help="auto (milvus for an index built on Milvus, else faiss) | faiss | numpy "
+                                "(exact, identical) | multihash (approximate) | milvus."),
+    uri: Optional[str] = typer.Option(None, help="milvus: the Milvus URI (default $ADAH_MILVUS_URI, else the one "
+                                      "recorded in the index)."),
+    nprobe: Optional[int] = typer.Option(None, min=1, help="milvus BIN_IVF_FLAT: clusters probed per query."),
     nhash: Optional[int] = typer.Option(None, min=1, help="multihash: number of hash tables (substrings)."),
     hash_bits: Optional[int] = typer.Option(None, min=1, help="multihash: bits per substring (b)."),
     nflip: Optional[int] = typer.Option(None, min=0, help="multihash: bits flipped when probing (default 1)."),
@@ -97,6 +162,7 @@ def search(
         raise AdahError(f"--nhash, --hash-bits and --nflip are for --backend multihash, not {backend!r}")
     if text is not None:  # bytes that were not UTF-8 in argv arrive as lone surrogates: make them U+FFFD
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    options.update({k: v for k, v in (("uri", uri), ("nprobe", nprobe)) if v is not None})
     with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image", explain=explain)

@@ -4,8 +4,11 @@
   index folder (format in :mod:`adah.index.store`: versioned, checksummed, written atomically).
 * :class:`Index` (``adah search``): load it with its model; :meth:`Index.search_text`,
   :meth:`Index.search_image`, :meth:`Index.search_codes`.
+* :func:`add_items` / :func:`remove_items` (``adah index add|remove``, :mod:`adah.index.update`):
+  a new version of the folder, written atomically.
 * Backends (:mod:`adah.index.backends`): faiss ``IndexBinaryFlat`` (exact), a numpy fallback
-  with identical results, faiss ``IndexBinaryMultiHash`` (approximate, sublinear).
+  with identical results, faiss ``IndexBinaryMultiHash`` (approximate, sublinear); Milvus
+  (:mod:`adah.index.milvus`, the ``adah[milvus]`` extra), exact ``BIN_FLAT`` or ``BIN_IVF_FLAT``.
 """
 
 from adah.index.backends import BACKENDS, faiss_available, hamming_distances, numpy_knn, recall_at_k
@@ -13,9 +16,11 @@ from adah.index.build import BuildResult, build_index, model_fingerprint, write_
 from adah.index.core import (AttentionMap, Hit, ImageQueryError, Index, QueryError, SearchResult,
                              UnknownWordsError, decode_image)
 from adah.index.store import FORMAT_VERSION, IndexFormatError
+from adah.index.update import UpdateResult, add_items, remove_items
 
 __all__ = [
     "AttentionMap", "BACKENDS", "BuildResult", "FORMAT_VERSION", "Hit", "ImageQueryError", "Index",
     "IndexFormatError", "QueryError", "SearchResult", "UnknownWordsError", "build_index", "decode_image",
-    "faiss_available", "hamming_distances", "model_fingerprint", "numpy_knn", "recall_at_k", "write_index",
+    "UpdateResult", "add_items", "faiss_available", "hamming_distances", "model_fingerprint", "numpy_knn",
+    "recall_at_k", "remove_items", "write_index",
 ]

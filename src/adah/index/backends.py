@@ -20,7 +20,7 @@ import numpy as np
 
 from adah.errors import AdahError
 
-BACKENDS = ("auto", "faiss", "numpy", "multihash")
+BACKENDS = ("auto", "faiss", "numpy", "multihash", "milvus")  # milvus: adah.index.milvus
 _NUMPY_CHUNK_PAIRS = 1 << 24  # query x row pairs per numpy distance block (~128 MiB of int64)
 
 
@@ -250,6 +250,9 @@ def make_backend(packed: np.ndarray, bits: int, backend: str = "auto", **options
         raise AdahError(f"unknown search backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "multihash" and options:
         raise AdahError(f"backend {backend!r} takes no options, got {sorted(options)}")
+    if backend == "milvus":
+        raise AdahError("backend 'milvus' searches codes stored in Milvus: build the index with `adah index build "
+                        "--backend milvus --uri ...` and open it with Index.load")
     if backend == "auto":
         backend = "faiss" if faiss_available() else "numpy"
     if backend in ("faiss", "multihash") and not faiss_available():

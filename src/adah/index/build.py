@@ -230,13 +230,15 @@ def build_index(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    publish: Callable[[Path, dict], dict] | None = None,
 ) -> BuildResult:
     """Encode a collection with the model in ``checkpoint`` and write an index folder ``out``.
 
     data: None (the checkpoint's dataset), a dataset name, or a folder / list file;
     rows: ``all`` or a split part (``query``, ``retrieval``, ``train``, ``val``; the split is
     ``split`` or split.json beside the checkpoint); modalities: the code sets to write
-    (default: every one the model and the data have); force: replace an existing index."""
+    (default: every one the model and the data have); force: replace an existing index;
+    publish: see :func:`write_index` (the Milvus backend, :mod:`adah.index.milvus`)."""
     from adah.checkpoint import load_model
     from adah.runtime import resolve_device
 
@@ -246,6 +248,11 @@ def build_index(
         raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
     store.check_destination(out, overwrite=force)
     dev = resolve_device(device)
+    from adah.distributed import DistContext
+
+    ctx = DistContext.from_env(use_cuda=dev.type == "cuda")  # torchrun --nproc_per_node N: sharded
+    if ctx.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
     model, config, payload = load_model(checkpoint, dev)
     coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides)
     data_ = coll.data
@@ -270,30 +277,23 @@ def build_index(
     label_names = list(data_.label_names) or [str(i) for i in range(data_.num_labels)]
     model.eval()
 
-    def batches():
-        bar = progress_bar(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
-        for start in range(0, len(coll.rows), batch_size):
-            batch = coll.rows[start : start + batch_size]
-            codes = {}
-            if "image" in modalities:
-                images = torch.from_numpy(np.ascontiguousarray(data_.images[batch])).to(dev)
-                codes["image"] = np.packbits(binarize(model.encode_image(images)).cpu().numpy() > 0, axis=1)
-            if "text" in modalities:
-                texts = torch.from_numpy(np.asarray(data_.texts[batch], dtype=np.float32)).to(dev)
-                codes["text"] = np.packbits(binarize(model.encode_text(texts)).cpu().numpy() > 0, axis=1)
-            records = []
-            for row, lab in zip(batch, np.asarray(data_.labels[batch])):
-                rec = coll.record(int(row)) if coll.record else {"id": str(row), "image": None, "text": None,
-                                                                 "caption": None}
-                rec["row"] = int(row)
-                rec["labels"] = [label_names[c] for c in np.flatnonzero(lab)]
-                records.append(rec)
-            yield codes, records
-            bar.update(len(batch))
-        bar.close()
+    def encode(collection: Collection):
+        return encode_batches(model, collection, modalities, label_names, dev, batch_size=batch_size,
+                              progress=progress)
 
+    batches = encode(coll)
+    if ctx.enabled:  # torchrun: each process encodes a share (adah.index.sharded); rank 0 writes
+        from adah.index import sharded
+
+        batches = sharded.sharded_batches(ctx, out, fingerprint, coll, modalities, encode, batch_size)
+        if batches is None:
+            ctx.barrier()  # rank 0 writes the index
+            manifest = store.read_manifest(out)
+            return BuildResult(out, int(len(coll.rows)), bits, modalities, fingerprint, time.perf_counter() - t0,
+                               manifest)
     manifest = write_index(
-        out, batches(), bits=bits, modalities=modalities, force=force,
+        out, batches,
+        bits=bits, modalities=modalities, force=force, publish=publish,
         model={"fingerprint": fingerprint, "checkpoint": str(checkpoint.resolve()), "epoch": payload.get("epoch"),
                "config": config.to_dict()},
         vocabulary=coll.vocabulary.to_dict() if coll.vocabulary is not None else None,
@@ -301,16 +301,54 @@ def build_index(
                     "image_root": str(coll.image_root) if coll.image_root else None,
                     "image_resize": coll.image_resize,
                     "data_fingerprint": data_.fingerprint() if coll.same_as_training else None})
+    if ctx.enabled:
+        sharded.remove_shards(out, fingerprint, coll, modalities, batch_size)
+        ctx.barrier()
     return BuildResult(out, int(len(coll.rows)), bits, modalities, fingerprint, time.perf_counter() - t0, manifest)
+
+
+def encode_batches(model: ADAH, coll: Collection, modalities: tuple[str, ...], label_names: list[str],
+                   dev: torch.device, *, batch_size: int = 256, progress: bool = True):
+    """``({modality: packed codes}, [metadata dicts])`` per batch of ``coll``'s rows, encoded by
+    ``model`` (in eval mode, without gradients): what :func:`write_index` takes."""
+    data_ = coll.data
+    model.eval()
+    bar = progress_bar(total=len(coll.rows), desc=f"index {coll.name}", unit="item", disable=not progress)
+    for start in range(0, len(coll.rows), batch_size):
+        batch = coll.rows[start : start + batch_size]
+        codes = {}
+        with torch.no_grad():
+            if "image" in modalities:
+                images = torch.from_numpy(np.ascontiguousarray(data_.images[batch])).to(dev)
+                codes["image"] = np.packbits(binarize(model.encode_image(images)).cpu().numpy() > 0, axis=1)
+            if "text" in modalities:
+                texts = torch.from_numpy(np.asarray(data_.texts[batch], dtype=np.float32)).to(dev)
+                codes["text"] = np.packbits(binarize(model.encode_text(texts)).cpu().numpy() > 0, axis=1)
+        records = []
+        for row, lab in zip(batch, np.asarray(data_.labels[batch])):
+            rec = coll.record(int(row)) if coll.record else {"id": str(row), "image": None, "text": None,
+                                                             "caption": None}
+            rec["row"] = int(row)
+            rec["labels"] = [label_names[c] for c in np.flatnonzero(lab)]
+            records.append(rec)
+        yield codes, records
+        bar.update(len(batch))
+    bar.close()
 
 
 def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], list[dict]]], *, bits: int,
                 modalities: tuple[str, ...], model: dict, collection: dict, vocabulary: dict | None = None,
-                force: bool = False) -> dict:
+                force: bool = False, extra: dict | None = None,
+                publish: Callable[[Path, dict], dict] | None = None) -> dict:
     """Write an index folder from ``batches`` of ``({modality: packed codes (b, ceil(bits/8))
     uint8}, [b metadata dicts])``, streamed to disk, then moved into place atomically.
     ``model`` must hold the model's ``fingerprint``; returns the manifest. Used by
-    :func:`build_index`; also writes indexes of codes made elsewhere (benchmarks, tests)."""
+    :func:`build_index`; also writes indexes of codes made elsewhere (benchmarks, tests).
+
+    extra: more manifest fields (``generation``); publish: called with the staging folder and
+    the manifest so far once every file is written, before the folder is swapped into place;
+    returns manifest fields to add (the Milvus backend copies the codes to a new collection
+    there, so the manifest is the pointer that switches readers to it)."""
     out = Path(out)
     store.check_destination(out, overwrite=force)
     fingerprint = model.get("fingerprint")
@@ -352,12 +390,15 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
                  for name in [store.CODE_FILES[m] for m in modalities] + [store.META, store.OFFSETS]}
         from adah import __version__
 
-        manifest = store.write_manifest(staging.path, {
+        fields = {
             "format": store.FORMAT, "version": store.FORMAT_VERSION, "bits": bits, "count": meta.count,
             "modalities": list(modalities), "model": model, "vocabulary": vocabulary, "collection": collection,
             "files": files, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "adah_version": __version__,
-        })
+            "adah_version": __version__, **(extra or {}),
+        }
+        if publish is not None:
+            fields.update(publish(staging.path, fields))
+        manifest = store.write_manifest(staging.path, fields)
         staging.commit()
     except BaseException:
         staging.discard()
@@ -379,7 +420,11 @@ def describe(manifest: dict) -> str:
         f"vocabulary: {len(vocab['tokens']):,} tokens ({vocab['tokenizer']})" if vocab else "vocabulary: none (text "
         "queries are not possible)",
         f"collection: {coll.get('name')} from {coll.get('source')}; {len(coll.get('label_names', []))} labels",
-        f"created {manifest.get('created')} by adah {manifest.get('adah_version')}",
+        f"created {manifest.get('created')} by adah {manifest.get('adah_version')}; generation "
+        f"{manifest.get('generation') or 0} ({len(manifest.get('updates') or [])} add/remove recorded)",
+        *([f"codes served by Milvus: {manifest['milvus'].get('uri')} collections "
+           f"{', '.join(manifest['milvus'].get('collections', {}).values())} ({manifest['milvus'].get('index_type')})"]
+          if manifest.get("milvus") else []),
     ])
 
 

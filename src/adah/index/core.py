@@ -147,7 +147,8 @@ class Index:
 
     def __init__(self, *, bits: int, codes: dict[str, np.ndarray], meta=None, manifest: dict | None = None,
                  path: Path | None = None, model=None, vocabulary: Vocabulary | None = None,
-                 device: str | torch.device = "cpu", backend: str = "auto", **backend_options) -> None:
+                 device: str | torch.device = "cpu", backend: str = "auto", backends: dict | None = None,
+                 **backend_options) -> None:
         self.bits = bits
         self.manifest = manifest or {}
         self.path = path
@@ -155,22 +156,25 @@ class Index:
         self.vocabulary = vocabulary
         self.device = torch.device(device)
         self._meta = meta
-        bad = [m for m in codes if m not in TARGETS]
-        if bad or not codes:
-            raise AdahError(f"codes must be given for 'image' and/or 'text', got {sorted(codes)}")
-        counts = {m: len(c) for m, c in codes.items()}
+        sets = backends if backends is not None else codes
+        bad = [m for m in sets if m not in TARGETS]
+        if bad or not sets:
+            raise AdahError(f"codes must be given for 'image' and/or 'text', got {sorted(sets)}")
+        counts = {m: len(c) for m, c in sets.items()}
         if len(set(counts.values())) != 1:
             raise AdahError(f"every modality needs one code per item, got {counts}")
         self.count = next(iter(counts.values()))
         if meta is not None and len(meta) != self.count:
             raise AdahError(f"{len(meta)} metadata rows for {self.count} codes")
-        self.backends: dict[str, HammingBackend] = {m: make_backend(c, bits, backend, **backend_options)
-                                                    for m, c in codes.items()}
+        self.backends: dict[str, HammingBackend] = dict(backends) if backends is not None else {
+            m: make_backend(c, bits, backend, **backend_options) for m, c in codes.items()}
         coll = self.manifest.get("collection", {})
         self.label_names: list[str] = list(coll.get("label_names", []))
         root = coll.get("image_root")
         self.image_root = Path(root) if root else None
         self._image_resize = coll.get("image_resize", "stretch")
+        self._stamp: tuple | None = None
+        self._load_options: dict = {"backend": backend, "device": str(self.device), **backend_options}
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -184,6 +188,7 @@ class Index:
         from adah.runtime import resolve_device
 
         folder = Path(path)
+        stamp = store.version_stamp(folder)
         manifest = store.read_manifest(folder)
         bits, count, fingerprint = manifest["bits"], manifest["count"], manifest["model"].get("fingerprint")
         if not isinstance(fingerprint, str) or not isinstance(bits, int) or bits < 1 or count < 0:
@@ -191,14 +196,27 @@ class Index:
         modalities = manifest["modalities"]
         if not modalities or any(m not in store.CODE_FILES for m in modalities):
             raise store.IndexFormatError(f"{folder / store.MANIFEST}: invalid modalities {modalities!r}")
+        on_milvus = backend == "milvus" or (backend == "auto" and bool(manifest.get("milvus")))
+        # on Milvus the codes are searched there: their files are checked for size, not read
         for name in [store.CODE_FILES[m] for m in modalities] + [store.META, store.OFFSETS]:
             entry = store.check_file_entry(folder, name, manifest)
-            if verify and store.file_sha256(folder / name) != entry["sha256"]:
+            if verify and not (on_milvus and name in store.CODE_FILES.values()) and \
+                    store.file_sha256(folder / name) != entry["sha256"]:
                 raise store.IndexFormatError(f"{folder / name}: checksum mismatch: the file is corrupted; "
                                              "rebuild the index")
         nbytes = -(-bits // 8)
-        codes = {m: store.read_binary(folder / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits, row_bytes=nbytes,
-                                      count=count, fingerprint=fingerprint, verify=verify) for m in modalities}
+        codes, backends = {}, None
+        if on_milvus:
+            from adah.index import milvus
+
+            unknown = sorted(set(backend_options) - {"uri", "nprobe"})
+            if unknown:
+                raise AdahError(f"backend 'milvus' takes the options uri and nprobe, got {unknown}")
+            backends = milvus.open_backends(folder, manifest, **backend_options)
+        else:
+            codes = {m: store.read_binary(folder / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
+                                          row_bytes=nbytes, count=count, fingerprint=fingerprint, verify=verify)
+                     for m in modalities}
         meta_entry = manifest["files"][store.META]
         meta = store.MetaReader(folder, count, fingerprint, sha256=meta_entry["sha256"], size=meta_entry["bytes"],
                                 verify=False)  # its sha256 was checked above
@@ -207,14 +225,23 @@ class Index:
             vocab = Vocabulary.from_dict(manifest["vocabulary"], source=f"{folder / store.MANIFEST} (vocabulary)")
         dev = resolve_device(device)
         net = None
-        if model is not None:
-            net = _load_model_for(folder, manifest, model, dev, vocab)
+        if isinstance(model, torch.nn.Module):  # a loaded model (Index.reload): same fingerprint
+            from adah.index.build import model_fingerprint
+
+            if model_fingerprint(model) != fingerprint:
+                raise AdahError(f"{folder}: the index was rebuilt with another model; load it again with its model")
+            net = model
+        elif model is not None:
+            net = _load_model_for(folder, manifest, model, dev, vocab)[0]
         try:
-            return cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
-                       device=dev, backend=backend, **backend_options)
+            index = cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
+                        device=dev, backend=backend, backends=backends, **({} if on_milvus else backend_options))
         except BaseException:
             meta.close()
             raise
+        index._stamp = stamp
+        index._load_options = {"device": device, "backend": backend, "verify": verify, **backend_options}
+        return index
 
     @classmethod
     def from_codes(cls, *, bits: int, image=None, text=None, packed: bool = True, meta: list[dict] | None = None,
@@ -226,6 +253,23 @@ class Index:
             if c is not None:
                 codes[name] = check_packed(c, bits, f"{name} codes") if packed else pack_pm1(c, bits, f"{name} codes")
         return cls(bits=bits, codes=codes, meta=meta, backend=backend, **backend_options)
+
+    def changed_on_disk(self) -> bool:
+        """True when the folder now holds another version than the one loaded (``adah index
+        add/remove`` or a rebuild swapped a new one in); a cheap ``stat`` of its manifest."""
+        if self.path is None or self._stamp is None:
+            return False
+        return store.version_stamp(self.path) != self._stamp
+
+    def reload(self) -> "Index":
+        """The folder's current version as a new Index, loaded with the same options; the model
+        already in memory is reused when the fingerprint is unchanged (add/remove keep it)."""
+        if self.path is None:
+            raise AdahError("this index was made in memory (from_codes); there is nothing to reload")
+        same = (self.model is not None and
+                store.read_manifest(self.path)["model"].get("fingerprint") == self.manifest["model"].get("fingerprint"))
+        model = self.model if same else ("auto" if self.model is not None else None)
+        return type(self).load(self.path, model=model, **self._load_options)
 
     def close(self) -> None:
         if isinstance(self._meta, store.MetaReader):
@@ -277,6 +321,7 @@ class Index:
                            "label_names": list(self.label_names), "has_image_files": self.image_root is not None},
             "created": self.manifest.get("created"), "adah_version": self.manifest.get("adah_version"),
             "text_encoder": cfg.get("text_encoder", "bow_mlp"),
+            "generation": int(self.manifest.get("generation") or 0),
             "can_search": {"text": self.model is not None and self.text_reader is not None,
                            "image": self.model is not None and self.model.has_image_branch},
         }
@@ -485,6 +530,8 @@ class Index:
 
 
 def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, vocab: Vocabulary | None):
+    """(model, config, checkpoint payload, checkpoint path) of the index's model, after checking
+    its fingerprint and vocabulary against the manifest."""
     from adah.checkpoint import load_model, text_vocabulary_of
     from adah.index.build import model_fingerprint
 
@@ -493,7 +540,7 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     if model == "auto" and (not recorded or not path.is_file()):
         raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
                         "explicitly (--model / Index.load(..., model=PATH))")
-    net, _, payload = load_model(path, device)
+    net, cfg, payload = load_model(path, device)
     got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
     if got != want:
         raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
@@ -501,7 +548,7 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     saved = text_vocabulary_of(payload, str(path))
     if saved is not None and vocab is not None and saved.tokens != vocab.tokens:
         raise AdahError(f"{path}: its text vocabulary differs from the one stored in the index {folder}")
-    return net
+    return net, cfg, payload, path
 
 
 def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:

@@ -27,13 +27,16 @@ binary header's magic, version, kind, bits, count and fingerprint against the ma
 failure raises :class:`IndexFormatError` naming the file and what was expected and found: a
 damaged index never answers a query.
 
-Writes go to a hidden staging folder beside ``DIR`` that is renamed into place when complete
-(an existing index is moved aside first, then removed), so a reader sees the old index, the
-new one or none, never a mix or a half-written file.
+Writes go to a hidden staging folder beside ``DIR`` that is swapped into place when complete
+(``renameat2(RENAME_EXCHANGE)`` on Linux: one atomic step, then the old index is removed), so a
+reader, or a process killed at any moment, sees the old index or the new one, never a mix or a
+half-written file. ``adah index add`` / ``remove`` (:mod:`adah.index.update`) write a whole new
+version the same way; ``generation`` in the manifest counts them (absent in a fresh build: 0).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
@@ -265,6 +268,16 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def version_stamp(folder: Path) -> tuple | None:
+    """(inode, size, mtime) of ``folder/index.json``: changes whenever a new version is swapped
+    in (every write makes a new manifest file); None when there is none."""
+    try:
+        st = os.stat(Path(folder) / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
 def file_entry(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
@@ -344,7 +357,13 @@ class StagingFolder:
         if self.out.exists():
             if self.out.is_dir() and not any(self.out.iterdir()):
                 self.out.rmdir()
-            else:
+            elif self.out.is_dir() and _exchange(self.path, self.out):
+                # one atomic step: ``out`` is the new index, the staging path holds the old one;
+                # a crash at any point leaves a complete index at ``out``, old or new
+                _fsync_dir(self.out.parent)
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            else:  # no renameat2 (not Linux): two renames, with a moment where ``out`` is absent
                 old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
                 os.replace(self.out, old / "index")
         os.replace(self.path, self.out)
@@ -354,6 +373,32 @@ class StagingFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the call or
+    the file system does not support it (the caller falls back to two renames)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b} into place: {os.strerror(err)}")
 
 
 def _fsync_dir(path: Path) -> None:

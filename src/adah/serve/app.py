@@ -12,6 +12,8 @@ HTML page.
                             or the raw bytes with ``Content-Type: image/...``
 ``POST /api/attention``     an upload like the above -> PNG overlay, or JSON with ``format=json``
 ``GET /api/thumbnail/{row}`` PNG thumbnail of an indexed image file (``size``, default 128)
+``POST /api/reload``        switch to the index folder's new version now (loopback only; the
+                            service also notices one by itself within ``watch_seconds``)
 ==========================  ===============================================================
 
 Every error is a JSON body ``{"error": message, "status": code}`` with a 4xx code: 400 empty or
@@ -83,13 +85,20 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
 
 
-def create_app(index, *, limits: Limits | None = None) -> FastAPI:
-    """The service over ``index`` (an :class:`adah.index.Index`)."""
+def create_app(index, *, limits: Limits | None = None, watch_seconds: float | None = 1.0) -> FastAPI:
+    """The service over ``index`` (an :class:`adah.index.Index`). ``watch_seconds``: how often a
+    request may check whether the index folder holds a new version (``adah index add/remove``,
+    a rebuild) and switch to it without a restart; None: never (``POST /api/reload`` from
+    loopback still does)."""
     limits = limits or Limits()
     lock = threading.Lock()
     app = FastAPI(title="adah search", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.state.index, app.state.limits = index, limits
+    watcher = VersionWatcher(app, watch_seconds)
+
+    def current():
+        return watcher.current()
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request, exc: HTTPException):
@@ -119,22 +128,23 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
     thumbnail_lock = threading.Lock()  # one image decoded at a time: memory stays bounded under load
 
     @lru_cache(maxsize=64)
-    def thumbnail_source(row: int):
-        path = index.item(row).get("image_path")
-        if not path:
-            raise HTTPException(404, f"row {row} has no image file to show")
+    def thumbnail_source(path: str):
         return reduced_image(path, THUMBNAIL_SIZES[1])
 
     @lru_cache(maxsize=4096)
-    def cached_thumbnail(row: int, size: int) -> bytes:
-        return thumbnail_png(thumbnail_source(row), size)
+    def thumbnail_of(path: str, size: int) -> bytes:  # keyed by path: an index that grows keeps its cache
+        return thumbnail_png(thumbnail_source(path), size)
 
-    def thumbnail(row: int, size: int) -> bytes:
+    def thumbnail(index, row: int, size: int) -> bytes:
+        path = index.item(row).get("image_path")
+        if not path:
+            raise HTTPException(404, f"row {row} has no image file to show")
         with thumbnail_lock:
-            return cached_thumbnail(row, size)
+            return thumbnail_of(path, size)
 
-    # word-level text attention (minilm): every text answer says which query words G keeps
-    explain_words = getattr(getattr(getattr(index, "model", None), "cfg", None), "text_encoder", "bow_mlp") != "bow_mlp"
+    def explain_words(index) -> bool:
+        """Word-level text attention (minilm): every text answer says which query words G keeps."""
+        return getattr(getattr(getattr(index, "model", None), "cfg", None), "text_encoder", "bow_mlp") != "bow_mlp"
 
     def answer(result, started: float) -> dict:
         out = result.to_dict()
@@ -153,11 +163,23 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "count": len(index)}
+        return {"status": "ok", "count": len(current())}
 
     @app.get("/api/info")
     def info() -> dict:
-        return jsonable_encoder({**index.info(), "limits": dataclasses.asdict(limits)})
+        return jsonable_encoder({**current().info(), "limits": dataclasses.asdict(limits)})
+
+    @app.post("/api/reload")
+    async def reload(request: Request) -> dict:
+        """Switch to the folder's current version now (loopback clients only)."""
+        from adah.cli.serve import is_loopback
+
+        host = request.client.host if request.client else ""
+        if not is_loopback(host):
+            raise HTTPException(403, "reload is allowed from this machine only (loopback)")
+        changed = await run_in_threadpool(watcher.reload, True)
+        index = current()
+        return {"reloaded": changed, "count": len(index), "generation": int(index.info().get("generation") or 0)}
 
     @app.post("/api/search/text")
     async def search_text(request: Request) -> dict:
@@ -170,7 +192,8 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         text = check_text(payload.get("text"), limits)
         k = check_k(payload.get("k", limits.default_k), limits)
         target = check_target(payload.get("target", "image"))
-        result = await run_in_threadpool(call, index.search_text, text, k=k, target=target, explain=explain_words)
+        index = current()
+        result = await run_in_threadpool(call, index.search_text, text, k=k, target=target, explain=explain_words(index))
         return answer(result, started)
 
     @app.post("/api/search/image")
@@ -179,7 +202,7 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         upload = await read_upload(request, limits)
         k = check_k(upload.params.get("k", limits.default_k), limits)
         target = check_target(upload.params.get("target", "text"))
-        result = await run_in_threadpool(call, index.search_image, upload.image, k=k, target=target,
+        result = await run_in_threadpool(call, current().search_image, upload.image, k=k, target=target,
                                          name=upload.filename or "upload")
         result.query.update(width=upload.image.width, height=upload.image.height)
         return answer(result, started)
@@ -190,6 +213,7 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
         fmt = upload.params.get("format", "png")
         if fmt not in ATTENTION_FORMATS:
             raise HTTPException(422, f"format must be one of {list(ATTENTION_FORMATS)}, got {fmt!r}")
+        index = current()
         kind = (index.info().get("model") or {}).get("attention")
         if kind in ("none", "text"):
             raise HTTPException(422, f"this index's model has no image attention (model.attention={kind!r}), so "
@@ -205,15 +229,59 @@ def create_app(index, *, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/api/thumbnail/{row}")
     async def thumbnail_endpoint(row: int, size: int = 128) -> Response:
+        index = current()
         if not 0 <= row < len(index):
             raise HTTPException(404, f"no row {row}: the index has rows 0..{len(index) - 1}")
         lo, hi = THUMBNAIL_SIZES
         if not lo <= size <= hi:
             raise HTTPException(422, f"size must be in {lo}..{hi}, got {size}")
-        png = await run_in_threadpool(thumbnail, row, size)
+        png = await run_in_threadpool(thumbnail, index, row, size)
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     return app
+
+
+# --------------------------------------------------------------------------- new versions
+class VersionWatcher:
+    """The index the app serves, switched to the folder's new version when one appears: at most
+    every ``seconds`` a request stats the manifest (:meth:`Index.changed_on_disk`); a changed one
+    is loaded (by one thread; the others keep answering from the old version meanwhile) and
+    replaces ``app.state.index``. A version that fails to load is logged and the old one kept."""
+
+    def __init__(self, app: FastAPI, seconds: float | None) -> None:
+        self.app, self.seconds = app, seconds
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def current(self):
+        index = self.app.state.index
+        if self.seconds is not None and time.monotonic() - self._checked >= self.seconds:
+            self.reload(False)
+            index = self.app.state.index
+        return index
+
+    def reload(self, force: bool) -> bool:
+        """Load the folder's version if it changed (``force``: check now); True when switched."""
+        if not self._lock.acquire(blocking=force):
+            return False
+        try:
+            self._checked = time.monotonic()
+            old = self.app.state.index
+            if not getattr(old, "path", None) or not old.changed_on_disk():
+                return False
+            try:
+                self.app.state.index = old.reload()
+            except (AdahError, OSError) as exc:
+                import logging
+
+                logging.getLogger("adah.serve").warning("index %s changed but cannot be loaded, still serving the "
+                                                        "previous version: %s", old.path, exc)
+                if force:
+                    raise HTTPException(409, f"the new version cannot be loaded: {exc}") from None
+                return False
+            return True
+        finally:
+            self._lock.release()
 
 
 # --------------------------------------------------------------------------- request checks

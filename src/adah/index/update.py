@@ -1,0 +1,212 @@
+"""An index that grows: ``adah index add`` and ``adah index remove``.
+
+:func:`add_items` encodes new items with the index's own model (its fingerprint is checked, as
+:meth:`Index.load` does) and :func:`remove_items` drops items by id. Each writes a whole new
+version of the index folder, checksummed like a build, through the same staging folder and
+atomic swap (:class:`adah.index.store.StagingFolder`): a process killed at any moment, even by
+SIGKILL, leaves the previous version complete and loadable. The manifest's ``generation`` counts
+the versions and ``updates`` records what each did; a running ``adah serve`` notices the new
+version on its next request (:mod:`adah.serve.app`). Ids must be unique for ``remove`` to mean
+one item: ``add`` refuses an id already in the index.
+
+The old codes and metadata are streamed into the new version (a copy: O(collection) per call,
+a few seconds per million items); an index on Milvus gets a new collection the same way and the
+manifest switches readers to it (:mod:`adah.index.milvus`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from adah.errors import AdahError
+from adah.index import store
+from adah.index.build import encode_batches, load_collection, write_index
+
+COPY_CHUNK = 65_536  # rows of the old version copied per batch
+MAX_UPDATES_KEPT = 100  # entries of the manifest's ``updates`` history
+
+
+@dataclass
+class UpdateResult:
+    """What an add or remove did: the folder, items added / removed, the new count and
+    generation, and seconds taken."""
+
+    path: Path
+    added: int
+    removed: int
+    count: int
+    generation: int
+    seconds: float
+    manifest: dict
+
+
+@contextlib.contextmanager
+def update_lock(folder: Path) -> Iterator[None]:
+    """One add/remove at a time per index: an exclusive lock on a file beside the folder (two
+    updates at once would each copy the old version and one would lose the other's items)."""
+    lock_path = folder.parent / f".{folder.name}.update.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AdahError(f"{folder}: another `adah index add/remove` is updating this index; try again when it "
+                            "has finished") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_current(folder: Path):
+    """The current version, verified (codes in memory, metadata memory-mapped), without a model."""
+    from adah.index.core import Index
+
+    return Index.load(folder, model=None, backend="numpy", verify=True)
+
+
+def _old_rows(index, keep: np.ndarray | None = None) -> Iterable[tuple[dict[str, np.ndarray], list[dict]]]:
+    """The current version's codes and metadata in chunks (only rows ``keep`` when given)."""
+    rows = np.arange(len(index)) if keep is None else keep
+    for start in range(0, len(rows), COPY_CHUNK):
+        part = rows[start : start + COPY_CHUNK]
+        codes = {m: index.backends[m].codes[part] for m in index.modalities}
+        yield codes, [dict(index._meta[int(r)]) if index._meta is not None else {"id": str(r)} for r in part]
+
+
+def _history(manifest: dict, entry: dict) -> list[dict]:
+    return (list(manifest.get("updates") or []) + [entry])[-MAX_UPDATES_KEPT:]
+
+
+def _publisher(manifest: dict):
+    """The Milvus publish hook when this index lives on Milvus, else None."""
+    if not manifest.get("milvus"):
+        return None, None
+    from adah.index import milvus
+
+    target = milvus.MilvusTarget.from_manifest(manifest["milvus"])
+    return target.publish, target
+
+
+def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | np.ndarray = "all",
+              split: str | os.PathLike | None = None, model: str | os.PathLike = "auto", batch_size: int = 256,
+              device: str = "cpu", progress: bool = True) -> UpdateResult:
+    """Encode the items of ``data`` (a folder or list file in the folder format, or a dataset
+    name; ``rows``/``split`` as for :func:`build_index`) with the index's model and append them
+    to the index folder ``index`` as a new version. ``model``: ``"auto"`` (the checkpoint the
+    index names) or a checkpoint path with the same fingerprint."""
+    from adah.index.core import _load_model_for
+    from adah.runtime import resolve_device
+
+    t0 = time.perf_counter()
+    folder = Path(index)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if data is None or not str(data).strip():
+        raise AdahError("--data: give the new items (a folder or list file in the folder format, or a dataset name)")
+    store.read_manifest(folder)  # a clear error before taking the lock beside a folder that is not there
+    with update_lock(folder), _open_current(folder) as current:
+        manifest = current.manifest
+        dev = resolve_device(device)
+        net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
+        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split)
+        modalities = current.modalities
+        if "image" in modalities and not coll.data.has_images:
+            raise AdahError(f"{data}: the new items have no images but the index holds image codes")
+        if "text" in modalities and coll.data.text_dim != config.model.text_dim:
+            raise AdahError(f"{data}: the new items' texts have {coll.data.text_dim} bag-of-words columns but the "
+                            f"model reads {config.model.text_dim}")
+        if len(coll.rows) == 0:
+            raise AdahError(f"{data}: no items to add")
+        old_coll = dict(manifest["collection"])
+        label_names = list(old_coll.get("label_names") or [])
+        new_labels = list(coll.data.label_names) or [str(i) for i in range(coll.data.num_labels)]
+        label_names += [name for name in new_labels if name not in label_names]
+        old_root = old_coll.get("image_root")
+        new_root = str(coll.image_root) if coll.image_root else None
+        if old_root is None and new_root is not None:
+            old_coll["image_root"] = old_root = new_root
+        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
+
+        def new_rows():
+            for codes, records in encode_batches(net, coll, modalities, new_labels, dev, batch_size=batch_size,
+                                                 progress=progress):
+                for rec in records:
+                    rid = str(rec.get("id"))
+                    if rid in seen:
+                        raise AdahError(f"id {rid!r} is already in the index {folder}: ids must stay unique (remove "
+                                        "it first with `adah index remove`, or give the new item another id)")
+                    seen.add(rid)
+                    if rec.get("image") and new_root and new_root != old_root and not Path(rec["image"]).is_absolute():
+                        rec["image"] = str(Path(new_root) / rec["image"])
+                yield codes, records
+
+        def batches():
+            yield from _old_rows(current)
+            yield from new_rows()
+
+        generation = int(manifest.get("generation") or 0) + 1
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        old_coll["label_names"] = label_names
+        publish, target = _publisher(manifest)
+        written = write_index(
+            folder, batches(), bits=current.bits, modalities=modalities, model=manifest["model"],
+            collection=old_coll, vocabulary=manifest.get("vocabulary"), force=True, publish=publish,
+            extra={"generation": generation, "updates": _history(manifest, {
+                "op": "add", "count": len(coll.rows), "source": coll.source, "at": when})})
+    if target is not None:
+        target.drop_replaced(manifest.get("milvus"), written.get("milvus"))
+    return UpdateResult(folder, len(coll.rows), 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
+    """Drop the items whose ``id`` is in ``ids`` from the index folder ``index`` (a new
+    version). Every id must be in the index; removing every item is refused (delete the
+    folder instead)."""
+    t0 = time.perf_counter()
+    folder = Path(index)
+    if isinstance(ids, (str, bytes)):
+        raise AdahError("ids must be a list of item ids, not one string (split a comma-separated list first)")
+    ids = list(ids)
+    bad = [i for i in ids if not isinstance(i, str) or not i.strip()]
+    if not ids or bad:
+        raise AdahError(f"ids must be a non-empty list of non-empty strings, got {ids[:5]!r}")
+    wanted = set(ids)
+    store.read_manifest(folder)
+    with update_lock(folder), _open_current(folder) as current:
+        manifest = current.manifest
+        if current._meta is None:
+            raise AdahError(f"{folder}: the index has no metadata, so no ids to remove by")
+        found = np.array([str(rec.get("id")) in wanted for rec in current._meta], dtype=bool)
+        present = {str(current._meta[int(r)].get("id")) for r in np.flatnonzero(found)}
+        missing = [i for i in dict.fromkeys(ids) if i not in present]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise AdahError(f"{len(missing)} id(s) not in the index {folder}: {shown}; nothing was removed")
+        keep = np.flatnonzero(~found)
+        if len(keep) == 0:
+            raise AdahError(f"removing these ids would leave the index {folder} empty; delete the folder instead")
+        generation = int(manifest.get("generation") or 0) + 1
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        publish, target = _publisher(manifest)
+        written = write_index(
+            folder, _old_rows(current, keep), bits=current.bits, modalities=current.modalities,
+            model=manifest["model"], collection=manifest["collection"], vocabulary=manifest.get("vocabulary"),
+            force=True, publish=publish,
+            extra={"generation": generation, "updates": _history(manifest, {
+                "op": "remove", "count": int(found.sum()), "at": when})})
+        removed = int(found.sum())
+    if target is not None:
+        target.drop_replaced(manifest.get("milvus"), written.get("milvus"))
+    return UpdateResult(folder, 0, removed, written["count"], generation, time.perf_counter() - t0, written)
+
+
+__all__ = ["UpdateResult", "add_items", "remove_items"]
