@@ -100,8 +100,10 @@ def test_vgg19_layout_conv5_4_maps_pool5_fc7_and_file_weights(tmp_path):
 
 @pytest.mark.slow
 def test_adah_on_vgg19_attends_over_14x14_conv5_4_positions():
+    from adah.config import Config
+
     cfg = ModelConfig(image_backbone="vgg19", image_fc_dims=(4096, 4096), text_dim=20, text_hidden=(16, 8), bits=12)
-    model = build_model(cfg).eval()
+    model = build_model(cfg, Config().with_preset("paper").attention).eval()  # the paper's threshold 1/196
     with torch.no_grad():
         img = model.image(torch.randint(0, 256, (1, 3, 224, 224), dtype=torch.uint8))
     assert img.codes.shape == (1, 12) and img.mask.shape == (1, 1, 14, 14)
@@ -140,10 +142,10 @@ def test_feature_vector_images_use_an_mlp_and_attention_over_dimensions():
     rng = np.random.default_rng(0)
     labels = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 20)]
     feats = CrossModalData(rng.normal(size=(20, 12)).astype(np.float32), rng.random((20, 7)).astype(np.float32), labels)
-    cfg = complete_config(Config().override({"model.image_backbone": "mlp", "model.image_fc_dims": [16, 10],
+    cfg = complete_config(Config().with_preset("paper").override({"model.image_backbone": "mlp", "model.image_fc_dims": [16, 10],
                                              "model.text_hidden": [8]}), feats)
     assert cfg.model.image_dim == 12 and cfg.model.text_dim == 7
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.attention)
     out = model.image(torch.from_numpy(feats.images[:4]))
     assert out.mask.shape == (4, 10)  # attention over the 10 features E_I produces, alpha = 1/10
     assert torch.equal(out.mask, (out.probs >= 0.1).float())
