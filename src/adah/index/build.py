@@ -361,11 +361,13 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     with exclusive(lock_file_beside(out), f"index {out}"):  # one build of a destination at a time
         store.remove_stale_builds(out)  # left by a build that was killed: its owner is gone (we hold the lock)
         return _write_locked(out, batches, bits=bits, nbytes=nbytes, modalities=modalities, model=model,
-                             collection=collection, vocabulary=vocabulary, fingerprint=fingerprint)
+                             collection=collection, vocabulary=vocabulary, fingerprint=fingerprint, extra=extra,
+                             publish=publish)
 
 
 def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tuple[str, ...], model: dict,
-                  collection: dict, vocabulary: dict | None, fingerprint: str) -> dict:
+                  collection: dict, vocabulary: dict | None, fingerprint: str, extra: dict | None,
+                  publish: Callable[[Path, dict], dict] | None) -> dict:
     staging = store.StagingFolder(out)
     try:
         writers = {m: store.BinaryWriter(staging.path / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
