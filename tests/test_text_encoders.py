@@ -144,3 +144,18 @@ def test_token_cache_is_reused_without_loading_the_encoder(tmp_path, monkeypatch
         text_features.text_token_cache(texts, tmp_path / "cache", max_tokens=8, progress=False)
     with pytest.raises(AdahError, match="texts_sha256"):
         text_features.text_token_cache(texts[:2] + ["x"], tmp_path / "cache", max_tokens=6, progress=False)
+
+
+def test_explain_on_a_model_without_text_attention_is_a_clear_error():
+    """A minilm model trained with --attention none (adah fit's default) keeps every word: --explain
+    says so instead of showing a mask that does not exist."""
+    from types import SimpleNamespace
+
+    from adah.index import Index
+    from adah.index.core import QueryError
+
+    cfg = SimpleNamespace(text_encoder="minilm", text_attention=False, attention="none")
+    fake = SimpleNamespace(_need_model=lambda: None, query_tokens=lambda text: ([text], []),
+                           model=SimpleNamespace(cfg=cfg, text=SimpleNamespace(attend=lambda x: None)))
+    with pytest.raises(QueryError, match="no text attention .*attention='none'"):
+        Index.text_attention(fake, "a dog")

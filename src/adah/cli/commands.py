@@ -313,5 +313,6 @@ def fit(
     for d, v in result.map.items():
         typer.echo(f"{d.replace('2', '->').upper()} MAP {v:.4f}")
     typer.echo(f"wrote {result.checkpoint}, {result.out / 'fit.json'} and the index {result.index}")
-    typer.echo(f"search it: adah search --index {result.index} --text \"a dog on a bed\" --explain   "
+    explain = " --explain" if attention in ("text", "both") else ""
+    typer.echo(f"search it: adah search --index {result.index} --text \"a dog on a bed\"{explain}   "
                f"serve it: adah serve --index {result.index}")

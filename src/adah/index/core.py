@@ -410,6 +410,10 @@ class Index:
         if not hasattr(self.model.text, "attend") or self.model.cfg.text_encoder == "bow_mlp":
             raise QueryError("this index's model attends over hidden units of a bag-of-words MLP (bow_mlp), not over "
                              "words; train with model.text_encoder='minilm' to see which words it keeps")
+        if not self.model.cfg.text_attention:
+            raise QueryError(f"this index's model has no text attention (model.attention="
+                             f"{self.model.cfg.attention!r}): every word counts; train with --attention text or both "
+                             "to see which words G keeps")
         inputs, pieces = self.text_reader.encode([text])
         with torch.no_grad():
             att = self.model.text.attend(inputs.to(self.device))

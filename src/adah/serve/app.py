@@ -144,7 +144,8 @@ def create_app(index, *, limits: Limits | None = None, watch_seconds: float | No
 
     def explain_words(index) -> bool:
         """Word-level text attention (minilm): every text answer says which query words G keeps."""
-        return getattr(getattr(getattr(index, "model", None), "cfg", None), "text_encoder", "bow_mlp") != "bow_mlp"
+        cfg = getattr(getattr(index, "model", None), "cfg", None)
+        return getattr(cfg, "text_encoder", "bow_mlp") != "bow_mlp" and bool(getattr(cfg, "text_attention", False))
 
     def answer(result, started: float) -> dict:
         out = result.to_dict()
