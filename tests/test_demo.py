@@ -43,3 +43,6 @@ def test_demo_prints_the_table_and_writes_both_pngs(tmp_path):
         assert float(table_line.split()[-4]) == pytest.approx(saved["results"][name]["map"]["i2t"], abs=5e-5)
         assert set(saved["results"][name]["pr"]) == {"i2t", "t2i", "i2i", "t2t"}
     assert saved["results"]["ADAH (paper preset)"] != saved["results"]["ADAH (adah default)"]
+    first = json.loads((tmp_path / "both-paper" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= first["diag_object_recall"] <= 1 and 0 <= first["diag_attended_on_objects"] <= 1
+    assert (tmp_path / "both-paper" / "training.png").read_bytes()[:4] == b"\x89PNG"

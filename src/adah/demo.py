@@ -62,6 +62,24 @@ def attention_on_objects(masks: np.ndarray, object_masks: np.ndarray) -> dict[st
     }
 
 
+def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
+    """A per-epoch diagnostic for scenes: share of object pixels inside attended cells, and share
+    of the attended area on objects, on ``rows``."""
+    rows = np.asarray(rows[:256])
+
+    def diag(model) -> dict:
+        if model.image is None or model.cfg.attention not in ("image", "both"):
+            return {}
+        model.eval()
+        with torch.no_grad():
+            param = next(model.parameters())
+            att = model.image.attend(torch.from_numpy(data.images[rows]).to(param.device))
+        f = attention_on_objects(att.mask.float().cpu().numpy(), object_masks[rows])
+        return {"diag_object_recall": f["object_recall"], "diag_attended_on_objects": f["attended_object_fraction"]}
+
+    return diag
+
+
 def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0,
              num_items: int | None = None, progress: bool = True) -> DemoResult:
     out = Path(out_dir)
@@ -80,7 +98,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     for name, (variant, preset) in VARIANTS.items():
         print(f"training {name}: {cfg.train.epochs} epochs, {cfg.model.bits} bits")
         run_cfg = (cfg.with_preset(preset) if preset else cfg).override({"model.attention": variant})
-        result = train(run_cfg, data, split, out / (f"{variant}-{preset}" if preset else variant))
+        result = train(run_cfg, data, split, out / (f"{variant}-{preset}" if preset else variant),
+                       diagnostics=(object_diagnostics(data, object_masks, split.val),))
         models[name] = result.model
         q = encode(result.model, data, split.query)
         db = encode(result.model, data, split.retrieval)

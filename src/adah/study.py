@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from adah.config import PRESETS, Config
 from adah.data.base import Split
 from adah.data.registry import load_dataset, make_split
+from adah.demo import object_diagnostics
 from adah.errors import AdahError
 from adah.fileio import atomic_write_text
 
@@ -112,28 +113,6 @@ def _data(config: Config):
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = (data, masks)
     return _DATA_CACHE[key]
-
-
-def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
-    """A per-epoch diagnostic for scenes: share of object pixels inside attended cells, and share
-    of the attended area on objects, on ``rows``."""
-    import torch
-
-    from adah.demo import attention_on_objects
-
-    rows = np.asarray(rows[:256])
-
-    def diag(model) -> dict:
-        if model.image is None or model.cfg.attention not in ("image", "both"):
-            return {}
-        model.eval()
-        with torch.no_grad():
-            param = next(model.parameters())
-            att = model.image.attend(torch.from_numpy(data.images[rows]).to(param.device))
-        f = attention_on_objects(att.mask.float().cpu().numpy(), object_masks[rows])
-        return {"diag_object_recall": f["object_recall"], "diag_attended_on_objects": f["attended_object_fraction"]}
-
-    return diag
 
 
 def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str, run_dir: str,
