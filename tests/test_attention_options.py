@@ -195,3 +195,11 @@ def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
     partial = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False,
                               finished_only=True)
     assert len(partial.runs) == 5 and re.search(r"\| (\*\*)?paper(\*\*)? \(n=1\) \|", partial.table_md.read_text())
+
+
+def test_study_out_that_is_a_file_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["study", "--config", "scenes_demo", "--out", str(blocker), "--seeds", "1"])
+    assert result.exit_code == 2 and "exists and is a file" in result.output
+    assert "Traceback" not in result.output and blocker.read_text() == "not a folder"

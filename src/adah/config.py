@@ -272,12 +272,14 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "dat
 
 # The paper's G, literally: softmax over positions, alpha = 1/N, hard mask from the first step,
 # D hashes Z*f, G maximises the adversarial terms from the start, 4 E,D steps : 1 G step.
-PAPER_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
-PAPER_ATTENTION.update({"attention.gate": "softmax", "attention.temperature": 1.0, "attention.threshold": 1.0,
-                        "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
-                        "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
-                        "attention.objective": "adversarial", "attention.grad_clip": 0.0,
-                        "train.steps_min": 4, "train.steps_max": 1})
+PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "attention.threshold": 1.0,
+                   "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
+                   "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
+                   "attention.objective": "adversarial", "attention.grad_clip": 0.0,
+                   "train.steps_min": 4, "train.steps_max": 1}
+# a new field of G must say what the paper's value is, never fall back to adah's default
+assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
+    "PAPER_ATTENTION must name every AttentionConfig field"
 # adah's measured choice (the study variant ``erase_fixed_g``): the AttentionConfig defaults, D
 # hashes f, the adversarial terms train E,D on the half of the positions G's fixed, randomly
 # initialised scores leave out; G takes no step

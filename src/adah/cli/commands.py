@@ -240,9 +240,10 @@ def study(
         return
     cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
                                         **_parse_sets(set_)}).validate()
-    out = out or Path(f"runs/study-{Path(config).stem}")
-    result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
-                       jobs=jobs, split_path=split, progress=not quiet, finished_only=finished_only)
+    out = check_output_folder(out or Path(f"runs/study-{Path(config).stem}"))
+    with run_folder_lock(out):  # two studies writing into one folder would mix their runs
+        result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
+                           jobs=jobs, split_path=split, progress=not quiet, finished_only=finished_only)
     typer.echo(result.table_md.read_text())
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.png}" if result.png else ""))
 

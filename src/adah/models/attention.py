@@ -55,7 +55,8 @@ def threshold_ste(probs: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def topk_ste(scores: torch.Tensor, probs: torch.Tensor, keep: int) -> torch.Tensor:
-    """Binary mask of the ``keep`` highest ``scores`` of each row (ties to the lower index),
+    """Binary mask of the ``keep`` highest ``scores`` of each row (among equal scores, which are
+    kept is up to ``torch.topk``),
     with the straight-through gradient of :func:`threshold_ste` w.r.t. ``probs``. (B, N) -> (B, N)."""
     idx = scores.detach().topk(keep, dim=1, sorted=False).indices
     hard = torch.zeros_like(probs).scatter_(1, idx, 1.0)
