@@ -79,6 +79,9 @@ def plot_checkpoint_text_attention(
     if not spec.token_level:
         raise AdahError(f"{checkpoint}: its text attention is over the hidden units of model.text_encoder "
                         f"{spec.name!r}, not over words; a word picture needs model.text_encoder='minilm'")
+    if not config.model.text_attention:
+        raise AdahError(f"{checkpoint}: the model has no text attention (model.attention="
+                        f"{config.model.attention!r}): every word counts; train with --attention text or both")
     data = load_dataset(config.data)
     if data.raw_texts is None:
         raise AdahError(f"{checkpoint}: dataset {config.data.name!r} keeps no raw texts to show")
