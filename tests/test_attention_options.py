@@ -96,6 +96,27 @@ def test_soft_mask_is_clamped_p_times_n_and_passes_gradients():
     torch.testing.assert_close(hard(maps).mask, (hard(maps).probs * 9).clamp(0, 1))
 
 
+def test_weight_mask_is_an_attention_pooling_of_mean_one_that_can_exceed_one():
+    maps = torch.randn(2, 6, 3, 3)
+    zero = _spatial(mask="weight", init="zero")(maps)  # p uniform: w = 1, exactly none
+    torch.testing.assert_close(zero.attended, maps)
+    assert bool((zero.unattended == 0).all())
+    att = _spatial(mask="weight")
+    out = att(maps)
+    w = out.probs * 9
+    torch.testing.assert_close(out.mask, w)
+    torch.testing.assert_close(out.mask.flatten(1).mean(1), torch.ones(2))  # mean 1 per item
+    assert float(w.max()) > 1 and float(w.min()) < 1
+    torch.testing.assert_close(out.attended, w * maps)
+    torch.testing.assert_close(out.unattended, (1 - w.clamp(max=1)) * maps)  # the below-average positions
+    out.attended.sum().backward()
+    assert att.score.weight.grad.abs().sum() > 0
+    sig = _spatial(mask="weight", gate="sigmoid", init="zero")(maps)  # 2p = 1 at p = 1/2
+    torch.testing.assert_close(sig.attended, maps)
+    with pytest.raises(AdahError, match="attention.mask must be one of"):
+        AttentionConfig(mask="wide").validate()
+
+
 def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
     cfg = Config.load("scenes_demo", preset="paper")
     assert (cfg.attention.keep_fraction, cfg.attention.residual, cfg.train.steps_max) == (0.0, 0.0, 1)
@@ -123,6 +144,24 @@ def test_warmup_runs_no_g_step_before_its_epoch(scenes_small, tmp_path):
     for epoch, expect in ((0, False), (1, False), (2, True)):
         trainer.epoch = epoch
         assert any(trainer.is_max_step(s) for s in range(cycle)) is expect
+
+
+@pytest.mark.parametrize("g_batches, min_steps, g_steps", [("own", 4, 2), ("shared", 6, 3)])
+def test_g_batches_own_takes_e_d_batches_shared_does_not(scenes_small, tmp_path, g_batches, min_steps, g_steps):
+    """6 batches, cycle 2 E,D : 1 G: G's own batches leave E,D 4 of them; shared, E,D see all 6."""
+    data, split = scenes_small
+    cfg = tiny_config(**{"train.steps_min": 2, "train.steps_max": 1, "train.g_batches": g_batches,
+                         "train.max_batches_per_epoch": 6, "train.batch_size": 16})
+    trainer = Trainer(cfg, data, split, tmp_path)
+    calls = []
+    for name in ("min_step", "max_step"):
+        real = getattr(trainer, name)
+        setattr(trainer, name, lambda *b, _n=name, _r=real: calls.append(_n) or _r(*b))
+    trainer.run_epoch()
+    assert (calls.count("min_step"), calls.count("max_step")) == (min_steps, g_steps)
+    assert trainer.step == min_steps + g_steps
+    if g_batches == "shared":
+        assert calls[:3] == ["min_step", "min_step", "max_step"]
 
 
 def test_g_objective_full_and_gradient_clipping(scenes_small, tmp_path, monkeypatch):

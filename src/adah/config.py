@@ -108,6 +108,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     steps_min: int = 4  # E,D steps (minimise the full objective) per cycle
     steps_max: int = 0  # G steps (maximise the adversarial terms) per cycle; 0: G fixed (adah's default; paper: 1)
+    g_batches: str = "own"  # own: a G step takes its own batch (E,D see 4 of 5) | shared: on E,D's last batch
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA; ignored on the CPU
@@ -123,6 +124,8 @@ class TrainConfig:
                 raise AdahError(f"train.{name} must be a positive integer, got {getattr(self, name)}")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0:
             raise AdahError("train.keep_checkpoints must be >= 1 and train.checkpoint_every >= 0")
+        if self.g_batches not in ("own", "shared"):
+            raise AdahError(f"train.g_batches must be 'own' or 'shared', got {self.g_batches!r}")
         if self.steps_max < 0:
             raise AdahError(f"train.steps_max must be >= 0, got {self.steps_max}")
         if self.batch_size < 2:
@@ -135,6 +138,7 @@ class TrainConfig:
 
 ATTENTION_GATES = ("softmax", "sigmoid")
 G_OBJECTIVES = ("adversarial", "full")
+ATTENTION_MASKS = ("hard", "soft", "weight")
 
 
 @dataclass
@@ -150,7 +154,7 @@ class AttentionConfig:
     keep_fraction: float = 0.5  # > 0: keep the top ceil(rho*N) positions of each item instead of a threshold
     init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start)
     residual: float = 1.0  # lam: attended = f*(lam + (1-lam)Z); 0 = the paper's Z*f, 1 = D hashes f
-    mask: str = "hard"  # hard: binary Z with a straight-through gradient (paper) | soft: clamp(p*N, 0, 1) throughout
+    mask: str = "hard"  # hard: binary Z, straight-through gradient (paper) | soft: clamp(p*N, 0, 1) | weight: p*N (mean 1)
     soft_epochs: int = 0  # epochs with a soft mask (clamp(p*N, 0, 1) or sigmoid p) before the hard STE mask
     warmup_epochs: int = 0  # epochs of E,D alone before G's first step
     objective: str = "adversarial"  # G maximises the adversarial terms | full: also minimises the attended terms
@@ -161,8 +165,8 @@ class AttentionConfig:
             raise AdahError(f"attention.gate must be one of {ATTENTION_GATES}, got {self.gate!r}")
         if self.init not in ("random", "zero"):
             raise AdahError(f"attention.init must be 'random' or 'zero', got {self.init!r}")
-        if self.mask not in ("hard", "soft"):
-            raise AdahError(f"attention.mask must be 'hard' or 'soft', got {self.mask!r}")
+        if self.mask not in ATTENTION_MASKS:
+            raise AdahError(f"attention.mask must be one of {ATTENTION_MASKS}, got {self.mask!r}")
         if self.objective not in G_OBJECTIVES:
             raise AdahError(f"attention.objective must be one of {G_OBJECTIVES}, got {self.objective!r}")
         if self.temperature <= 0 or self.threshold <= 0:
@@ -276,7 +280,7 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                    "attention.objective": "adversarial", "attention.grad_clip": 0.0,
-                   "train.steps_min": 4, "train.steps_max": 1}
+                   "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own"}
 # a new field of G must say what the paper's value is, never fall back to adah's default
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"

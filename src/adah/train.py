@@ -1,5 +1,7 @@
 """The ADAH trainer: alternate ``steps_min`` steps minimising the full objective over E and D with
-``steps_max`` steps maximising the adversarial terms over G (4 : 1 in the paper).
+``steps_max`` steps maximising the adversarial terms over G (4 : 1 in the paper). Each step takes
+its own batch (``train.g_batches='own'``, so E,D see 4 batches of 5), or G's steps reuse the
+batch of E,D's last step (``'shared'``: E,D see every batch, as in ``none``).
 
 Writes into ``run_dir``: ``config.json``, ``split.json``, ``metrics.jsonl`` (one line per epoch:
 losses by term, mask density, learning rate, validation MAP), ``last.pt`` and ``best.pt``
@@ -266,10 +268,14 @@ class Trainer:
         batches = self._epoch_batches(st["order"])
         bar = progress_bar(total=len(batches), initial=st["pos"], desc=f"epoch {self.epoch + 1}/{tc.epochs}",
                            disable=not tc.progress or not self.dist.is_main, leave=False)
+        shared = tc.g_batches == "shared"
         while st["pos"] < len(batches):
             batch = self._batch(self.dist.shard(batches[st["pos"]]))
             stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
             self.step += 1
+            while shared and self.is_max_step(self.step):  # G's steps on the batch E,D just used
+                stats.update(self.max_step(*batch))
+                self.step += 1
             st["pos"] += 1
             for k, v in stats.items():
                 st["sums"][k] = st["sums"].get(k, 0.0) + v

@@ -18,9 +18,12 @@ here in one place (:class:`Gate`):
   starts from ``none``);
 - ``residual`` lam: attended = f * (lam + (1 - lam) Z); lam = 0 is the paper, lam = 1 hashes f
   itself and uses the mask only for the adversarial unattended part (1 - Z) f;
-- ``mask``: ``hard`` (paper: binary Z, straight-through gradient) or ``soft`` (clamp(p*N, 0, 1)
-  for the softmax, p for the sigmoid, in training and at test time); a hard mask can still be
-  soft for its first ``attention.soft_epochs`` epochs (the trainer switches it per epoch).
+- ``mask``: ``hard`` (paper: binary Z, straight-through gradient), ``soft`` (clamp(p*N, 0, 1)
+  for the softmax, p for the sigmoid, in training and at test time) or ``weight`` (w = p*N for
+  the softmax, 2p for the sigmoid: weights of mean 1 that can also raise a position above 1, an
+  attention pooling; the unattended part is (1 - min(w, 1)) * f, the positions weighted below
+  average); a hard mask can still be soft for its first ``attention.soft_epochs`` epochs (the
+  trainer switches it per epoch).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class AttentionOutput(NamedTuple):
     mask: torch.Tensor  # Z in {0, 1} (or soft in [0, 1]): (B, 1, H, W) for maps, (B, d) for vectors
     probs: torch.Tensor  # p, same shape as mask (sums to 1 over positions for the softmax gate)
 
+
+MASKS = ("hard", "soft", "weight")
 
 # exact 1/N in float64 may sit just above a float32 softmax of equal scores; this keeps uniform p
 # (zero-initialised G) fully attended without moving the threshold measurably
@@ -72,10 +77,11 @@ class Gate(nn.Module):
         super().__init__()
         if gate not in ("softmax", "sigmoid"):
             raise AdahError(f"attention.gate must be 'softmax' or 'sigmoid', got {gate!r}")
-        if mask not in ("hard", "soft"):
-            raise AdahError(f"attention.mask must be 'hard' or 'soft', got {mask!r}")
+        if mask not in MASKS:
+            raise AdahError(f"attention.mask must be one of {MASKS}, got {mask!r}")
         self.gate, self.temperature, self.threshold, self.keep_fraction = gate, temperature, threshold, keep_fraction
         self.always_soft = mask == "soft"  # soft in training and at test time
+        self.weights = mask == "weight"  # mean-1 weights p*N (2p), in training and at test time
         self.soft = False  # set by the trainer for the soft-mask epochs of a hard mask; never saved
 
     def alpha(self, n: int) -> float:
@@ -85,7 +91,9 @@ class Gate(nn.Module):
         n = scores.shape[1]
         logits = scores.float() / self.temperature
         probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
-        if self.soft or self.always_soft:
+        if self.weights:
+            mask = probs * n if self.gate == "softmax" else 2 * probs
+        elif self.soft or self.always_soft:
             mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
         elif self.keep_fraction > 0:
             mask = topk_ste(logits, probs, max(1, min(n, math.ceil(self.keep_fraction * n))))
@@ -95,9 +103,10 @@ class Gate(nn.Module):
 
 
 def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - Z) * f."""
+    """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - min(Z, 1)) * f
+    (Z is in [0, 1] but for ``mask='weight'``, where it may exceed 1)."""
     keep = mask if residual == 0 else residual + (1 - residual) * mask
-    return keep * feats, (1 - mask) * feats
+    return keep * feats, (1 - mask.clamp(max=1)) * feats
 
 
 class SpatialAttention(nn.Module):
