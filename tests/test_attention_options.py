@@ -63,6 +63,21 @@ def test_keep_fraction_fixes_the_mask_density_per_item():
     assert mask.shape == (1, 1, 4, 5) and scores.shape == (1, 1, 4, 5)
 
 
+def test_noise_draws_a_fresh_mask_each_training_step_and_none_at_test_time():
+    maps = torch.randn(4, 6, 4, 4)
+    att = _spatial(init="zero", keep_fraction=0.5, noise=1.0)
+    torch.manual_seed(1)
+    a, b = att(maps).mask, att(maps).mask
+    assert a.flatten(1).sum(1).tolist() == [8.0] * 4  # still exactly half of each item's positions
+    assert not torch.equal(a, b)  # a new draw per step
+    draws = torch.stack([att(maps).mask for _ in range(200)])
+    assert abs(float(draws.mean(0).min()) - 0.5) < 0.15 and abs(float(draws.mean(0).max()) - 0.5) < 0.15  # uniform
+    att.eval()
+    assert torch.equal(att(maps).mask, att(maps).mask)
+    with pytest.raises(AdahError, match="attention.noise"):
+        AttentionConfig(noise=-1.0).validate()
+
+
 def test_sigmoid_gate_thresholds_each_position_at_one_half_times_c():
     maps = torch.randn(3, 6, 4, 4)
     att = _spatial(gate="sigmoid")

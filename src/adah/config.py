@@ -150,6 +150,7 @@ class AttentionConfig:
 
     gate: str = "softmax"  # softmax over positions (paper) | sigmoid: one gate per position
     temperature: float = 1.0  # scores / temperature before the gate
+    noise: float = 0.0  # s > 0: s * Gumbel noise on the scores in training (a fresh mask each step)
     threshold: float = 1.0  # c: alpha = c/N (softmax; the paper's 1/N), c/2 (sigmoid)
     keep_fraction: float = 0.5  # > 0: keep the top ceil(rho*N) positions of each item instead of a threshold
     init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start)
@@ -169,6 +170,8 @@ class AttentionConfig:
             raise AdahError(f"attention.mask must be one of {ATTENTION_MASKS}, got {self.mask!r}")
         if self.objective not in G_OBJECTIVES:
             raise AdahError(f"attention.objective must be one of {G_OBJECTIVES}, got {self.objective!r}")
+        if self.noise < 0:
+            raise AdahError(f"attention.noise must be >= 0 (0: off), got {self.noise}")
         if self.temperature <= 0 or self.threshold <= 0:
             raise AdahError("attention.temperature and attention.threshold must be positive")
         if not 0.0 <= self.keep_fraction <= 1.0:
@@ -276,7 +279,8 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "dat
 
 # The paper's G, literally: softmax over positions, alpha = 1/N, hard mask from the first step,
 # D hashes Z*f, G maximises the adversarial terms from the start, 4 E,D steps : 1 G step.
-PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "attention.threshold": 1.0,
+PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "attention.noise": 0.0,
+                   "attention.threshold": 1.0,
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                    "attention.objective": "adversarial", "attention.grad_clip": 0.0,

@@ -85,6 +85,10 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "erase_fixed_g_a25": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
                            "loss.adversarial_weight": 0.25},
                           "erase_fixed_g with the adversarial terms at a quarter weight"),
+    "erase_random": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
+                      "attention.init": "zero", "attention.noise": 1.0},
+                     "erase_fixed_g without G: a uniformly random half erased, drawn afresh at every step "
+                     "(random erasing; the control for what G's fixed choice adds)"),
     "erase_fixed_g_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                             "train.steps_max": 0, "model.attention": "text"},
                            "erase_fixed_g on the text branch only (I->T_hat; the image codes see every position)"),
@@ -97,6 +101,11 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                   "attention.objective": "full", "loss.adversarial_weight": 0.0,
                                   "train.g_batches": "shared"},
                                  "soft_zero_full_w0 with G's steps on E,D's batch"),
+    "soft_zero_full_a25_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",
+                                   "attention.objective": "full", "loss.adversarial_weight": 0.25,
+                                   "train.g_batches": "shared"},
+                                  "soft_zero_full_w0_shared with E,D also minimising the adversarial terms at a "
+                                  "quarter weight (the paper's full game, damped)"),
     "pool_full_shared": ({**_PAPER, "attention.mask": "weight", "attention.init": "zero",
                           "attention.objective": "full", "train.g_batches": "shared"},
                          "pool_full with G's steps on E,D's batch"),

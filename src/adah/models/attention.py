@@ -11,6 +11,9 @@ here in one place (:class:`Gate`):
 
 - ``gate``: ``softmax`` over positions (paper) or ``sigmoid``, one independent gate per position;
 - ``temperature``: scores are divided by it before the gate;
+- ``noise`` s > 0: in training, s * Gumbel noise is added to the (tempered) scores, so the mask is
+  drawn afresh at every step (with ``keep_fraction``, a Gumbel-top-k sample from G's softmax;
+  with a zero-initialised G, uniformly random positions); at test time the mask is deterministic;
 - ``threshold`` c: alpha = c/N for the softmax, c/2 for the sigmoid;
 - ``keep_fraction`` rho > 0: keep the ceil(rho*N) highest-scoring positions of each item instead
   of a threshold (a fixed mask density, immune to the softmax growing peaky);
@@ -73,13 +76,14 @@ class Gate(nn.Module):
     threshold or fixed fraction, and hard or soft mask."""
 
     def __init__(self, *, gate: str = "softmax", temperature: float = 1.0, threshold: float = 1.0,
-                 keep_fraction: float = 0.0, mask: str = "hard") -> None:
+                 keep_fraction: float = 0.0, mask: str = "hard", noise: float = 0.0) -> None:
         super().__init__()
         if gate not in ("softmax", "sigmoid"):
             raise AdahError(f"attention.gate must be 'softmax' or 'sigmoid', got {gate!r}")
         if mask not in MASKS:
             raise AdahError(f"attention.mask must be one of {MASKS}, got {mask!r}")
         self.gate, self.temperature, self.threshold, self.keep_fraction = gate, temperature, threshold, keep_fraction
+        self.noise = noise
         self.always_soft = mask == "soft"  # soft in training and at test time
         self.weights = mask == "weight"  # mean-1 weights p*N (2p), in training and at test time
         self.soft = False  # set by the trainer for the soft-mask epochs of a hard mask; never saved
@@ -90,6 +94,9 @@ class Gate(nn.Module):
     def forward(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = scores.shape[1]
         logits = scores.float() / self.temperature
+        if self.noise > 0 and self.training:  # a fresh draw per step: Gumbel(0, 1) = -log(-log U)
+            u = torch.rand_like(logits).clamp_(1e-12, 1 - 1e-7)
+            logits = logits - self.noise * torch.log(-torch.log(u))
         probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
         if self.weights:
             mask = probs * n if self.gate == "softmax" else 2 * probs
@@ -173,7 +180,7 @@ class NoAttention(nn.Module):
 def attention_kwargs(cfg) -> dict:
     """Keyword arguments of SpatialAttention / FeatureAttention from an ``AttentionConfig``."""
     return {"init": cfg.init, "residual": cfg.residual, "gate": cfg.gate, "temperature": cfg.temperature,
-            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction, "mask": cfg.mask}
+            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction, "mask": cfg.mask, "noise": cfg.noise}
 
 
 def gates(module: nn.Module) -> list[Gate]:
