@@ -257,3 +257,24 @@ def test_study_out_that_is_a_file_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["study", "--config", "scenes_demo", "--out", str(blocker), "--seeds", "1"])
     assert result.exit_code == 2 and "exists and is a file" in result.output
     assert "Traceback" not in result.output and blocker.read_text() == "not a folder"
+
+
+def test_study_compare_ranks_variants_by_mean_validation_gap(tmp_path):
+    def study(folder, name, rows):
+        runs = [{"variant": v, "bits": 32, "seed": s, "val_map": val, "test_map_mean": test}
+                for v, seeds in rows.items() for s, (val, test) in enumerate(seeds)]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "study.json").write_text(json.dumps({"config": {"data": {"name": name}}, "runs": runs}))
+
+    study("a", "scenes", {"none": [(0.50, 0.40), (0.52, 0.42)], "x": [(0.53, 0.40), (0.55, 0.40)],
+                          "y": [(0.50, 0.50), (0.50, 0.50)], "z": [(0.9, 0.9)]})  # z: one seed of two
+    study("b", "wiki", {"none": [(0.30, 0.30)], "x": [(0.29, 0.31)], "y": [(0.31, 0.20)], "z": [(0.9, 0.9)]})
+    result = CliRunner().invoke(app, ["study-compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["x", "y"]  # z lacks seeds in one study
+    # x: scenes val +3.00, test -1.00; wiki val -1.00, test +1.00; mean val +1.00
+    assert "+3.00 / -1.00" in rows[0] and "-1.00 / +1.00" in rows[0] and rows[0].endswith("| +1.00 / +0.00 |")
+    assert "best mean validation gap: x" in result.output
+    missing = CliRunner().invoke(app, ["study-compare", str(tmp_path)])
+    assert missing.exit_code != 0 and "study.json" in missing.output and "Traceback" not in missing.output

@@ -326,3 +326,52 @@ def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     fig.legend(handles, labels, loc="center right", fontsize=7)
     fig.subplots_adjust(right=0.86)
     return finish_figure(fig, path, title, tight=False)
+
+
+def compare_studies(study_dirs: list[str | Path], bits: int = 32) -> tuple[str, str | None]:
+    """Several studies (one per data set) side by side: for every variant that every study ran
+    with all its seeds, the gap to ``none`` in validation MAP (the quantity that chooses) and in
+    test MAP (only reported), in MAP points, per data set and averaged. Returns the Markdown table
+    and the variant with the best mean validation gap (adah's rule for its default G)."""
+    studies = []
+    for d in study_dirs:
+        path = Path(d) / "study.json"
+        if not path.is_file():
+            raise AdahError(f"{path} not found: each folder must hold a finished `adah study` (study.json)")
+        try:
+            raw = json.loads(path.read_text())
+            name = raw["config"]["data"]["name"]
+            if name == "folder":
+                name = Path(str(raw["config"]["data"].get("options", {}).get("path", "folder"))).name
+            runs = [r for r in raw["runs"] if r["bits"] == bits]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise AdahError(f"{path}: not a study.json written by adah study ({exc})") from None
+        studies.append((name, runs))
+    gaps: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, runs in studies:
+        by: dict[str, list[dict]] = {}
+        for r in runs:
+            by.setdefault(r["variant"], []).append(r)
+        if "none" not in by:
+            raise AdahError(f"the {name} study has no `none` runs at {bits} bits")
+        seeds = len(by["none"])
+        base_val = float(np.mean([r["val_map"] for r in by["none"]]))
+        base_test = float(np.mean([r["test_map_mean"] for r in by["none"]]))
+        for v, rs in by.items():
+            if v != "none" and len(rs) >= seeds:
+                gaps.setdefault(v, {})[name] = (100 * (np.mean([r["val_map"] for r in rs]) - base_val),
+                                               100 * (np.mean([r["test_map_mean"] for r in rs]) - base_test))
+    names = [n for n, _ in studies]
+    complete = {v: g for v, g in gaps.items() if set(g) == set(names)}
+    ranked = sorted(complete, key=lambda v: -np.mean([complete[v][n][0] for n in names]))
+    lines = [f"Gap to `none` in MAP points at {bits} bits, mean over each study's seeds: validation "
+             "(chooses) / test (reported only); variants that every study ran with all seeds, best mean "
+             "validation gap first.", "",
+             "| variant | " + " | ".join(f"{n} val / test" for n in names) + " | mean val / test |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for v in ranked:
+        cells = [f"{complete[v][n][0]:+.2f} / {complete[v][n][1]:+.2f}" for n in names]
+        mv = np.mean([complete[v][n][0] for n in names])
+        mt = np.mean([complete[v][n][1] for n in names])
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {mv:+.2f} / {mt:+.2f} |")
+    return "\n".join(lines) + "\n", (ranked[0] if ranked else None)

@@ -248,6 +248,22 @@ def study(
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.png}" if result.png else ""))
 
 
+@app.command("study-compare")
+@_friendly_errors
+def study_compare(
+    studies: list[Path] = typer.Argument(..., help="Study folders written by adah study (one per data set)."),
+    bits: int = typer.Option(32, help="The code length to compare."),
+) -> None:
+    """Studies of several data sets side by side: each variant's gap to `none` in validation MAP
+    (which chooses) and test MAP, per data set and averaged; the best mean validation gap is
+    the rule adah's default G was chosen by."""
+    from adah.study import compare_studies
+
+    table, best = compare_studies(studies, bits=bits)
+    typer.echo(table)
+    typer.echo(f"best mean validation gap: {best}" if best else "no variant ran in every study")
+
+
 @app.command()
 @_friendly_errors
 def plot(
