@@ -70,7 +70,7 @@ def test_noise_draws_a_fresh_mask_each_training_step_and_none_at_test_time():
     a, b = att(maps).mask, att(maps).mask
     assert a.flatten(1).sum(1).tolist() == [8.0] * 4  # still exactly half of each item's positions
     assert not torch.equal(a, b)  # a new draw per step
-    draws = torch.stack([att(maps).mask for _ in range(200)])
+    draws = torch.stack([att(maps).mask.detach() for _ in range(200)])
     assert abs(float(draws.mean(0).min()) - 0.5) < 0.15 and abs(float(draws.mean(0).max()) - 0.5) < 0.15  # uniform
     att.eval()
     assert torch.equal(att(maps).mask, att(maps).mask)
@@ -133,9 +133,10 @@ def test_weight_mask_is_an_attention_pooling_of_mean_one_that_can_exceed_one():
 
 
 def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
-    cfg = Config.load("scenes_demo", preset="paper")
-    assert (cfg.attention.keep_fraction, cfg.attention.residual, cfg.train.steps_max) == (0.0, 0.0, 1)
-    default = Config.load("scenes_demo")
+    cfg = Config.load("scenes_demo", preset="paper")  # scenes_demo ships attention_pool
+    assert (cfg.attention.keep_fraction, cfg.attention.residual, cfg.attention.mask, cfg.train.steps_max,
+            cfg.train.g_batches, cfg.loss.adversarial_weight) == (0.0, 0.0, "hard", 1, "own", 1.0)
+    default = Config()
     assert (default.attention.keep_fraction, default.attention.residual, default.train.steps_max) == (0.5, 1.0, 0)
     with pytest.raises(AdahError, match="unknown preset 'papr'"):
         Config.load("scenes_demo", preset="papr")
@@ -145,11 +146,34 @@ def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
             Config().override(bad).validate()
 
 
+def test_bundled_configs_ship_the_study_choice_of_their_data_family():
+    """scenes_demo: attention_pool (scenes' best validation); wiki and the photo configs: adah's
+    erasing G on the text branch (Wiki's and fashion_products' best validation)."""
+    from adah.study import variant_config
+
+    scenes = Config.load("scenes_demo")
+    assert scenes.to_dict() == scenes.with_preset("attention_pool").to_dict()
+    assert scenes.to_dict() == variant_config(scenes, "pool_full_w0_shared", bits=32, seed=0).override(
+        {"train.progress": True}).to_dict()
+    for name in ("wiki", "coco_mini", "fashion_products"):
+        cfg = Config.load(name)
+        assert cfg.model.attention == "text"
+        assert cfg.to_dict() == cfg.with_preset("adah").to_dict()
+        # a study variant that names no branch attends on both, whatever the config says
+        assert variant_config(cfg, "erase_fixed_g", bits=32, seed=0).model.attention == "both"
+    # presets name the same keys, so one after another leaves nothing of the first
+    assert Config.load("wiki").with_preset("attention_pool").with_preset("adah").to_dict() == Config.load("wiki").to_dict()
+
+
 def test_checkpoint_config_without_attention_section_is_the_papers_g():
     raw = Config().to_dict()
     del raw["attention"]
+    del raw["train"]["g_batches"]
+    raw["train"]["steps_max"] = 0  # a key the old checkpoint holds is kept
+    raw["loss"]["adversarial_weight"] = 0.5
     cfg = config_of({"config": raw})
-    assert cfg.attention.residual == 0.0 and cfg.train.steps_max == 1
+    assert cfg.attention.residual == 0.0 and cfg.attention.keep_fraction == 0.0 and cfg.train.g_batches == "own"
+    assert cfg.train.steps_max == 0 and cfg.loss.adversarial_weight == 0.5
 
 
 def test_warmup_runs_no_g_step_before_its_epoch(scenes_small, tmp_path):

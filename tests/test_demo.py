@@ -24,6 +24,12 @@ def test_attention_on_objects_hand_case():
     assert f["object_recall"] == pytest.approx(4 / 5)
     assert f["image_object_fraction"] == pytest.approx(5 / 16)
     assert f["attended_area"] == pytest.approx(4 / 16)
+    assert f["weight_on_objects"] == 1.0  # a binary Z: the same as the attended share
+    weights = np.array([[[[3, 0.5], [0.25, 0.25]]]], dtype=np.float32)  # attention.mask='weight' (mean 1)
+    w = attention_on_objects(weights, objects)
+    # weight on object pixels: 4 pixels x 3 + 1 pixel x 0.25, of 4 x (3 + 0.5 + 0.25 + 0.25)
+    assert w["weight_on_objects"] == pytest.approx((12 + 0.25) / 16)
+    assert w["attended_object_fraction"] == 1.0 and w["attended_area"] == pytest.approx(4 / 16)  # cells above 0.5
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from adah.config import Config
+from adah.config import PRESETS, Config
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.fileio import atomic_torch_save
@@ -115,11 +115,14 @@ def text_vocabulary_of(payload: dict, source: str = "checkpoint") -> Vocabulary 
 
 
 def config_of(payload: dict, source: str = "checkpoint") -> Config:
-    """The run config saved in a checkpoint. Checkpoints written before G's choices became the
-    ``attention`` section trained the paper's literal G, so they get the ``paper`` preset."""
+    """The run config saved in a checkpoint. A key the checkpoint's config lacks (it was written
+    before the key existed) takes the ``paper`` preset's value where the preset names it, since
+    adah trained the paper's literal G until then; the keys it holds are kept as they are."""
     raw = payload["config"]
     config = Config.from_dict(raw, source=f"{source} (config)")
-    return config if "attention" in raw else config.with_preset("paper")
+    missing = {k: v for k, v in PRESETS["paper"].items()
+               if k.split(".", 1)[1] not in (raw.get(k.split(".", 1)[0]) or {})}
+    return config.override(missing) if missing else config
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ADAH, Config, dict]:

@@ -278,22 +278,34 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "dat
             "attention": AttentionConfig}
 
 # The paper's G, literally: softmax over positions, alpha = 1/N, hard mask from the first step,
-# D hashes Z*f, G maximises the adversarial terms from the start, 4 E,D steps : 1 G step.
+# D hashes Z*f, G maximises the adversarial terms from the start, 4 E,D steps : 1 G step, each on
+# its own batch, E,D minimising the adversarial terms at full weight.
 PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "attention.noise": 0.0,
                    "attention.threshold": 1.0,
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                    "attention.objective": "adversarial", "attention.grad_clip": 0.0,
-                   "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own"}
+                   "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own",
+                   "loss.adversarial_weight": 1.0}
 # a new field of G must say what the paper's value is, never fall back to adah's default
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"
-# adah's measured choice (the study variant ``erase_fixed_g``): the AttentionConfig defaults, D
-# hashes f, the adversarial terms train E,D on the half of the positions G's fixed, randomly
-# initialised scores leave out; G takes no step
+# adah's default G (the study variant ``erase_fixed_g``; on the text branch alone in the bundled
+# wiki and photo configs): the AttentionConfig defaults, D hashes f, the adversarial terms train
+# E,D on the half of the positions G's fixed, randomly initialised scores leave out; G takes no step
 ADAH_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
-ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0})
-PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_ATTENTION, "adah": ADAH_ATTENTION}
+ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batches": "own",
+                       "loss.adversarial_weight": 1.0})
+# attention pooling (the study variant ``pool_full_w0_shared``; the bundled scenes_demo config): a
+# zero-initialised G (it starts as none) whose softmax p weights the positions by p*N (mean 1, may
+# exceed 1); G's steps, on E,D's batch, minimise the attended terms and maximise the adversarial
+# terms on the positions weighted below average; E,D train on the attended codes only
+POOL_ATTENTION = {**PAPER_ATTENTION, "attention.mask": "weight", "attention.init": "zero",
+                  "attention.objective": "full", "train.g_batches": "shared", "loss.adversarial_weight": 0.0}
+PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_ATTENTION, "adah": ADAH_ATTENTION,
+                                      "attention_pool": POOL_ATTENTION}
+# every preset names the same keys, so applying one after another leaves nothing of the first
+assert all(set(p) == set(PAPER_ATTENTION) for p in PRESETS.values()), "presets must name the same keys"
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 

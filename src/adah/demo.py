@@ -47,15 +47,19 @@ def random_codes_report(query_labels: np.ndarray, db_labels: np.ndarray, bits: i
 def attention_on_objects(masks: np.ndarray, object_masks: np.ndarray) -> dict[str, float]:
     """How much of the attended area lies on category objects, against the whole image's share.
 
-    masks (n, 1, h, w) binary Z; object_masks (n, H, W) bool. Returns ``attended_object_fraction``
-    (object pixels / attended pixels), ``image_object_fraction`` and ``object_recall`` (share of
-    object pixels inside attended cells)."""
+    masks (n, 1, h, w): binary Z, or soft masks and weights (a cell counts as attended above 0.5);
+    object_masks (n, H, W) bool. Returns ``attended_object_fraction`` (object pixels / attended
+    pixels), ``weight_on_objects`` (the share of the mask's total weight that lies on object
+    pixels: equal to the former for a binary Z, the telling number for ``attention.mask='weight'``),
+    ``image_object_fraction`` and ``object_recall`` (share of object pixels inside attended cells)."""
     n, h, w = len(masks), masks.shape[-2], masks.shape[-1]
     H, W = object_masks.shape[-2:]
-    up = np.kron(masks.reshape(n, h, w), np.ones((1, H // h, W // w)))[:, :H, :W] > 0.5
+    weights = np.kron(masks.reshape(n, h, w), np.ones((1, H // h, W // w)))[:, :H, :W]
+    up = weights > 0.5
     obj = object_masks.astype(bool)
     return {
         "attended_object_fraction": float((up & obj).sum() / max(up.sum(), 1)),
+        "weight_on_objects": float((weights * obj).sum() / max(weights.sum(), 1e-12)),
         "image_object_fraction": float(obj.mean()),
         "object_recall": float((up & obj).sum() / max(obj.sum(), 1)),
         "attended_area": float(up.mean()),
@@ -75,7 +79,8 @@ def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
             param = next(model.parameters())
             att = model.image.attend(torch.from_numpy(data.images[rows]).to(param.device))
         f = attention_on_objects(att.mask.float().cpu().numpy(), object_masks[rows])
-        return {"diag_object_recall": f["object_recall"], "diag_attended_on_objects": f["attended_object_fraction"]}
+        return {"diag_object_recall": f["object_recall"], "diag_attended_on_objects": f["attended_object_fraction"],
+                "diag_weight_on_objects": f["weight_on_objects"]}
 
     return diag
 

@@ -82,10 +82,11 @@ def plot_attention_grid(
         if object_masks is not None:
             axes[i, 0].contour(object_masks[i], levels=[0.5], colors="white", linewidths=0.8)
         axes[i, 0].set_title(captions[i] if captions else "image", fontsize=7)
-        shaded = (img * (0.25 + 0.75 * up[..., None])).astype(np.uint8)
+        keep = np.clip(up, 0, 1)  # attention.mask='weight' gives weights above 1
+        shaded = (img * (0.25 + 0.75 * keep[..., None])).astype(np.uint8)
         axes[i, 1].imshow(shaded)
-        axes[i, 1].contour(up, levels=[0.5], colors="yellow", linewidths=1.0)
-        axes[i, 1].set_title(f"mask Z ({masks[i].mean():.0%} attended)", fontsize=7)
+        axes[i, 1].contour(keep, levels=[0.5], colors="yellow", linewidths=1.0)
+        axes[i, 1].set_title(f"mask Z ({(masks[i] > 0.5).mean():.0%} attended)", fontsize=7)
         axes[i, 2].imshow(probs[i], cmap="magma")
         axes[i, 2].set_title("attention p", fontsize=7)
         for ax in axes[i]:
@@ -108,7 +109,8 @@ TRAINING_PANELS = (
     ("mask positions changed since last epoch", [("diag_changed_image", "image"), ("diag_changed_text", "text")]),
     ("G's gain per G step", [("g_gain", "adversarial terms, after - before"), ("adversarial_max", "G objective")]),
     ("object pixels attended (scenes)", [("diag_object_recall", "share of object pixels attended"),
-                                         ("diag_attended_on_objects", "share of attended area on objects")]),
+                                         ("diag_attended_on_objects", "share of attended area on objects"),
+                                         ("diag_weight_on_objects", "share of G's weight on objects")]),
 )
 
 

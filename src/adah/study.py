@@ -34,6 +34,7 @@ from adah.fileio import atomic_write_text
 
 _PAPER = PRESETS["paper"]
 _ADAH = PRESETS["adah"]
+_POOL = PRESETS["attention_pool"]
 
 # name -> (overrides on top of the config, what it tests). Every variant but ``none`` and
 # ``adah`` starts from the paper's literal G and changes one or two of its open choices.
@@ -113,7 +114,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                              "attention.objective": "full", "loss.adversarial_weight": 0.0,
                              "train.g_batches": "shared"},
                             "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "adah's default G (the measured choice)"),
+    "adah": (_ADAH, "adah's default G: erase_fixed_g (the bundled wiki and photo configs use it on the text branch)"),
+    "adah_text": ({**_ADAH, "model.attention": "text"}, "adah's default G on the text branch alone (= erase_fixed_g_text)"),
+    "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared; the bundled scenes_demo config)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
                     "erase_fixed_g")
@@ -130,10 +133,13 @@ class StudyResult:
 
 
 def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Config:
+    """``config`` with the variant's overrides; a variant that names no ``model.attention``
+    attends on both branches, whatever the config says, so a variant means the same on every
+    config (the bundled wiki and photo configs attend on the text branch alone)."""
     if variant not in VARIANTS:
         raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return config.override({**VARIANTS[variant][0], "model.bits": bits, "train.seed": seed,
-                            "train.progress": False}).validate()
+    return config.override({"model.attention": "both", **VARIANTS[variant][0], "model.bits": bits,
+                            "train.seed": seed, "train.progress": False}).validate()
 
 
 _DATA_CACHE: dict = {}

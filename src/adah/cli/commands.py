@@ -40,7 +40,7 @@ def demo(
     for name, f in result.attention_on_objects.items():
         typer.echo(f"\n{name} image mask: {f['attended_object_fraction']:.1%} of the attended area lies on objects "
                    f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
-                   f"pixels are attended)")
+                   f"pixels are attended; {f['weight_on_objects']:.1%} of G's weight lies on objects)")
     typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {result.attention_png} (and attention_paper.png)"
                f"\nwrote {result.results_json}")
 
