@@ -54,6 +54,7 @@ def coco_mobilenet_run(base: Path) -> dict:
 
     base.mkdir(parents=True, exist_ok=True)
     raw = Config.load("coco_mini").to_dict()
+    raw["model"]["attention"] = "both"  # the shipped config attends on text only; the page's overlay needs image attention
     raw["data"]["options"]["features"] = str(base / "cache")
     cfg_file = base / "coco_mini.json"
     cfg_file.write_text(json.dumps(raw))
