@@ -238,8 +238,9 @@ def study(
     from adah.study import DEFAULT_VARIANTS, VARIANTS, run_study
 
     if list_variants:
+        width = max(len(name) for name in VARIANTS)
         for name, (_, about) in VARIANTS.items():
-            typer.echo(f"{name:<16}{about}")
+            typer.echo(f"{name:<{width}}  {about}")
         return
     cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
                                         **_parse_sets(set_)}).validate()
