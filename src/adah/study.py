@@ -117,6 +117,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "adah": (_ADAH, "adah's default G: erase_fixed_g (the bundled wiki and photo configs use it on the text branch)"),
     "adah_text": ({**_ADAH, "model.attention": "text"}, "adah's default G on the text branch alone (= erase_fixed_g_text)"),
     "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared; the bundled scenes_demo config)"),
+    "attention_pool_text": ({**_POOL, "model.attention": "text"},
+                            "attention_pool on the text branch alone (where its weights move most)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
                     "erase_fixed_g")
