@@ -290,8 +290,8 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
 # a new field of G must say what the paper's value is, never fall back to adah's default
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"
-# adah's default G (the study variant ``erase_fixed_g``; on the text branch alone in the bundled
-# wiki and photo configs): the AttentionConfig defaults, D hashes f, the adversarial terms train
+# adah's erasing G (the study variant ``erase_fixed_g``; on the image branch alone in the bundled
+# wiki and photo configs: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
 # E,D on the half of the positions G's fixed, randomly initialised scores leave out; G takes no step
 ADAH_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
 ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batches": "own",

@@ -90,6 +90,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                       "attention.init": "zero", "attention.noise": 1.0},
                      "erase_fixed_g without G: a uniformly random half erased, drawn afresh at every step "
                      "(random erasing; the control for what G's fixed choice adds)"),
+    "erase_random_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
+                            "attention.init": "zero", "attention.noise": 1.0, "model.attention": "image"},
+                           "erase_random on the image branch only (the control for erase_fixed_g_image)"),
     "erase_fixed_g_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                             "train.steps_max": 0, "model.attention": "text"},
                            "erase_fixed_g on the text branch only (I->T_hat; the image codes see every position)"),
@@ -114,8 +117,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                              "attention.objective": "full", "loss.adversarial_weight": 0.0,
                              "train.g_batches": "shared"},
                             "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "adah's default G: erase_fixed_g (the bundled wiki and photo configs use it on the text branch)"),
-    "adah_text": ({**_ADAH, "model.attention": "text"}, "adah's default G on the text branch alone (= erase_fixed_g_text)"),
+    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled wiki and photo configs use it on the image branch)"),
+    "adah_image": ({**_ADAH, "model.attention": "image"},
+                   "the adah preset on the image branch alone (= erase_fixed_g_image; the bundled wiki and photo configs)"),
     "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared; the bundled scenes_demo config)"),
     "attention_pool_text": ({**_POOL, "model.attention": "text"},
                             "attention_pool on the text branch alone (where its weights move most)"),
@@ -137,7 +141,7 @@ class StudyResult:
 def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Config:
     """``config`` with the variant's overrides; a variant that names no ``model.attention``
     attends on both branches, whatever the config says, so a variant means the same on every
-    config (the bundled wiki and photo configs attend on the text branch alone)."""
+    config (the bundled wiki and photo configs attend on the image branch alone)."""
     if variant not in VARIANTS:
         raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
     return config.override({"model.attention": "both", **VARIANTS[variant][0], "model.bits": bits,
