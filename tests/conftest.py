@@ -14,8 +14,10 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 def tiny_config(**overrides) -> Config:
     """The demo's config shrunk for tests: small heads, 1 epoch, no progress bars; the paper's G
-    (``--preset paper``: G takes steps), so the tests exercise G's optimiser, steps and resume."""
+    (``--preset paper``: G takes steps) on both branches, so the tests exercise G's optimiser, steps
+    and resume, and both masks."""
     base = {
+        "model.attention": "both",
         "model.text_hidden": [128, 64],
         "model.image_fc_dims": [64, 64],
         "model.bits": 16,

@@ -147,13 +147,14 @@ def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
 
 
 def test_bundled_configs_ship_the_study_choice_of_their_data_family():
-    """scenes_demo: attention_pool (scenes' best validation); wiki and the photo configs: adah's
+    """scenes_demo: attention_pool on the text branch (scenes' best validation); wiki and the photo configs: adah's
     erasing G on the image branch (the best mean validation gap over Wiki and fashion_products)."""
     from adah.study import variant_config
 
     scenes = Config.load("scenes_demo")
     assert scenes.to_dict() == scenes.with_preset("attention_pool").to_dict()
-    assert scenes.to_dict() == variant_config(scenes, "pool_full_w0_shared", bits=32, seed=0).override(
+    assert scenes.model.attention == "text"
+    assert scenes.to_dict() == variant_config(scenes, "attention_pool_text", bits=32, seed=0).override(
         {"train.progress": True}).to_dict()
     for name in ("wiki", "coco_mini", "fashion_products"):
         cfg = Config.load(name)

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adah.cli import app
+from adah.config import Config
 from adah.demo import attention_on_objects
 
 
@@ -39,10 +40,14 @@ def test_demo_prints_the_table_and_writes_both_pngs(tmp_path):
     assert result.exit_code == 0, result.output
     for row in ("ADAH (adah default)", "none (no attention)", "ADAH (paper preset)", "random codes"):
         assert row in result.output
-    for name in ("pr_curves.png", "attention.png", "attention_paper.png"):
+    # adah's default G on scenes attends on the text branch alone: no image mask picture for it
+    assert Config.load("scenes_demo").model.attention == "text"
+    assert not (tmp_path / "attention.png").exists() and "no image mask to draw" in result.output
+    for name in ("pr_curves.png", "attention_paper.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-        assert name == "attention_paper.png" or f"wrote {tmp_path / name}" in result.output
+    assert f"wrote {tmp_path / 'pr_curves.png'}" in result.output and "attention_paper.png" in result.output
+    assert (tmp_path / "text" / "metrics.jsonl").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("ADAH (adah default)", "ADAH (paper preset)"):
         table_line = next(line for line in result.output.splitlines() if line.startswith(name))

@@ -19,8 +19,9 @@ from adah.fileio import atomic_write_text
 from adah.plots import plot_attention_grid, plot_pr_curves
 from adah.train import train
 
-# table row -> (model.attention, preset): adah's default G, the ablation baseline, the paper's G
-VARIANTS = {"ADAH (adah default)": ("both", None), "none (no attention)": ("none", None),
+# table row -> (model.attention, preset): adah's default G (None: the branches scenes_demo names),
+# the ablation baseline, the paper's G
+VARIANTS = {"ADAH (adah default)": (None, None), "none (no attention)": ("none", None),
             "ADAH (paper preset)": ("both", "paper")}
 DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 
@@ -30,7 +31,7 @@ class DemoResult:
     reports: dict[str, RetrievalReport]
     table: str
     pr_curve_png: Path
-    attention_png: Path
+    attention_png: Path | None  # None when adah's default G has no image attention (nothing to draw)
     results_json: Path
     attention_on_objects: dict[str, dict[str, float]]  # per ADAH row
 
@@ -103,6 +104,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     for name, (variant, preset) in VARIANTS.items():
         print(f"training {name}: {cfg.train.epochs} epochs, {cfg.model.bits} bits")
         run_cfg = (cfg.with_preset(preset) if preset else cfg).override({"model.attention": variant})
+        variant = run_cfg.model.attention
         result = train(run_cfg, data, split, out / (f"{variant}-{preset}" if preset else variant),
                        diagnostics=(object_diagnostics(data, object_masks, split.val),))
         models[name] = result.model
@@ -120,6 +122,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     focus, pngs = {}, {}
     for name, png in (("ADAH (adah default)", "attention.png"), ("ADAH (paper preset)", "attention_paper.png")):
         adah = models[name]
+        if not adah.cfg.image_attention:  # e.g. G on the text branch alone: no image mask to draw
+            continue
         with torch.no_grad():
             att = adah.image.attend(torch.from_numpy(data.images[shown]))
             all_att = adah.image.attend(torch.from_numpy(data.images[split.query]))
@@ -132,4 +136,4 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
         "config": cfg.to_dict(), "split_sha256": split.digest(), "data_fingerprint": data.fingerprint(),
         "results": {k: r.to_dict() for k, r in reports.items()}, "attention_on_objects": focus,
     }, indent=2))
-    return DemoResult(reports, table, pr_png, pngs["ADAH (adah default)"], results_path, focus)
+    return DemoResult(reports, table, pr_png, pngs.get("ADAH (adah default)"), results_path, focus)

@@ -120,9 +120,9 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled wiki and photo configs use it on the image branch)"),
     "adah_image": ({**_ADAH, "model.attention": "image"},
                    "the adah preset on the image branch alone (= erase_fixed_g_image; the bundled wiki and photo configs)"),
-    "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared; the bundled scenes_demo config)"),
+    "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared)"),
     "attention_pool_text": ({**_POOL, "model.attention": "text"},
-                            "attention_pool on the text branch alone (where its weights move most)"),
+                            "attention_pool on the text branch alone (where its weights move most; the bundled scenes_demo config)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
                     "erase_fixed_g")

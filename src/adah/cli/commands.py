@@ -41,8 +41,12 @@ def demo(
         typer.echo(f"\n{name} image mask: {f['attended_object_fraction']:.1%} of the attended area lies on objects "
                    f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
                    f"pixels are attended; {f['weight_on_objects']:.1%} of G's weight lies on objects)")
-    typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {result.attention_png} (and attention_paper.png)"
-               f"\nwrote {result.results_json}")
+    if result.attention_png is None:
+        typer.echo("\nADAH (adah default) attends on the text branch alone (scenes_demo's model.attention): "
+                   "no image mask to draw")
+    pngs = [result.attention_png.name] if result.attention_png else []
+    typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {', '.join(pngs + ['attention_paper.png'])} in "
+               f"{result.pr_curve_png.parent}\nwrote {result.results_json}")
 
 
 @app.command("train")
