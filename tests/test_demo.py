@@ -47,7 +47,7 @@ def test_demo_prints_the_table_and_writes_both_pngs(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert f"wrote {tmp_path / 'pr_curves.png'}" in result.output and "attention_paper.png" in result.output
-    assert (tmp_path / "text" / "metrics.jsonl").is_file()
+    assert (tmp_path / "adah" / "metrics.jsonl").is_file()
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("ADAH (adah default)", "ADAH (paper preset)"):
         table_line = next(line for line in result.output.splitlines() if line.startswith(name))

@@ -23,6 +23,7 @@ from adah.train import train
 # the ablation baseline, the paper's G
 VARIANTS = {"ADAH (adah default)": (None, None), "none (no attention)": ("none", None),
             "ADAH (paper preset)": ("both", "paper")}
+FOLDERS = {"ADAH (adah default)": "adah", "none (no attention)": "none", "ADAH (paper preset)": "both-paper"}
 DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 
 
@@ -104,8 +105,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     for name, (variant, preset) in VARIANTS.items():
         print(f"training {name}: {cfg.train.epochs} epochs, {cfg.model.bits} bits")
         run_cfg = (cfg.with_preset(preset) if preset else cfg).override({"model.attention": variant})
-        variant = run_cfg.model.attention
-        result = train(run_cfg, data, split, out / (f"{variant}-{preset}" if preset else variant),
+        result = train(run_cfg, data, split, out / FOLDERS[name],
                        diagnostics=(object_diagnostics(data, object_masks, split.val),))
         models[name] = result.model
         q = encode(result.model, data, split.query)
