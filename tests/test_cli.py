@@ -88,7 +88,7 @@ def test_train_config_json_has_the_overrides(run):
     assert (cfg.data.num_items, cfg.data.num_query, cfg.data.num_train) == (240, 40, 160)
     assert cfg.model.text_hidden == (64, 32)
     assert cfg.model.image_fc_dims == (64, 64)
-    assert cfg.model.bits == 32 and cfg.model.attention == "both"  # from scenes_demo
+    assert cfg.model.bits == 32 and cfg.model.attention == "text"  # from scenes_demo
     # filled from the data before training
     assert cfg.model.text_dim == load_dataset(cfg.data).text_dim
     assert cfg.model.image_size == 64
