@@ -74,7 +74,7 @@ def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
     rows = np.asarray(rows[:256])
 
     def diag(model) -> dict:
-        if model.image is None or model.cfg.attention not in ("image", "both"):
+        if model.image is None or not model.cfg.image_attention:
             return {}
         model.eval()
         with torch.no_grad():

@@ -117,9 +117,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                              "attention.objective": "full", "loss.adversarial_weight": 0.0,
                              "train.g_batches": "shared"},
                             "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled wiki and photo configs use it on the image branch)"),
-    "adah_image": ({**_ADAH, "model.attention": "image"},
-                   "the adah preset on the image branch alone (= erase_fixed_g_image; the bundled wiki and photo configs)"),
+    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled wiki and photo configs use it on the image "
+             "branch: erase_fixed_g_image)"),
     "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared)"),
     "attention_pool_text": ({**_POOL, "model.attention": "text"},
                             "attention_pool on the text branch alone (where its weights move most; the bundled scenes_demo config)"),
@@ -344,7 +343,8 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32) -> tuple[str, 
     """Several studies (one per data set) side by side: for every variant that every study ran
     with all its seeds, the gap to ``none`` in validation MAP (the quantity that chooses) and in
     test MAP (only reported), in MAP points, per data set and averaged. Returns the Markdown table
-    and the variant with the best mean validation gap (adah's rule for its default G)."""
+    and the variant with the best mean validation gap over all the studies given (adah's rule
+    averages the studies of one data family: README, "Outcome")."""
     studies = []
     for d in study_dirs:
         path = Path(d) / "study.json"

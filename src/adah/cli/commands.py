@@ -42,7 +42,7 @@ def demo(
                    f"(objects cover {f['image_object_fraction']:.1%} of the image; {f['object_recall']:.1%} of object "
                    f"pixels are attended; {f['weight_on_objects']:.1%} of G's weight lies on objects)")
     if result.attention_png is None:
-        typer.echo("\nADAH (adah default) attends on the text branch alone (scenes_demo's model.attention): "
+        typer.echo("\nADAH (adah default) has no image attention (scenes_demo's model.attention): "
                    "no image mask to draw")
     pngs = [result.attention_png.name] if result.attention_png else []
     typer.echo(f"\nwrote {result.pr_curve_png}\nwrote {', '.join(pngs + ['attention_paper.png'])} in "
@@ -263,8 +263,8 @@ def study_compare(
     bits: int = typer.Option(32, help="The code length to compare."),
 ) -> None:
     """Studies of several data sets side by side: each variant's gap to `none` in validation MAP
-    (which chooses) and test MAP, per data set and averaged; the best mean validation gap is
-    the rule adah's default G was chosen by."""
+    (which chooses) and test MAP, per data set and averaged; give it the studies of one data
+    family to apply the rule that chose the bundled configs' G."""
     from adah.study import compare_studies
 
     table, best = compare_studies(studies, bits=bits)
