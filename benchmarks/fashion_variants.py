@@ -1,0 +1,101 @@
+"""Data variants of fashion_products, for checking a shipped setting on collections it was not chosen on.
+
+The held-back collections a photo default must also win on are not here; these variants are built
+from ``../shared/data/fashion_products`` to look more like them, without copying any photo: each
+variant is an ``items.jsonl`` in the folder format whose ``image`` fields are absolute paths into
+the shared folder.
+
+- ``fashion10``: the 10 largest article types only (1,997 items; a held-back collection has
+  2,193 photos in 10 classes), the shared train/test split kept;
+- ``fashion_half``: a fixed half of the items (ids whose crc32 is even), the split kept: a smaller
+  collection with about as many classes (62);
+- ``fashion_nolabel``: every item, with the words of its article type taken out of its title
+  ("Puma Men Black Sports Shoes" -> "Puma Men Black"): shop titles often name the class, which
+  captions of a held-back collection need not do.
+
+    python benchmarks/fashion_variants.py [--data-root ../shared/data] [--out runs/data]
+
+then, for each variant V, as a user with their own photos starts (the coco_mini settings):
+
+    adah features extract --config coco_mini --set data.options.path=$PWD/runs/data/V \\
+        --set data.options.features=runs/features/V --set data.options.split_map={}
+    adah study --config coco_mini --set data.options.path=$PWD/runs/data/V \\
+        --set data.options.features=runs/features/V --set data.options.split_map={} \\
+        --variants none erase_fixed_g_image attention_pool_text --seeds 3 --out runs/study-V
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import sys
+import zlib
+from pathlib import Path
+
+VARIANTS = ("fashion10", "fashion_half", "fashion_nolabel")
+
+
+def _rows(source: Path) -> list[dict]:
+    path = source / "items.jsonl"
+    if not path.is_file():
+        sys.exit(f"{path}: not found (fashion_products lives in ../shared/data; pass --data-root)")
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def strip_label(title: str, label: str) -> str:
+    """``title`` without the words of ``label`` (case-insensitive, with or without a final s or es);
+    the title itself where nothing else would be left."""
+    drop = set()
+    for word in re.findall(r"[a-z0-9]+", label.lower()):
+        drop |= {word, word + "s", word + "es", word.rstrip("s"), re.sub(r"es$", "", word)}
+    kept = [w for w in title.split() if re.sub(r"[^a-z0-9]", "", w.lower()) not in drop]
+    return " ".join(kept) if kept else title
+
+
+def select(rows: list[dict], variant: str) -> list[dict]:
+    if variant == "fashion10":
+        counts = collections.Counter(r["labels"][0] for r in rows)
+        keep = {name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]}
+        return [r for r in rows if r["labels"][0] in keep]
+    if variant == "fashion_half":
+        return [r for r in rows if zlib.crc32(str(r["id"]).encode()) % 2 == 0]
+    if variant == "fashion_nolabel":
+        return [{**r, "text": strip_label(r["text"], r["labels"][0])} for r in rows]
+    raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def write_variant(source: Path, out: Path, variant: str) -> Path:
+    rows = select(_rows(source), variant)
+    folder = out / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "items.jsonl"
+    tmp = target.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            row = {k: r[k] for k in ("id", "text", "labels", "split")}
+            row["image"] = str((source / r["image"]).resolve())
+            fh.write(json.dumps(row) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--out", default="runs/data")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    args = ap.parse_args()
+    source = Path(args.data_root) / "fashion_products"
+    for v in args.variants:
+        target = write_variant(source, Path(args.out), v)
+        rows = [json.loads(line) for line in target.open(encoding="utf-8")]
+        split = collections.Counter(r["split"] for r in rows)
+        classes = len({r["labels"][0] for r in rows})
+        print(f"{target}: {len(rows)} items, {classes} classes, split {dict(split)}")
+
+
+if __name__ == "__main__":
+    main()

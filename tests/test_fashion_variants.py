@@ -1,0 +1,54 @@
+"""benchmarks/fashion_variants.py: the data variants that check the photo default on collections it was not chosen on."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fashion_variants", ROOT / "benchmarks" / "fashion_variants.py")
+fv = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fv)
+
+
+def _rows():
+    rows, i = [], 0
+    for k, label in enumerate(f"c{j:02d}" for j in range(12)):
+        for _ in range(12 - k):  # class c00 has 12 items, c11 has 1
+            rows.append({"id": str(i), "image": f"images/{i}.jpg", "text": f"brand {label} blue",
+                         "labels": [label], "split": "test" if i % 5 == 0 else "train"})
+            i += 1
+    return rows
+
+
+def test_fashion10_keeps_the_ten_largest_classes():
+    kept = fv.select(_rows(), "fashion10")
+    assert {r["labels"][0] for r in kept} == {f"c{j:02d}" for j in range(10)}
+    assert len(kept) == sum(12 - k for k in range(10))
+
+
+def test_fashion_half_is_a_fixed_half():
+    rows = _rows()
+    a, b = fv.select(rows, "fashion_half"), fv.select(list(reversed(rows)), "fashion_half")
+    assert {r["id"] for r in a} == {r["id"] for r in b}
+    assert 0.3 < len(a) / len(rows) < 0.7
+
+
+def test_strip_label_removes_the_class_words_only():
+    assert fv.strip_label("Puma Men Black Sports Shoes", "Sports Shoes") == "Puma Men Black"
+    assert fv.strip_label("Nike Men Tshirt", "Tshirts") == "Nike Men"
+    assert fv.strip_label("Titan Women Watches", "Watches") == "Titan Women"
+    assert fv.strip_label("Watch", "Watches") == "Watch"  # nothing would be left: the title stays
+
+
+def test_write_variant_points_at_the_shared_photos(tmp_path):
+    src = tmp_path / "fashion_products"
+    src.mkdir()
+    with (src / "items.jsonl").open("w") as fh:
+        for r in _rows():
+            fh.write(json.dumps(r) + "\n")
+    target = fv.write_variant(src, tmp_path / "out", "fashion_nolabel")
+    rows = [json.loads(line) for line in target.open()]
+    assert len(rows) == len(_rows())
+    assert all(Path(r["image"]).is_absolute() and Path(r["image"]).parent == (src / "images").resolve() for r in rows)
+    assert all(r["labels"][0] not in r["text"] for r in rows)
+    assert not list((tmp_path / "out" / "fashion_nolabel").glob("*.tmp"))
