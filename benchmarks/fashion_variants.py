@@ -21,7 +21,11 @@ then, for each variant V, as a user with their own photos starts (the coco_mini 
         --set data.options.features=runs/features/V --set data.options.split_map={}
     adah study --config coco_mini --set data.options.path=$PWD/runs/data/V \\
         --set data.options.features=runs/features/V --set data.options.split_map={} \\
-        --variants none erase_fixed_g_image attention_pool_text --seeds 3 --out runs/study-V
+        --variants none erase_fixed_g_image attention_pool_text erase_random_image --seeds 3 --bits 32 \
+        --out runs/study-V
+    adah study-compare runs/study-fashion10 runs/study-fashion_half runs/study-fashion_nolabel
+
+(README, "Round 3: the photo default on collections it was not chosen on", has the table.)
 """
 
 from __future__ import annotations
