@@ -291,13 +291,13 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"
 # adah's erasing G (the study variant ``erase_fixed_g``; on the image branch alone in the bundled
-# wiki and photo configs: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
+# photo configs: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
 # E,D on the half of the positions G's fixed, randomly initialised scores leave out; G takes no step
 ADAH_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
 ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batches": "own",
                        "loss.adversarial_weight": 1.0})
 # attention pooling (the study variant ``pool_full_w0_shared``; on the text branch alone in the
-# bundled scenes_demo config: ``attention_pool_text``): a
+# bundled scenes_demo and wiki configs: ``attention_pool_text``): a
 # zero-initialised G (it starts as none) whose softmax p weights the positions by p*N (mean 1, may
 # exceed 1); G's steps, on E,D's batch, minimise the attended terms and maximise the adversarial
 # terms on the positions weighted below average; E,D train on the attended codes only

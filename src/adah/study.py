@@ -117,11 +117,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                              "attention.objective": "full", "loss.adversarial_weight": 0.0,
                              "train.g_batches": "shared"},
                             "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled wiki and photo configs use it on the image "
+    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled photo configs use it on the image "
              "branch: erase_fixed_g_image)"),
     "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared)"),
     "attention_pool_text": ({**_POOL, "model.attention": "text"},
-                            "attention_pool on the text branch alone (where its weights move most; the bundled scenes_demo config)"),
+                            "attention_pool on the text branch alone (where its weights move most; the bundled "
+                            "scenes_demo and wiki configs)"),
 }
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
                     "erase_fixed_g")
@@ -140,7 +141,8 @@ class StudyResult:
 def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Config:
     """``config`` with the variant's overrides; a variant that names no ``model.attention``
     attends on both branches, whatever the config says, so a variant means the same on every
-    config (the bundled wiki and photo configs attend on the image branch alone)."""
+    config (the bundled photo configs attend on the image branch alone, scenes_demo and wiki on the text
+    branch)."""
     if variant not in VARIANTS:
         raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
     return config.override({"model.attention": "both", **VARIANTS[variant][0], "model.bits": bits,
@@ -343,8 +345,9 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32) -> tuple[str, 
     """Several studies (one per data set) side by side: for every variant that every study ran
     with all its seeds, the gap to ``none`` in validation MAP (the quantity that chooses) and in
     test MAP (only reported), in MAP points, per data set and averaged. Returns the Markdown table
-    and the variant with the best mean validation gap over all the studies given (adah's rule
-    averages the studies of one data family: README, "Outcome")."""
+    and the variant with the best mean validation gap over all the studies given (adah's rule: a
+    config of one data set takes its own study's choice, the photo configs a user starts from the
+    mean over Wiki and fashion_products: README, "Outcome")."""
     studies = []
     for d in study_dirs:
         path = Path(d) / "study.json"

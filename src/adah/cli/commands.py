@@ -64,8 +64,8 @@ def train_cmd(
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
     preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the wiki and photo configs) or "
-                                         "attention_pool (scenes_demo's)."),
+                                         "G), adah (the erasing G of the photo configs) or "
+                                         "attention_pool (scenes_demo's and wiki's)."),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -105,8 +105,8 @@ def ablation(
     epochs: Optional[int] = typer.Option(None, min=1),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the wiki and photo configs) or "
-                                         "attention_pool (scenes_demo's)."),
+                                         "G), adah (the erasing G of the photo configs) or "
+                                         "attention_pool (scenes_demo's and wiki's)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
@@ -140,8 +140,8 @@ def benchmark(
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the wiki and photo configs) or "
-                                         "attention_pool (scenes_demo's)."),
+                                         "G), adah (the erasing G of the photo configs) or "
+                                         "attention_pool (scenes_demo's and wiki's)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
