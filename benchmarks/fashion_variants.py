@@ -38,6 +38,8 @@ import sys
 import zlib
 from pathlib import Path
 
+from adah.fileio import atomic_write_text
+
 VARIANTS = ("fashion10", "fashion_half", "fashion_nolabel")
 
 
@@ -71,19 +73,15 @@ def select(rows: list[dict], variant: str) -> list[dict]:
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
-def write_variant(source: Path, out: Path, variant: str) -> Path:
-    rows = select(_rows(source), variant)
-    folder = out / variant
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "items.jsonl"
-    tmp = target.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            row = {k: r[k] for k in ("id", "text", "labels", "split")}
-            row["image"] = str((source / r["image"]).resolve())
-            fh.write(json.dumps(row) + "\n")
-    tmp.replace(target)
-    return target
+def write_variant(source: Path, out: Path, variant: str, rows: list[dict] | None = None) -> tuple[Path, list[dict]]:
+    """Write ``out/variant/items.jsonl`` (atomically) from ``source``'s rows (read here unless
+    given); returns its path and the rows written."""
+    kept = [{"id": r["id"], "text": r["text"], "labels": r["labels"], "split": r["split"],
+             "image": str((source / r["image"]).resolve())} for r in select(rows or _rows(source), variant)]
+    target = out / variant / "items.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, "".join(json.dumps(r) + "\n" for r in kept))
+    return target, kept
 
 
 def main() -> None:
@@ -93,12 +91,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = ap.parse_args()
     source = Path(args.data_root) / "fashion_products"
+    rows = _rows(source)
     for v in args.variants:
-        target = write_variant(source, Path(args.out), v)
-        rows = [json.loads(line) for line in target.open(encoding="utf-8")]
-        split = collections.Counter(r["split"] for r in rows)
-        classes = len({r["labels"][0] for r in rows})
-        print(f"{target}: {len(rows)} items, {classes} classes, split {dict(split)}")
+        target, kept = write_variant(source, Path(args.out), v, rows)
+        split = collections.Counter(r["split"] for r in kept)
+        classes = len({r["labels"][0] for r in kept})
+        print(f"{target}: {len(kept)} items, {classes} classes, split {dict(split)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""benchmarks/fashion_variants.py: the data variants that check the photo default on collections it was not chosen on."""
+"""benchmarks/fashion_variants.py: the data variants that check the photo default on new collections."""
 
 import importlib.util
 import json
@@ -46,7 +46,7 @@ def test_write_variant_points_at_the_shared_photos(tmp_path):
     with (src / "items.jsonl").open("w") as fh:
         for r in _rows():
             fh.write(json.dumps(r) + "\n")
-    target = fv.write_variant(src, tmp_path / "out", "fashion_nolabel")
+    target, _ = fv.write_variant(src, tmp_path / "out", "fashion_nolabel")
     rows = [json.loads(line) for line in target.open()]
     assert len(rows) == len(_rows())
     assert all(Path(r["image"]).is_absolute() and Path(r["image"]).parent == (src / "images").resolve() for r in rows)
