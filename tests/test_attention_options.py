@@ -53,6 +53,32 @@ def test_residual_form_equals_f_when_z_is_one_and_for_lam_one():
     torch.testing.assert_close(half.attended, maps * (0.25 + 0.75 * half.mask))
 
 
+def test_rescale_gives_an_erased_view_the_scale_of_f():
+    maps = torch.rand(3, 6, 4, 4) + 0.5
+    plain = _spatial(keep_fraction=0.5, residual=1.0)(maps)
+    out = _spatial(keep_fraction=0.5, residual=1.0, rescale=True)(maps)
+    torch.testing.assert_close(out.mask, plain.mask)
+    torch.testing.assert_close(out.attended, maps)  # residual 1: D hashes f, nothing to rescale
+    torch.testing.assert_close(out.unattended, 2 * plain.unattended)  # half the cells kept: x 2
+    # the average pool of the erased view is the mean of the cells it keeps
+    drop = (1 - out.mask)
+    kept_mean = (drop * maps).sum(dim=(2, 3)) / drop.sum(dim=(2, 3))
+    torch.testing.assert_close(out.unattended.mean(dim=(2, 3)), kept_mean)
+    # the paper's Z*f with a quarter of 16 positions kept: x 4; vectors likewise
+    quarter = _spatial(keep_fraction=0.25, residual=0.0, rescale=True)(maps)
+    torch.testing.assert_close(quarter.attended, 4 * quarter.mask * maps)
+    torch.testing.assert_close(quarter.unattended, 4 / 3 * (1 - quarter.mask) * maps)
+    torch.manual_seed(0)
+    kw = attention_kwargs(AttentionConfig(**{**PAPER_G, "keep_fraction": 0.25, "rescale": True}))
+    feat = FeatureAttention(8, **kw)(torch.randn(2, 8))
+    assert feat.mask.sum(1).tolist() == [2.0, 2.0]
+    # a part that keeps nothing stays 0 (none-like Z = 1: the unattended part is empty)
+    full = _spatial(init="zero", rescale=True)(maps)
+    assert bool((full.unattended == 0).all()) and torch.equal(full.attended, maps)
+    with pytest.raises(AdahError, match="attention.rescale"):
+        AttentionConfig(rescale="yes").validate()
+
+
 def test_keep_fraction_fixes_the_mask_density_per_item():
     att = _spatial(keep_fraction=0.3)
     out = att(torch.randn(5, 6, 4, 5))

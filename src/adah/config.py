@@ -160,6 +160,7 @@ class AttentionConfig:
     warmup_epochs: int = 0  # epochs of E,D alone before G's first step
     objective: str = "adversarial"  # G maximises the adversarial terms | full: also minimises the attended terms
     grad_clip: float = 0.0  # max gradient norm of G's step (0: none)
+    rescale: bool = False  # divide attended/unattended by the mean of their mask (an erased view keeps f's scale)
 
     def validate(self) -> None:
         if self.gate not in ATTENTION_GATES:
@@ -183,6 +184,8 @@ class AttentionConfig:
                 raise AdahError(f"attention.{name} must be >= 0, got {getattr(self, name)}")
         if self.grad_clip < 0:
             raise AdahError(f"attention.grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+        if not isinstance(self.rescale, bool):
+            raise AdahError(f"attention.rescale must be true or false, got {self.rescale!r}")
 
 
 @dataclass
@@ -284,7 +287,7 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
                    "attention.threshold": 1.0,
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
-                   "attention.objective": "adversarial", "attention.grad_clip": 0.0,
+                   "attention.objective": "adversarial", "attention.grad_clip": 0.0, "attention.rescale": False,
                    "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own",
                    "loss.adversarial_weight": 1.0}
 # a new field of G must say what the paper's value is, never fall back to adah's default

@@ -93,6 +93,28 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "erase_random_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
                             "attention.init": "zero", "attention.noise": 1.0, "model.attention": "image"},
                            "erase_random on the image branch only (the control for erase_fixed_g_image)"),
+    "erase_fixed_g_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                                      "train.steps_max": 0, "model.attention": "image", "attention.rescale": True},
+                                     "erase_fixed_g_image with the erased view rescaled to f's scale (the pooled "
+                                     "mean of the kept cells, as inverted dropout)"),
+    "erase_random_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                                     "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
+                                     "model.attention": "image", "attention.rescale": True},
+                                    "erase_random_image with the erased view rescaled (the control for "
+                                    "erase_fixed_g_image_rescaled)"),
+    "erase_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                              "model.attention": "image", "attention.rescale": True},
+                             "adversarial erasing on the image branch, rescaled: G trained (the paper's game) picks "
+                             "the half of the cells whose removal hurts the erased view's ranking most"),
+    "erase_fixed_g_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                                "train.steps_max": 0, "attention.rescale": True},
+                               "erase_fixed_g_image_rescaled on both branches (on the text features, a dropout "
+                               "mask fixed per item, rescaled as inverted dropout)"),
+    "erase_random_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                               "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
+                               "attention.rescale": True},
+                              "erase_random_image_rescaled on both branches (on the text features, dropout with "
+                              "p = 0.5 for the adversarial terms)"),
     "erase_fixed_g_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                             "train.steps_max": 0, "model.attention": "text"},
                            "erase_fixed_g on the text branch only (I->T_hat; the image codes see every position)"),

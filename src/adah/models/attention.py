@@ -26,7 +26,10 @@ here in one place (:class:`Gate`):
   the softmax, 2p for the sigmoid: weights of mean 1 that can also raise a position above 1, an
   attention pooling; the unattended part is (1 - min(w, 1)) * f, the positions weighted below
   average); a hard mask can still be soft for its first ``attention.soft_epochs`` epochs (the
-  trainer switches it per epoch).
+  trainer switches it per epoch);
+- ``rescale``: each part is divided by the mean of its mask over the positions (detached), so an
+  erased view keeps the scale of f, as inverted dropout rescales by 1/(1-p): with half of the 7x7
+  cells kept, an average pool of (1 - Z) f is the mean of the kept cells, not half of it.
 """
 
 from __future__ import annotations
@@ -109,21 +112,36 @@ class Gate(nn.Module):
         return mask, probs
 
 
-def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float,
+           rescale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - min(Z, 1)) * f
-    (Z is in [0, 1] but for ``mask='weight'``, where it may exceed 1)."""
+    (Z is in [0, 1] but for ``mask='weight'``, where it may exceed 1). With ``rescale`` each part
+    is divided by the mean over the positions of its factor (per item, no gradient through the
+    scale; at least 1/N, so a part that keeps nothing stays 0)."""
     keep = mask if residual == 0 else residual + (1 - residual) * mask
-    return keep * feats, (1 - mask.clamp(max=1)) * feats
+    drop = 1 - mask.clamp(max=1)
+    if rescale:
+        keep, drop = _rescaled(keep), _rescaled(drop)
+    return keep * feats, drop * feats
+
+
+def _rescaled(factor: torch.Tensor) -> torch.Tensor:
+    """factor / mean(factor) over the positions of each item: (B, 1, H, W) maps or (B, d) vectors."""
+    dims = tuple(range(1, factor.ndim))
+    n = math.prod(factor.shape[1:])
+    mean = factor.detach().mean(dim=dims, keepdim=True).clamp(min=1.0 / n)
+    return factor / mean
 
 
 class SpatialAttention(nn.Module):
     """(B, C, H, W) maps -> AttentionOutput with a (B, 1, H, W) mask; the paper's alpha = 1/(H*W)."""
 
-    def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, **gate) -> None:
+    def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
+                 **gate) -> None:
         super().__init__()
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
         self.gate = Gate(**gate)
-        self.residual = residual
+        self.residual, self.rescale = residual, rescale
         init_score_layer(self.score, init)
 
     def forward(self, maps: torch.Tensor) -> AttentionOutput:
@@ -135,23 +153,24 @@ class SpatialAttention(nn.Module):
             )
         mask, probs = self.gate(self.score(maps).view(b, h * w))
         mask, probs = mask.view(b, 1, h, w).to(maps.dtype), probs.view(b, 1, h, w)
-        return AttentionOutput(*_split(maps, mask, self.residual), mask, probs)
+        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
 
 
 class FeatureAttention(nn.Module):
     """(B, d) features -> AttentionOutput with a (B, d) mask; fc -> gate over d; the paper's alpha = 1/d."""
 
-    def __init__(self, dim: int, *, init: str = "random", residual: float = 0.0, **gate) -> None:
+    def __init__(self, dim: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
+                 **gate) -> None:
         super().__init__()
         self.score = nn.Linear(dim, dim)
         self.gate = Gate(**gate)
-        self.residual = residual
+        self.residual, self.rescale = residual, rescale
         init_score_layer(self.score, init)
 
     def forward(self, feats: torch.Tensor) -> AttentionOutput:
         mask, probs = self.gate(self.score(feats))
         mask = mask.to(feats.dtype)
-        return AttentionOutput(*_split(feats, mask, self.residual), mask, probs)
+        return AttentionOutput(*_split(feats, mask, self.residual, self.rescale), mask, probs)
 
 
 def init_score_layer(layer: nn.Module, init: str) -> None:
@@ -180,7 +199,8 @@ class NoAttention(nn.Module):
 def attention_kwargs(cfg) -> dict:
     """Keyword arguments of SpatialAttention / FeatureAttention from an ``AttentionConfig``."""
     return {"init": cfg.init, "residual": cfg.residual, "gate": cfg.gate, "temperature": cfg.temperature,
-            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction, "mask": cfg.mask, "noise": cfg.noise}
+            "threshold": cfg.threshold, "keep_fraction": cfg.keep_fraction, "mask": cfg.mask, "noise": cfg.noise,
+            "rescale": cfg.rescale}
 
 
 def gates(module: nn.Module) -> list[Gate]:
