@@ -11,7 +11,10 @@ the shared folder.
   collection with about as many classes (62);
 - ``fashion_nolabel``: every item, with the words of its article type taken out of its title
   ("Puma Men Black Sports Shoes" -> "Puma Men Black"): shop titles often name the class, which
-  captions of a held-back collection need not do.
+  captions of a held-back collection need not do;
+- ``fashion_tiny``: coco_mini's size from product photos: 8 training and 8 test items of each of
+  the 10 largest article types (160 items; those with the smallest crc32 of their id): tells
+  whether a setting that loses on coco_mini loses for the size or for the kind of photo.
 
     python benchmarks/fashion_variants.py [--data-root ../shared/data] [--out runs/data]
 
@@ -23,7 +26,7 @@ then, for each variant V, as a user with their own photos starts (the coco_mini 
         --set data.options.features=runs/features/V --set data.options.split_map={} \\
         --variants none erase_fixed_g_image attention_pool_text erase_random_image --seeds 3 --bits 32 \
         --out runs/study-V
-    adah study-compare runs/study-fashion10 runs/study-fashion_half runs/study-fashion_nolabel
+    adah study-compare runs/study-fashion10 runs/study-fashion_half runs/study-fashion_nolabel runs/study-fashion_tiny
 
 (README, "Round 3: the photo default on collections it was not chosen on", has the table.)
 """
@@ -40,7 +43,8 @@ from pathlib import Path
 
 from adah.fileio import atomic_write_text
 
-VARIANTS = ("fashion10", "fashion_half", "fashion_nolabel")
+VARIANTS = ("fashion10", "fashion_half", "fashion_nolabel", "fashion_tiny")
+TINY_PER_CLASS = 8  # per class and split: 10 classes x 8 x 2 = 160 items, coco_mini's 159
 
 
 def _rows(source: Path) -> list[dict]:
@@ -61,13 +65,24 @@ def strip_label(title: str, label: str) -> str:
     return " ".join(kept) if kept else title
 
 
+def _crc(row: dict) -> int:
+    return zlib.crc32(str(row["id"]).encode())
+
+
 def select(rows: list[dict], variant: str) -> list[dict]:
-    if variant == "fashion10":
+    if variant in ("fashion10", "fashion_tiny"):
         counts = collections.Counter(r["labels"][0] for r in rows)
         keep = {name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]}
-        return [r for r in rows if r["labels"][0] in keep]
+        largest = [r for r in rows if r["labels"][0] in keep]
+        if variant == "fashion10":
+            return largest
+        groups = collections.defaultdict(list)
+        for r in sorted(largest, key=_crc):
+            groups[(r["labels"][0], r["split"])].append(r)
+        chosen = {id(r) for g in groups.values() for r in g[:TINY_PER_CLASS]}
+        return [r for r in largest if id(r) in chosen]
     if variant == "fashion_half":
-        return [r for r in rows if zlib.crc32(str(r["id"]).encode()) % 2 == 0]
+        return [r for r in rows if _crc(r) % 2 == 0]
     if variant == "fashion_nolabel":
         return [{**r, "text": strip_label(r["text"], r["labels"][0])} for r in rows]
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")

@@ -26,6 +26,22 @@ def test_fashion10_keeps_the_ten_largest_classes():
     assert len(kept) == sum(12 - k for k in range(10))
 
 
+def test_fashion_tiny_takes_at_most_eight_per_class_and_split_of_the_ten_largest(monkeypatch):
+    monkeypatch.setattr(fv, "TINY_PER_CLASS", 2)
+    rows = _rows()
+    kept = fv.select(rows, "fashion_tiny")
+    per = {}
+    for r in kept:
+        per[(r["labels"][0], r["split"])] = per.get((r["labels"][0], r["split"]), 0) + 1
+    assert {label for label, _ in per} == {f"c{j:02d}" for j in range(10)}
+    available = {}
+    for r in rows:
+        available[(r["labels"][0], r["split"])] = available.get((r["labels"][0], r["split"]), 0) + 1
+    assert per == {k: min(2, n) for k, n in available.items() if k[0] in {lb for lb, _ in per}}
+    again = fv.select(list(reversed(rows)), "fashion_tiny")
+    assert {r["id"] for r in again} == {r["id"] for r in kept}  # fixed by the ids, not the order
+
+
 def test_fashion_half_is_a_fixed_half():
     rows = _rows()
     a, b = fv.select(rows, "fashion_half"), fv.select(list(reversed(rows)), "fashion_half")
