@@ -102,6 +102,10 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                      "model.attention": "image", "attention.rescale": True},
                                     "erase_random_image with the erased view rescaled (the control for "
                                     "erase_fixed_g_image_rescaled)"),
+    "erase_quarter_fixed_g_image": ({**_PAPER, "attention.keep_fraction": 0.25, "attention.residual": 1.0,
+                                     "train.steps_max": 0, "model.attention": "image"},
+                                    "erase_fixed_g_image erasing a quarter of the cells (the top quarter by G's fixed "
+                                    "scores) instead of half: a gentler view, for photos whose evidence is small"),
     "erase_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                               "model.attention": "image", "attention.rescale": True},
                              "adversarial erasing on the image branch, rescaled: G trained (the paper's game) picks "
