@@ -68,3 +68,24 @@ def test_write_variant_points_at_the_shared_photos(tmp_path):
     assert all(Path(r["image"]).is_absolute() and Path(r["image"]).parent == (src / "images").resolve() for r in rows)
     assert all(r["labels"][0] not in r["text"] for r in rows)
     assert not list((tmp_path / "out" / "fashion_nolabel").glob("*.tmp"))
+
+
+def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_path):
+    """benchmarks/erased_view.py: its full-view T->I MAP is the validation MAP that chose best.pt."""
+    import numpy as np
+
+    from adah import study
+    from conftest import tiny_config
+
+    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "benchmarks" / "erased_view.py")
+    ev = importlib.util.module_from_spec(spec_ev)
+    spec_ev.loader.exec_module(ev)
+    cfg = tiny_config(**{"data.num_items": 400, "data.num_query": 40, "data.num_train": 250,
+                         "train.max_batches_per_epoch": 3, "train.epochs": 2})
+    study.run_study(cfg, tmp_path, variants=("erase_fixed_g_image",), seeds=1, bits=(16,), progress=False)
+    run = tmp_path / "erase_fixed_g_image" / "bits16-seed0"
+    full, erased = ev.erased_view_map(run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").open() if line.strip()]
+    chosen = max(rows, key=lambda r: r["val_map"])
+    assert np.isclose(full, chosen["val_map_t2i"], atol=1e-6)
+    assert 0.0 < erased <= 1.0 and erased != full

@@ -1,0 +1,86 @@
+"""How much of the evidence an erasing G's erased view keeps: validation T->I MAP of the erased
+image codes H_hat = D((1 - Z) f) against that of the full codes H = D(f), for the finished runs
+of an image-erasing variant in ``adah study`` folders.
+
+    python benchmarks/erased_view.py runs/study-fashion_products runs/study-coco_mini \\
+        [--variant erase_fixed_g_image]
+
+Text queries are the validation rows, the database the training rows (as in model selection);
+the test queries are not touched. A ratio near 1 says the half of the cells left still shows
+what the caption names (one object filling a product photo); a low one says erasing removed it
+(several small objects in a scene), and the adversarial terms then ask E,D to rank a view
+without the evidence next to its caption. (README, "Round 4".)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adah.checkpoint import load_model
+from adah.data.base import Split
+from adah.data.registry import load_dataset
+from adah.errors import AdahError
+from adah.metrics import mean_average_precision
+from adah.models.hashing import binarize
+from adah.runtime import batch_tensors
+
+
+@torch.no_grad()
+def _image_codes(model, data, rows: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    full, erased = [], []
+    for start in range(0, len(rows), batch_size):
+        images, _, _ = batch_tensors(data, rows[start : start + batch_size])
+        out = model.image(images)
+        full.append(binarize(out.codes).numpy())
+        erased.append(binarize(out.codes_hat).numpy())
+    return np.concatenate(full), np.concatenate(erased)
+
+
+@torch.no_grad()
+def _text_codes(model, data, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        _, texts, _ = batch_tensors(data, rows[start : start + batch_size])
+        parts.append(binarize(model.encode_text(texts)).numpy())
+    return np.concatenate(parts)
+
+
+def erased_view_map(run_dir: Path) -> tuple[float, float]:
+    """(T->I MAP with the full image codes, with the erased ones) of ``run_dir``'s best.pt."""
+    model, config, _ = load_model(run_dir / "best.pt")
+    if model.image is None or not config.model.image_attention:
+        raise AdahError(f"{run_dir}: not a model with image attention")
+    data = load_dataset(config.data)
+    split = Split.load(run_dir / "split.json", num_items=len(data))
+    queries = _text_codes(model, data, split.val)
+    full, erased = _image_codes(model, data, split.train)
+    ql, dl = np.asarray(data.labels[split.val]), np.asarray(data.labels[split.train])
+    return (float(mean_average_precision(queries, full, ql, dl)),
+            float(mean_average_precision(queries, erased, ql, dl)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("studies", nargs="+", type=Path)
+    ap.add_argument("--variant", default="erase_fixed_g_image")
+    args = ap.parse_args()
+    print(f"| study | runs | T->I MAP, full view | T->I MAP, erased view | erased / full |\n|---|---|---|---|---|")
+    for study in args.studies:
+        runs = sorted(p.parent for p in (study / args.variant).glob("bits*-seed*/best.pt"))
+        if not runs:
+            sys.exit(f"{study / args.variant}: no finished runs (best.pt) of {args.variant}")
+        pairs = [erased_view_map(r) for r in runs]
+        full, erased = [p[0] for p in pairs], [p[1] for p in pairs]
+        ratio = statistics.mean(e / f for f, e in pairs)
+        print(f"| {study.name} | {len(runs)} | {statistics.mean(full):.4f} | {statistics.mean(erased):.4f} "
+              f"| {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
