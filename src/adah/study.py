@@ -106,6 +106,14 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                      "train.steps_max": 0, "model.attention": "image"},
                                     "erase_fixed_g_image erasing a quarter of the cells (the top quarter by G's fixed "
                                     "scores) instead of half: a gentler view, for photos whose evidence is small"),
+    "erase_nothing_image": ({**_PAPER, "attention.residual": 1.0, "attention.threshold": 1000.0,
+                             "train.steps_max": 0, "model.attention": "image"},
+                            "the control for erasing as such: the image branch's 'erased' view keeps every cell "
+                            "(alpha = 1000/N lies above any p, so Z = 0 and (1 - Z) f = f): T->I_hat is a second "
+                            "T->I term, with the same weight, and nothing is erased"),
+    "attention_pool_image": ({**_POOL, "model.attention": "image"},
+                             "attention_pool on the image branch alone: G's trained weights over the cells replace "
+                             "the average pool"),
     "erase_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                               "model.attention": "image", "attention.rescale": True},
                              "adversarial erasing on the image branch, rescaled: G trained (the paper's game) picks "
