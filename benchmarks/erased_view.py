@@ -4,6 +4,11 @@ of an image-erasing variant in ``adah study`` folders.
 
     python benchmarks/erased_view.py runs/study-fashion_products runs/study-coco_mini \\
         [--variant erase_fixed_g_image]
+    python benchmarks/erased_view.py --pooled-cosine runs/features/fashion_products runs/features/coco_mini
+
+The second form needs no model: for cached conv maps it prints the cosine between an item's
+average-pooled maps and the average of a random half of its cells, next to the cosine between
+different items' pools (what an erased view changes, against what tells items apart).
 
 Text queries are the validation rows, the database the training rows (as in model selection);
 the test queries are not touched. A ratio near 1 says the half of the cells left still shows
@@ -65,11 +70,42 @@ def erased_view_map(run_dir: Path) -> tuple[float, float]:
             float(mean_average_precision(queries, erased, ql, dl)))
 
 
+def pooled_cosine(maps: np.ndarray, *, items: int = 300, keep: float = 0.5, seed: int = 0) -> dict[str, float]:
+    """``maps`` (N, C, h, w): mean and min over ``items`` random items of cos(average pool of all
+    cells, average of a random ``keep`` share of them), and the mean and 90th percentile of the
+    cosine between different items' average pools."""
+    if maps.ndim != 4 or maps.shape[2] * maps.shape[3] < 2:
+        raise AdahError(f"pooled_cosine needs (N, C, h, w) maps with at least 2 cells, got {maps.shape}")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(maps), size=min(items, len(maps)), replace=False))
+    x = np.asarray(maps[rows], dtype=np.float64).reshape(len(rows), maps.shape[1], -1)
+    cells = x.shape[2]
+    full = x.mean(axis=2)
+    part = np.stack([x[i][:, rng.choice(cells, max(1, int(keep * cells)), replace=False)].mean(axis=1)
+                     for i in range(len(rows))])
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    same = np.sum(unit(full) * unit(part), axis=1)
+    between = (unit(full) @ unit(full).T)[~np.eye(len(rows), dtype=bool)]
+    return {"same_mean": float(same.mean()), "same_min": float(same.min()),
+            "between_mean": float(between.mean()), "between_p90": float(np.quantile(between, 0.9))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("studies", nargs="+", type=Path)
+    ap.add_argument("studies", nargs="+", type=Path, help="adah study folders, or with --pooled-cosine feature caches")
     ap.add_argument("--variant", default="erase_fixed_g_image")
+    ap.add_argument("--pooled-cosine", action="store_true", help="the folders are feature caches (maps.npy)")
     args = ap.parse_args()
+    if args.pooled_cosine:
+        print("| feature cache | cos(pool of all cells, pool of a random half): mean / min "
+              "| cos between items' pools: mean / 90th percentile |\n|---|---|---|")
+        for folder in args.studies:
+            if not (folder / "maps.npy").is_file():
+                sys.exit(f"{folder / 'maps.npy'}: not found (run `adah features extract` first)")
+            c = pooled_cosine(np.load(folder / "maps.npy", mmap_mode="r"))
+            print(f"| {folder.name} | {c['same_mean']:.3f} / {c['same_min']:.3f} "
+                  f"| {c['between_mean']:.3f} / {c['between_p90']:.3f} |")
+        return
     print(f"| study | runs | T->I MAP, full view | T->I MAP, erased view | erased / full |\n|---|---|---|---|---|")
     for study in args.studies:
         runs = sorted(p.parent for p in (study / args.variant).glob("bits*-seed*/best.pt"))

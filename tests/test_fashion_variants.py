@@ -89,3 +89,20 @@ def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_p
     chosen = max(rows, key=lambda r: r["val_map"])
     assert np.isclose(full, chosen["val_map_t2i"], atol=1e-6)
     assert 0.0 < erased <= 1.0 and erased != full
+
+
+def test_pooled_cosine_is_one_for_uniform_cells_and_low_for_a_single_hot_cell():
+    import numpy as np
+
+    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "benchmarks" / "erased_view.py")
+    ev = importlib.util.module_from_spec(spec_ev)
+    spec_ev.loader.exec_module(ev)
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.random((6, 5, 1, 1)), 4, axis=2).repeat(4, axis=3)  # every cell equal
+    assert np.isclose(ev.pooled_cosine(same)["same_mean"], 1.0)
+    hot = np.zeros((6, 5, 4, 4))
+    for i in range(6):  # one cell per item, in its own channel: a half-pool misses it half the time
+        hot[i, i % 5, i % 4, 0] = 1.0
+        hot[i, (i + 1) % 5] += 0.01
+    c = ev.pooled_cosine(hot, seed=1)
+    assert c["same_min"] < 0.5 and 0.0 <= c["between_mean"] <= 1.0
