@@ -307,6 +307,12 @@ def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
     partial = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False,
                               finished_only=True)
     assert len(partial.runs) == 5 and re.search(r"\| (\*\*)?paper(\*\*)? \(n=1\) \|", partial.table_md.read_text())
+    # continued with a subset of its variants, the study keeps the others' finished runs in its table
+    subset = study.run_study(cfg, out, variants=("erase_fixed_g",), seeds=2, bits=(16,), progress=False)
+    assert [r["variant"] for r in subset.runs] == ["none", "none", "erase_fixed_g", "erase_fixed_g", "paper"]
+    saved = json.loads((out / "study.json").read_text())
+    assert [r["variant"] for r in saved["runs"]] == [r["variant"] for r in subset.runs]
+    assert "paper" in saved["variants"] and re.search(r"\| (\*\*)?paper(\*\*)? \(n=1\) \|", subset.table_md.read_text())
 
 
 def test_study_out_that_is_a_file_is_a_one_line_error(tmp_path):

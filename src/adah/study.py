@@ -9,7 +9,9 @@ T->I and their mean, next to ``none``, with the validation MAP that selects), ``
 run's folder with its ``metrics.jsonl`` and ``training.png``.
 
 Runs are independent and resumable: a run whose ``result.json`` exists is read, not retrained,
-so an interrupted study continues where it stopped. ``jobs > 1`` trains runs in parallel
+so an interrupted study continues where it stopped; the table and JSON also keep the finished
+runs in ``OUT`` of variants not named this time (at the seeds and code lengths asked for), so a
+study continued with a subset of its variants does not drop the rest. ``jobs > 1`` trains runs in parallel
 processes (for a many-core machine or a GPU).
 """
 
@@ -284,6 +286,9 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
             bar.update(1)
             bar.set_postfix(last=f"{t[0]} {runs[-1]['test_map_mean']:.4f}")
     bar.close()
+    kept = _kept_runs(out, variants, bits, seeds)
+    variants = (*variants, *dict.fromkeys(r["variant"] for r in kept))
+    runs += kept
     order = {v: i for i, v in enumerate(variants)}
     runs.sort(key=lambda r: (r["bits"], order[r["variant"]], r["seed"]))
     recommended = recommend(runs)
@@ -297,6 +302,22 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
                                                 "recommended": recommended, "runs": runs}, indent=1))
     png = plot_study(runs, out / "study.png", title=f"{config.data.name}: validation MAP and mask density by epoch")
     return StudyResult(runs, table_md, results_json, png, recommended)
+
+
+def _kept_runs(out: Path, variants: tuple[str, ...], bits: tuple[int, ...], seeds: int) -> list[dict]:
+    """Finished runs in ``out`` of variants not asked for this time, at the code lengths and seeds
+    asked for: a study continued with fewer variants keeps the others in its table and JSON
+    instead of dropping them (they trained on the same saved split)."""
+    kept = []
+    for v in VARIANTS:  # the registry's order, so the table's order does not depend on the file system
+        if v in variants:
+            continue
+        for b in bits:
+            for s in range(seeds):
+                path = out / v / f"bits{b}-seed{s}" / "result.json"
+                if path.is_file():
+                    kept.append(json.loads(path.read_text()))
+    return kept
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
