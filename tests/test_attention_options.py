@@ -340,5 +340,12 @@ def test_study_compare_ranks_variants_by_mean_validation_gap(tmp_path):
     # x: scenes val +3.00, test -1.00; wiki val -1.00, test +1.00; mean val +1.00
     assert "+3.00 / -1.00" in rows[0] and "-1.00 / +1.00" in rows[0] and rows[0].endswith("| +1.00 / +0.00 |")
     assert "best mean validation gap: x" in result.output
+    png = tmp_path / "gaps.png"
+    plotted = CliRunner().invoke(app, ["study-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(png)])
+    assert plotted.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    only_z = tmp_path / "c"
+    study("c", "coco", {"none": [(0.5, 0.5)]})
+    empty = CliRunner().invoke(app, ["study-compare", str(only_z), "--plot", str(tmp_path / "none.png")])
+    assert empty.exit_code != 0 and "nothing to plot" in empty.output and not (tmp_path / "none.png").exists()
     missing = CliRunner().invoke(app, ["study-compare", str(tmp_path)])
     assert missing.exit_code != 0 and "study.json" in missing.output and "Traceback" not in missing.output

@@ -396,13 +396,15 @@ def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     return finish_figure(fig, path, title, tight=False)
 
 
-def compare_studies(study_dirs: list[str | Path], bits: int = 32) -> tuple[str, str | None]:
+def compare_studies(study_dirs: list[str | Path], bits: int = 32,
+                    plot: str | Path | None = None) -> tuple[str, str | None]:
     """Several studies (one per data set) side by side: for every variant that every study ran
     with all its seeds, the gap to ``none`` in validation MAP (the quantity that chooses) and in
     test MAP (only reported), in MAP points, per data set and averaged. Returns the Markdown table
     and the variant with the best mean validation gap over all the studies given (adah's rule: a
     config of one data set takes its own study's choice, the photo configs a user starts from the
-    mean over Wiki and fashion_products: README, "Outcome")."""
+    mean over Wiki and fashion_products: README, "Outcome"). ``plot``: also a PNG of the same gaps,
+    one group of bars per data set (test gap as bars, validation gap as dots)."""
     studies = []
     for d in study_dirs:
         path = Path(d) / "study.json"
@@ -444,4 +446,35 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32) -> tuple[str, 
         mv = np.mean([complete[v][n][0] for n in names])
         mt = np.mean([complete[v][n][1] for n in names])
         lines.append(f"| {v} | " + " | ".join(cells) + f" | {mv:+.2f} / {mt:+.2f} |")
+    if plot is not None:
+        plot_comparison({v: complete[v] for v in ranked}, names, Path(plot), bits)
     return "\n".join(lines) + "\n", (ranked[0] if ranked else None)
+
+
+def plot_comparison(gaps: dict[str, dict[str, tuple[float, float]]], names: list[str], path: Path,
+                    bits: int = 32) -> Path:
+    """Gap to ``none`` per data set: a bar per variant (test MAP, reported only) with a dot at its
+    validation gap (the quantity that chooses); variants in the order given."""
+    from adah.plots import _figure, finish_figure
+
+    if not gaps:
+        raise AdahError("no variant ran in every study: nothing to plot")
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(names) + 2), 4.5))
+    width = 0.8 / len(gaps)
+    colours = plt.get_cmap("tab10")
+    xs = np.arange(len(names) + 1)  # the data sets, then their mean
+    for i, (v, per) in enumerate(gaps.items()):
+        val = [per[n][0] for n in names]
+        test = [per[n][1] for n in names]
+        val.append(float(np.mean(val)))
+        test.append(float(np.mean(test)))
+        pos = xs - 0.4 + width * (i + 0.5)
+        ax.bar(pos, test, width, color=colours(i % 10), label=f"{v} (bar: test)")
+        ax.plot(pos, val, "o", color="black", ms=3.5, label="validation gap" if i == 0 else None)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(xs, [*names, "mean"], rotation=20, ha="right")
+    ax.set_ylabel(f"MAP points vs none ({bits} bits)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return finish_figure(fig, path, "gap to none: test (bars), validation (dots)")
