@@ -32,7 +32,7 @@ e2e-setup:  ## install chromium and chromedriver (apt-get) if missing
 	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; fi
 
-e2e: setup e2e-setup  ## the page in headless Chromium, then 2,000 requests over 8 connections (p50/p99)
+e2e: setup e2e-setup  ## the page in headless Chromium, then 1,000 requests over 8 connections (p50/p99)
 	$(BIN)/python -m pytest -q -s tests/test_browser.py tests/test_load.py
 
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process

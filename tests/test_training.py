@@ -116,7 +116,7 @@ def test_training_on_scenes_beats_random_codes_by_a_wide_margin(tmp_path):
 
     data = make_scenes(num_items=1500, seed=5)
     split = random_split(len(data), num_query=200, num_train=1000, val_fraction=0.1, seed=5)
-    cfg = Config.load("scenes_demo").override({"train.epochs": 10, "train.progress": False, "train.eval_every": 0})
+    cfg = Config.load("scenes_demo").override({"train.epochs": 6, "train.progress": False, "train.eval_every": 0})
     result = train(cfg, data, split, tmp_path)
     q = encode(result.model, data, split.query)
     db = encode(result.model, data, split.retrieval)
