@@ -11,8 +11,8 @@ run's folder with its ``metrics.jsonl`` and ``training.png``.
 Runs are independent and resumable: a run whose ``result.json`` exists is read, not retrained,
 so an interrupted study continues where it stopped; the table and JSON also keep the finished
 runs in ``OUT`` of variants not named this time (at the seeds and code lengths asked for), so a
-study continued with a subset of its variants does not drop the rest. ``jobs > 1`` trains runs in parallel
-processes (for a many-core machine or a GPU).
+study continued with a subset of its variants does not drop the rest. ``jobs > 1`` trains runs
+in parallel processes (for a many-core machine or a GPU).
 """
 
 from __future__ import annotations
