@@ -16,7 +16,7 @@ from adah.checkpoint import config_of
 from adah.cli import app
 from adah.config import PRESETS, AttentionConfig, Config
 from adah.errors import AdahError
-from adah.models.attention import FeatureAttention, SpatialAttention, attention_kwargs
+from adah.models.attention import ChannelAttention, FeatureAttention, SpatialAttention, attention_kwargs
 from adah.train import Trainer, normalised_entropy
 
 from conftest import tiny_config
@@ -77,6 +77,46 @@ def test_rescale_gives_an_erased_view_the_scale_of_f():
     assert bool((full.unattended == 0).all()) and torch.equal(full.attended, maps)
     with pytest.raises(AdahError, match="attention.rescale"):
         AttentionConfig(rescale="yes").validate()
+
+
+def test_channel_positions_mask_whole_channels_chosen_from_the_pooled_map():
+    torch.manual_seed(0)
+    kw = attention_kwargs(AttentionConfig(**{**PAPER_G, "keep_fraction": 0.5, "residual": 1.0}))
+    att = ChannelAttention(8, **kw)
+    maps = torch.randn(3, 8, 4, 5)
+    out = att(maps)
+    assert out.mask.shape == (3, 8, 1, 1) and out.probs.shape == (3, 8, 1, 1)
+    assert out.mask.flatten(1).sum(1).tolist() == [4.0] * 3  # half of each item's channels
+    torch.testing.assert_close(out.attended, maps)  # residual 1: D hashes f
+    kept = out.mask[:, :, 0, 0].bool()
+    erased = out.unattended.permute(0, 2, 3, 1)  # (B, h, w, C)
+    assert bool((erased[kept.unsqueeze(1).unsqueeze(1).expand_as(erased)] == 0).all())  # a kept channel: 0 everywhere
+    torch.testing.assert_close(out.unattended, (1 - out.mask) * maps)
+    # the scores are G's fc on the global average of the maps: the same mean, the same mask
+    noise = torch.randn_like(maps)
+    again = att(maps + noise - noise.mean(dim=(2, 3), keepdim=True))  # other cells, the same channel means
+    torch.testing.assert_close(again.mask, out.mask)
+    # zero-initialised: p uniform over the channels, the paper's threshold 1/C keeps all
+    zero = ChannelAttention(8, **attention_kwargs(AttentionConfig(**{**PAPER_G, "init": "zero"})))(maps)
+    torch.testing.assert_close(zero.probs, torch.full_like(zero.probs, 1 / 8))
+    assert bool((zero.mask == 1).all())
+    with pytest.raises(AdahError, match="attention.image_positions"):
+        AttentionConfig(image_positions="pixels").validate()
+
+
+def test_image_branch_builds_the_mask_the_config_names(tmp_path):
+    from adah.config import ModelConfig
+    from adah.models.adah import ImageBranch
+
+    cfg = ModelConfig(attention="image", image_backbone="small_cnn", image_size=32)
+    cells = ImageBranch(cfg, AttentionConfig(image_positions="cells"))
+    channels = ImageBranch(cfg, AttentionConfig(image_positions="channels"))
+    assert isinstance(cells.attention, SpatialAttention) and cells.spatial_mask
+    assert isinstance(channels.attention, ChannelAttention) and not channels.spatial_mask
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = channels(images)
+    assert out.codes.shape == (2, 32) and out.mask.shape[1:] == (cells.backbone.out_channels, 1, 1)
+    assert not torch.allclose(out.codes, out.codes_hat)  # the erased view differs
 
 
 def test_keep_fraction_fixes_the_mask_density_per_item():

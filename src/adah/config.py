@@ -139,6 +139,7 @@ class TrainConfig:
 ATTENTION_GATES = ("softmax", "sigmoid")
 G_OBJECTIVES = ("adversarial", "full")
 ATTENTION_MASKS = ("hard", "soft", "weight")
+IMAGE_POSITIONS = ("cells", "channels")
 
 
 @dataclass
@@ -161,6 +162,7 @@ class AttentionConfig:
     objective: str = "adversarial"  # G maximises the adversarial terms | full: also minimises the attended terms
     grad_clip: float = 0.0  # max gradient norm of G's step (0: none)
     rescale: bool = False  # divide attended/unattended by the mean of their mask (an erased view keeps f's scale)
+    image_positions: str = "cells"  # the image mask is over the map's cells (paper: where) | channels (what)
 
     def validate(self) -> None:
         if self.gate not in ATTENTION_GATES:
@@ -186,6 +188,8 @@ class AttentionConfig:
             raise AdahError(f"attention.grad_clip must be >= 0 (0: off), got {self.grad_clip}")
         if not isinstance(self.rescale, bool):
             raise AdahError(f"attention.rescale must be true or false, got {self.rescale!r}")
+        if self.image_positions not in IMAGE_POSITIONS:
+            raise AdahError(f"attention.image_positions must be one of {IMAGE_POSITIONS}, got {self.image_positions!r}")
 
 
 @dataclass
@@ -288,6 +292,7 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                    "attention.objective": "adversarial", "attention.grad_clip": 0.0, "attention.rescale": False,
+                   "attention.image_positions": "cells",
                    "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own",
                    "loss.adversarial_weight": 1.0}
 # a new field of G must say what the paper's value is, never fall back to adah's default

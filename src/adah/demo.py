@@ -74,7 +74,7 @@ def object_diagnostics(data, object_masks: np.ndarray, rows: np.ndarray):
     rows = np.asarray(rows[:256])
 
     def diag(model) -> dict:
-        if model.image is None or not model.cfg.image_attention:
+        if model.image is None or not model.cfg.image_attention or not model.image.spatial_mask:
             return {}
         model.eval()
         with torch.no_grad():
@@ -122,7 +122,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None, se
     focus, pngs = {}, {}
     for name, png in (("ADAH (adah default)", "attention.png"), ("ADAH (paper preset)", "attention_paper.png")):
         adah = models[name]
-        if not adah.cfg.image_attention:  # e.g. G on the text branch alone: no image mask to draw
+        if not adah.cfg.image_attention or not adah.image.spatial_mask:  # e.g. G on the text branch alone
             continue
         with torch.no_grad():
             att = adah.image.attend(torch.from_numpy(data.images[shown]))

@@ -38,6 +38,9 @@ def plot_checkpoint_attention(
     if getattr(model, "image", None) is None or not model.image.backbone.spatial:
         raise AdahError(f"{checkpoint}: attention pictures need a model with a pixel backbone, this one has "
                         f"model.image_backbone={config.model.image_backbone!r}")
+    if not model.image.spatial_mask:
+        raise AdahError(f"{checkpoint}: its image mask is over the channels (attention.image_positions="
+                        "'channels'), not over places in the photo: there is no attention picture to draw")
     data = load_dataset(without_cache(config.data))
     if data.images is None or data.images.ndim != 4:
         raise AdahError(f"{checkpoint}: dataset {config.data.name!r} has no photos to draw attention on")

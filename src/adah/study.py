@@ -135,6 +135,25 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "erase_fixed_g_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                              "train.steps_max": 0, "model.attention": "image"},
                             "erase_fixed_g on the image branch only (T->I_hat)"),
+    # round 5: the image mask over the maps' channels (what) instead of their cells (where)
+    "erase_fixed_g_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                                      "train.steps_max": 0, "model.attention": "image",
+                                      "attention.image_positions": "channels"},
+                                     "erase_fixed_g_image over the channels: G's fixed random scores erase half of "
+                                     "the image map's channels (at every cell) in the adversarial view"),
+    "erase_random_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                                     "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
+                                     "model.attention": "image", "attention.image_positions": "channels"},
+                                    "a random half of the channels, drawn afresh at every step (channel dropout on "
+                                    "the adversarial view; the control for erase_fixed_g_image_channels)"),
+    "erase_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
+                              "model.attention": "image", "attention.image_positions": "channels"},
+                             "adversarial erasing over the channels: G (the paper's game) picks the half of the "
+                             "channels whose removal hurts the erased view's ranking most"),
+    "attention_pool_image_channels": ({**_POOL, "model.attention": "image", "attention.image_positions": "channels"},
+                                      "attention_pool over the image channels: G's trained weights (mean 1, "
+                                      "starting at 1) rescale each channel of the map, a squeeze-and-excitation "
+                                      "block trained by G's objective"),
     "paper_shared": ({**_PAPER, "train.g_batches": "shared"},
                      "paper, G's steps on E,D's batch: E,D take as many steps as in none"),
     "soft_zero_full_w0_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",

@@ -431,7 +431,7 @@ class Index:
         att = None
         with torch.no_grad():
             codes = binarize(self.model.encode_image(tensor)).cpu().numpy()
-            if attention and self.model.image.backbone.spatial:
+            if attention and self.model.image.spatial_mask:
                 out = self.model.image.attend(tensor)
                 att = AttentionMap(out.mask[0, 0].cpu().numpy().astype(np.uint8),
                                    out.probs[0, 0].float().cpu().numpy(), int(self.query_image_size or 0))
@@ -447,9 +447,10 @@ class Index:
         return result
 
     def attention(self, image) -> AttentionMap | None:
-        """The attention mask G puts on ``image`` (None for feature-vector backbones)."""
+        """The attention mask G puts on ``image`` (None for feature-vector backbones and for a
+        mask over channels, which has no place on the photo)."""
         tensor = self._image_tensor(image)
-        if not self.model.image.backbone.spatial:
+        if not self.model.image.spatial_mask:
             return None
         with torch.no_grad():
             out = self.model.image.attend(tensor)

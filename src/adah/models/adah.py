@@ -9,7 +9,8 @@ from torch import nn
 
 from adah.config import AttentionConfig, ModelConfig
 from adah.errors import AdahError
-from adah.models.attention import AttentionOutput, FeatureAttention, NoAttention, SpatialAttention, attention_kwargs
+from adah.models.attention import (AttentionOutput, ChannelAttention, FeatureAttention, NoAttention, SpatialAttention,
+                                   attention_kwargs)
 from adah.models.backbones import ImageBackbone, get_backbone
 from adah.models.hashing import HashHead
 from adah.models.text import TextEncoder
@@ -37,7 +38,9 @@ class ImageBranch(nn.Module):
     feature cache), -> BranchOutput. The mask sits on the conv maps before pool5
     (``mask_position='before_pool'``, VGG-19 conv5_4 at 14x14) or after it. With a vector
     backbone (``mlp``), (B, D) features -> BranchOutput with a (B, d) mask, like the text branch.
-    ``cfg.freeze_backbone`` keeps ``backbone.features`` fixed: no gradients, always in eval mode."""
+    ``cfg.freeze_backbone`` keeps ``backbone.features`` fixed: no gradients, always in eval mode.
+    ``attention.image_positions='channels'`` puts the mask over the maps' channels instead of their
+    cells (on a vector backbone the features are the channels: the same mask either way)."""
 
     def __init__(self, cfg: ModelConfig, attention: AttentionConfig | None = None) -> None:
         super().__init__()
@@ -48,12 +51,24 @@ class ImageBranch(nn.Module):
         self.mask_after_pool = cfg.mask_position == "after_pool"
         c = self.backbone.out_channels
         spatial = self.backbone.spatial
+        attention = attention or AttentionConfig()
         if cfg.image_attention:
-            kw = attention_kwargs(attention or AttentionConfig())
-            self.attention = SpatialAttention(c, **kw) if spatial else FeatureAttention(c, **kw)
+            kw = attention_kwargs(attention)
+            if not spatial:
+                self.attention = FeatureAttention(c, **kw)
+            elif attention.image_positions == "channels":
+                self.attention = ChannelAttention(c, **kw)
+            else:
+                self.attention = SpatialAttention(c, **kw)
         else:
             self.attention = NoAttention(spatial=spatial)
         self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)
+
+    @property
+    def spatial_mask(self) -> bool:
+        """True when the image mask is a (B, 1, h, w) map over the cells, one that can be drawn on
+        the photo (``none`` gives all ones); False for channel masks and vector backbones."""
+        return self.backbone.spatial and not isinstance(self.attention, ChannelAttention)
 
     def train(self, mode: bool = True) -> "ImageBranch":
         super().train(mode)

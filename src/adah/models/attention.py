@@ -29,7 +29,11 @@ here in one place (:class:`Gate`):
   trainer switches it per epoch);
 - ``rescale``: each part is divided by the mean of its mask over the positions (detached), so an
   erased view keeps the scale of f, as inverted dropout rescales by 1/(1-p): with half of the 7x7
-  cells kept, an average pool of (1 - Z) f is the mean of the kept cells, not half of it.
+  cells kept, an average pool of (1 - Z) f is the mean of the kept cells, not half of it;
+- ``image_positions``: what the image mask is over: the ``cells`` of the conv map (the paper:
+  *where* to look, :class:`SpatialAttention`) or its ``channels`` (*what* to look for,
+  :class:`ChannelAttention`: G scores the C channels from the map's global average, as a
+  squeeze-and-excitation block does, and the mask (B, C, 1, 1) holds for every cell).
 """
 
 from __future__ import annotations
@@ -153,6 +157,30 @@ class SpatialAttention(nn.Module):
             )
         mask, probs = self.gate(self.score(maps).view(b, h * w))
         mask, probs = mask.view(b, 1, h, w).to(maps.dtype), probs.view(b, 1, h, w)
+        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
+
+
+class ChannelAttention(nn.Module):
+    """(B, C, H, W) maps -> AttentionOutput with a (B, C, 1, 1) mask over the channels: G's fc
+    scores the C channels from the global average of the maps (a squeeze-and-excitation style
+    squeeze), the gate works over the N = C channels (the paper's alpha = 1/C), and each channel
+    is kept or erased at every cell."""
+
+    def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
+                 **gate) -> None:
+        super().__init__()
+        self.score = nn.Linear(channels, channels)
+        self.gate = Gate(**gate)
+        self.residual, self.rescale = residual, rescale
+        init_score_layer(self.score, init)
+
+    def forward(self, maps: torch.Tensor) -> AttentionOutput:
+        b, c = maps.shape[:2]
+        if maps.ndim != 4 or c < 2:
+            raise AdahError(f"channel attention needs (B, C, h, w) maps with at least 2 channels, got "
+                            f"{tuple(maps.shape)}")
+        mask, probs = self.gate(self.score(maps.mean(dim=(2, 3))))
+        mask, probs = mask.view(b, c, 1, 1).to(maps.dtype), probs.view(b, c, 1, 1)
         return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
 
 

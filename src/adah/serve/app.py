@@ -221,8 +221,8 @@ def create_app(index, *, limits: Limits | None = None, watch_seconds: float | No
                                      "there is no mask to show")
         att = await run_in_threadpool(call, index.attention, upload.image)
         if att is None:
-            raise HTTPException(422, "this index's model reads image feature vectors: there is no spatial attention "
-                                     "mask to show")
+            raise HTTPException(422, "this index's model has no spatial attention mask to show (it reads image "
+                                     "feature vectors, or its mask is over channels)")
         if fmt == "json":
             return JSONResponse(att.to_dict())
         png = await run_in_threadpool(overlay_png, upload.image, np.asarray(att.mask, dtype=bool))
