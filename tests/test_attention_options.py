@@ -104,6 +104,27 @@ def test_channel_positions_mask_whole_channels_chosen_from_the_pooled_map():
         AttentionConfig(image_positions="pixels").validate()
 
 
+def test_saliency_init_attends_the_cells_of_high_activation():
+    maps = torch.rand(2, 6, 5, 5) * 0.1
+    maps[0, :, 1:3, 1:4] += 2.0  # item 0: a 2x3 "object"
+    maps[1, :4, 4, :] += 3.0  # item 1: one bright row in most channels
+    att = _spatial(init="saliency", temperature=100.0)  # ~ SCDA: keep the cells above the mean score
+    out = att(maps)
+    obj = torch.zeros(2, 1, 5, 5)
+    obj[0, 0, 1:3, 1:4] = 1
+    obj[1, 0, 4, :] = 1
+    assert torch.equal(out.mask.detach(), obj)
+    torch.testing.assert_close(att.score(maps), maps.mean(dim=1, keepdim=True))  # the mean over channels
+    torch.manual_seed(0)
+    kw = attention_kwargs(AttentionConfig(**{**PAPER_G, "init": "saliency", "keep_fraction": 0.25}))
+    feats = torch.tensor([[0.1, 5.0, 0.2, 0.3, 4.0, 0.0, 0.1, 0.2]])
+    assert FeatureAttention(8, **kw)(feats).mask.tolist() == [[0, 1, 0, 0, 1, 0, 0, 0]]  # the strongest units
+    chans = ChannelAttention(8, **kw)(feats.view(1, 8, 1, 1).expand(1, 8, 3, 3))
+    assert chans.mask.flatten().tolist() == [0, 1, 0, 0, 1, 0, 0, 0]
+    with pytest.raises(AdahError, match="attention.init"):
+        AttentionConfig(init="learned").validate()
+
+
 def test_image_branch_builds_the_mask_the_config_names(tmp_path):
     from adah.config import ModelConfig
     from adah.models.adah import ImageBranch

@@ -41,9 +41,7 @@ def _final_state(run: Path) -> dict:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     whole = tmp_path / "whole"
-    p = _adah(*TRAIN_ARGS, "--out", str(whole))
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err
+    uninterrupted = _adah(*TRAIN_ARGS, "--out", str(whole))  # alongside the run to be killed (one thread each)
 
     broken = tmp_path / "broken"
     p = _adah(*TRAIN_ARGS, "--out", str(broken))
@@ -58,6 +56,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     newest = load_checkpoint(list_checkpoints(broken)[-1])
     assert newest["epoch_state"] is not None or newest["epoch"] < 3  # it really stopped part-way
 
+    out, err = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, err
     p = _adah(*TRAIN_ARGS, "--out", str(broken), "--resume")
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err

@@ -140,6 +140,7 @@ ATTENTION_GATES = ("softmax", "sigmoid")
 G_OBJECTIVES = ("adversarial", "full")
 ATTENTION_MASKS = ("hard", "soft", "weight")
 IMAGE_POSITIONS = ("cells", "channels")
+ATTENTION_INITS = ("random", "zero", "saliency")
 
 
 @dataclass
@@ -154,7 +155,7 @@ class AttentionConfig:
     noise: float = 0.0  # s > 0: s * Gumbel noise on the scores in training (a fresh mask each step)
     threshold: float = 1.0  # c: alpha = c/N (softmax; the paper's 1/N), c/2 (sigmoid)
     keep_fraction: float = 0.5  # > 0: keep the top ceil(rho*N) positions of each item instead of a threshold
-    init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start)
+    init: str = "random"  # score layer: random (PyTorch default) | zero (p uniform: all attended at start) | saliency
     residual: float = 1.0  # lam: attended = f*(lam + (1-lam)Z); 0 = the paper's Z*f, 1 = D hashes f
     mask: str = "hard"  # hard: binary Z, straight-through gradient (paper) | soft: clamp(p*N, 0, 1) | weight: p*N (mean 1)
     soft_epochs: int = 0  # epochs with a soft mask (clamp(p*N, 0, 1) or sigmoid p) before the hard STE mask
@@ -167,8 +168,8 @@ class AttentionConfig:
     def validate(self) -> None:
         if self.gate not in ATTENTION_GATES:
             raise AdahError(f"attention.gate must be one of {ATTENTION_GATES}, got {self.gate!r}")
-        if self.init not in ("random", "zero"):
-            raise AdahError(f"attention.init must be 'random' or 'zero', got {self.init!r}")
+        if self.init not in ATTENTION_INITS:
+            raise AdahError(f"attention.init must be one of {ATTENTION_INITS}, got {self.init!r}")
         if self.mask not in ATTENTION_MASKS:
             raise AdahError(f"attention.mask must be one of {ATTENTION_MASKS}, got {self.mask!r}")
         if self.objective not in G_OBJECTIVES:

@@ -154,6 +154,16 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                       "attention_pool over the image channels: G's trained weights (mean 1, "
                                       "starting at 1) rescale each channel of the map, a squeeze-and-excitation "
                                       "block trained by G's objective"),
+    # round 5: a G that starts from the backbone's own saliency (SCDA): where, without learning
+    "saliency_image": ({**_PAPER, "attention.init": "saliency", "attention.temperature": 100.0,
+                        "train.steps_max": 0, "model.attention": "image", "attention.rescale": True},
+                       "the paper's G on the image branch with its score fixed at each cell's mean activation "
+                       "(SCDA): D hashes the mean of the cells above the mean score (the object), the "
+                       "adversarial terms train E,D on the rest"),
+    "saliency_image_w0": ({**_PAPER, "attention.init": "saliency", "attention.temperature": 100.0,
+                           "train.steps_max": 0, "model.attention": "image", "attention.rescale": True,
+                           "loss.adversarial_weight": 0.0},
+                          "saliency_image without the adversarial terms: SCDA's selective pooling alone"),
     "paper_shared": ({**_PAPER, "train.g_batches": "shared"},
                      "paper, G's steps on E,D's batch: E,D take as many steps as in none"),
     "soft_zero_full_w0_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",

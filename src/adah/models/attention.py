@@ -203,12 +203,25 @@ class FeatureAttention(nn.Module):
 
 def init_score_layer(layer: nn.Module, init: str) -> None:
     """``random``: PyTorch's default initialisation (the paper says nothing); ``zero``: weights and
-    bias 0, so p is uniform and every position is attended until G's first step."""
+    bias 0, so p is uniform and every position is attended until G's first step; ``saliency``: the
+    score of a position is its own activation, as in SCDA's selective pooling (Wei et al., IEEE TIP
+    2017): a cell scores the mean of its channels (the 1x1 conv's weights all 1/C), a feature or
+    channel its own value (an identity fc); with a large ``temperature`` the softmax threshold 1/N
+    keeps the positions above the mean score, SCDA's rule."""
     if init == "zero":
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
+    elif init == "saliency":
+        with torch.no_grad():
+            if isinstance(layer, nn.Conv2d):  # (1, C, 1, 1): the mean over the channels
+                layer.weight.fill_(1.0 / layer.weight.shape[1])
+            elif isinstance(layer, nn.Linear) and layer.in_features == layer.out_features:
+                layer.weight.copy_(torch.eye(layer.in_features))
+            else:
+                raise AdahError(f"attention.init='saliency' needs a 1x1 conv or a square fc score layer, got {layer}")
+            layer.bias.zero_()
     elif init != "random":
-        raise AdahError(f"attention.init must be 'random' or 'zero', got {init!r}")
+        raise AdahError(f"attention.init must be 'random', 'zero' or 'saliency', got {init!r}")
 
 
 class NoAttention(nn.Module):
