@@ -87,15 +87,16 @@ def coco_index(base: Path) -> Path:
 @functools.cache
 def coco_milvus_index(base: Path) -> Path:
     """The same collection as :func:`coco_index` with its codes in a Milvus Lite file
-    (``adah index build --backend milvus``), built in a subprocess: a Lite file is held by one
-    process at a time, and ``adah serve`` opens it in its own."""
-    run = coco_mobilenet_run(base)
+    (``adah index copy --backend milvus``: the local index's codes, not encoded again), written
+    in a subprocess: a Lite file is held by one process at a time, and ``adah serve`` opens it
+    in its own."""
+    local = coco_index(base)
     out = base / "coco_milvus_index"
-    cmd = [sys.executable, "-m", "adah", "index", "build", "--model", str(run["tmp"] / "run" / "best.pt"), "--data",
-           str(COCO), "--out", str(out), "--quiet", "--backend", "milvus", "--uri", str(base / "coco_milvus.db")]
+    cmd = [sys.executable, "-m", "adah", "index", "copy", "--index", str(local), "--out", str(out),
+           "--backend", "milvus", "--uri", str(base / "coco_milvus.db")]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     if p.returncode:
-        raise RuntimeError(f"adah index build --backend milvus failed:\n{p.stderr[-3000:]}")
+        raise RuntimeError(f"adah index copy --backend milvus failed:\n{p.stderr[-3000:]}")
     return out
 
 

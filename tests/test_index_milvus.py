@@ -129,6 +129,37 @@ def test_add_and_remove_on_milvus_switch_collections(ckpt, lite, tmp_path):
         np.testing.assert_array_equal(m.search_codes(q, k=95)[1], f.search_codes(q, k=95)[1])
 
 
+def test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding(ckpt, lite, tmp_path):
+    from adah.index import build_index, copy_index
+
+    local = tmp_path / "local"
+    build_index(ckpt, local, progress=False)
+    runner = CliRunner()
+    onto = tmp_path / "onto"
+    r = runner.invoke(app, ["index", "copy", "--index", str(local), "--out", str(onto), "--backend", "milvus",
+                            "--uri", str(lite), "--collection", "adah_copy"])
+    assert r.exit_code == 0 and "copied 90 items" in r.stdout and "codes on Milvus" in r.stdout, r.output
+    man = json.loads((onto / "index.json").read_text())
+    assert man["updates"][-1]["op"] == "copy" and man["updates"][-1]["from"] == str(local.resolve())
+    with Index.load(local, backend="faiss") as f, Index.load(onto) as m, Index.load(onto, backend="faiss") as c:
+        assert m.backend_name == "milvus" and len(m) == len(f) == 90
+        for modality in ("image", "text"):
+            np.testing.assert_array_equal(c.backends[modality].codes, f.backends[modality].codes)
+        assert [m.item(i) for i in range(90)] == [f.item(i) for i in range(90)]
+        q = f.backends["image"].codes
+        np.testing.assert_array_equal(m.search_codes(q, target="text", k=20)[1],
+                                      f.search_codes(q, target="text", k=20)[1])
+    back = copy_index(onto, tmp_path / "back")  # and off Milvus again: a plain local index
+    assert "milvus" not in back.manifest and back.count == 90
+    with Index.load(tmp_path / "back") as b:
+        assert b.backend_name != "milvus"
+    for args, needle in ((["--index", str(local), "--out", str(local)], "another folder"),
+                         (["--index", str(local), "--out", str(onto)], "exists"),
+                         (["--index", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "nothing")):
+        r = runner.invoke(app, ["index", "copy", *args])
+        assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1 and needle in r.output, r.output
+
+
 # --------------------------------------------------------------------------- failures
 def _one_line_error(args: list[str], needle: str, env: dict | None = None) -> None:
     r = CliRunner().invoke(app, args, env=env)

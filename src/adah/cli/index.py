@@ -123,6 +123,30 @@ def remove_cmd(
                f"(generation {result.generation})")
 
 
+@index_app.command("copy")
+@_friendly_errors
+def copy_cmd(
+    index: Path = typer.Option(..., help="The index folder to copy (read and checksum-verified, not re-encoded)."),
+    out: Path = typer.Option(..., help="Index folder to write (atomically; see --force)."),
+    backend: str = typer.Option("local", help="local | milvus (the codes also in new Milvus collections)."),
+    uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file or http://HOST:19530 (default "
+                                      "$ADAH_MILVUS_URI); credentials only in $ADAH_MILVUS_TOKEN."),
+    collection: Optional[str] = typer.Option(None, help="milvus: base name of the collections (default "
+                                             "adah_<OUT folder name>_<hash of its path>)."),
+    index_type: str = typer.Option("BIN_FLAT", help="milvus: BIN_FLAT (exact) | BIN_IVF_FLAT (a Milvus server only)."),
+    nlist: int = typer.Option(1024, min=1, help="milvus BIN_IVF_FLAT: number of clusters."),
+    force: bool = typer.Option(False, help="Replace an existing index in OUT."),
+) -> None:
+    """Copy an index to another folder or backend without re-encoding (e.g. a local index onto Milvus)."""
+    from adah.index.update import copy_index
+
+    check_output_folder(out)
+    result = copy_index(index, out, backend=backend, uri=uri, name=collection, index_type=index_type, nlist=nlist,
+                        force=force)
+    where = f" (codes on Milvus at {result.manifest['milvus']['uri']})" if result.manifest.get("milvus") else ""
+    typer.echo(f"copied {result.count:,} items in {result.seconds:.1f}s to {result.path}{where}")
+
+
 app.add_typer(index_app, name="index")
 
 

@@ -5,7 +5,8 @@
 * :class:`Index` (``adah search``): load it with its model; :meth:`Index.search_text`,
   :meth:`Index.search_image`, :meth:`Index.search_codes`.
 * :func:`add_items` / :func:`remove_items` (``adah index add|remove``, :mod:`adah.index.update`):
-  a new version of the folder, written atomically.
+  a new version of the folder, written atomically; :func:`copy_index` (``adah index copy``): the
+  same index in another folder or on another backend, not re-encoded.
 * Backends (:mod:`adah.index.backends`): faiss ``IndexBinaryFlat`` (exact), a numpy fallback
   with identical results, faiss ``IndexBinaryMultiHash`` (approximate, sublinear); Milvus
   (:mod:`adah.index.milvus`, the ``adah[milvus]`` extra), exact ``BIN_FLAT`` or ``BIN_IVF_FLAT``.
@@ -16,11 +17,11 @@ from adah.index.build import BuildResult, build_index, model_fingerprint, write_
 from adah.index.core import (AttentionMap, Hit, ImageQueryError, Index, QueryError, SearchResult,
                              UnknownWordsError, decode_image)
 from adah.index.store import FORMAT_VERSION, IndexFormatError
-from adah.index.update import UpdateResult, add_items, remove_items
+from adah.index.update import UpdateResult, add_items, copy_index, remove_items
 
 __all__ = [
     "AttentionMap", "BACKENDS", "BuildResult", "FORMAT_VERSION", "Hit", "ImageQueryError", "Index",
     "IndexFormatError", "QueryError", "SearchResult", "UnknownWordsError", "build_index", "decode_image",
     "UpdateResult", "add_items", "faiss_available", "hamming_distances", "model_fingerprint", "numpy_knn",
-    "recall_at_k", "remove_items", "write_index",
+    "recall_at_k", "remove_items", "write_index", "copy_index",
 ]

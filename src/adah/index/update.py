@@ -209,4 +209,47 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
     return UpdateResult(folder, 0, removed, written["count"], generation, time.perf_counter() - t0, written)
 
 
-__all__ = ["UpdateResult", "add_items", "remove_items"]
+def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str = "local", uri: str | None = None,
+               name: str | None = None, index_type: str = "BIN_FLAT", nlist: int = 1024,
+               force: bool = False) -> UpdateResult:
+    """Copy the index folder ``index`` to ``out`` with its codes on ``backend`` (``local``, or
+    ``milvus``: new collections at ``uri``, base name ``name``), without re-encoding anything:
+    the codes and metadata are read (checksums verified) and written as a new index, checksummed
+    and swapped into place like a build. Moves an index built on one machine onto a Milvus server,
+    or back. The copy keeps the source's generation and history, plus a ``copy`` entry."""
+    t0 = time.perf_counter()
+    src, out = Path(index), Path(out)
+    if backend not in ("local", "milvus"):
+        raise AdahError(f"backend must be local or milvus, got {backend!r}")
+    if backend == "local" and (uri is not None or name is not None):
+        raise AdahError("uri and collection name are for the milvus backend")
+    store.read_manifest(src)
+    if src.resolve() == out.resolve():
+        raise AdahError(f"{out}: the copy must go to another folder than its source")
+    store.check_destination(out, overwrite=force)
+    target, old = None, None
+    if backend == "milvus":
+        from adah.index import milvus
+
+        target = milvus.MilvusTarget(uri, name or milvus.default_name(out), index_type=index_type, nlist=nlist)
+        if (out / store.MANIFEST).is_file():
+            try:
+                old = store.read_manifest(out).get("milvus")
+            except store.IndexFormatError:
+                old = None
+    with _open_current(src) as current:
+        manifest = current.manifest
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        generation = int(manifest.get("generation") or 0)
+        written = write_index(
+            out, _old_rows(current), bits=current.bits, modalities=current.modalities, model=manifest["model"],
+            collection=manifest["collection"], vocabulary=manifest.get("vocabulary"), force=force,
+            publish=target.publish if target is not None else None,
+            extra={"generation": generation, "updates": _history(manifest, {
+                "op": "copy", "from": str(src.resolve()), "backend": backend, "at": when})})
+    if target is not None:
+        target.drop_replaced(old, written.get("milvus"))
+    return UpdateResult(out, 0, 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+__all__ = ["UpdateResult", "add_items", "copy_index", "remove_items"]
