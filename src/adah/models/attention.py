@@ -175,10 +175,10 @@ class ChannelAttention(nn.Module):
         init_score_layer(self.score, init)
 
     def forward(self, maps: torch.Tensor) -> AttentionOutput:
-        b, c = maps.shape[:2]
-        if maps.ndim != 4 or c < 2:
+        if maps.ndim != 4 or maps.shape[1] < 2:
             raise AdahError(f"channel attention needs (B, C, h, w) maps with at least 2 channels, got "
                             f"{tuple(maps.shape)}")
+        b, c = maps.shape[:2]
         mask, probs = self.gate(self.score(maps.mean(dim=(2, 3))))
         mask, probs = mask.view(b, c, 1, 1).to(maps.dtype), probs.view(b, c, 1, 1)
         return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
