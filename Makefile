@@ -23,7 +23,7 @@ demo: setup  ## generate scenes, train ADAH and the no-attention variant, print 
 
 test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
 # missing: never a browser downloaded by selenium-manager. Needs root (or sudo).
