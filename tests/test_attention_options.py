@@ -410,3 +410,43 @@ def test_study_compare_ranks_variants_by_mean_validation_gap(tmp_path):
     assert empty.exit_code != 0 and "nothing to plot" in empty.output and not (tmp_path / "none.png").exists()
     missing = CliRunner().invoke(app, ["study-compare", str(tmp_path)])
     assert missing.exit_code != 0 and "study.json" in missing.output and "Traceback" not in missing.output
+
+
+_POOL_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from adah.study import exit_with_parent
+pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 120)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_study_workers_exit_when_the_study_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", _POOL_PARENT], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        try:  # a zombie of ours is gone too (the worker's parent was the killed process, not us)
+            if open(f"/proc/{worker}/stat").read().split()[2] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"worker {worker} outlived its killed parent by 20 s")

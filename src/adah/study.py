@@ -214,6 +214,25 @@ def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Con
                             "train.seed": seed, "train.progress": False}).validate()
 
 
+def exit_with_parent() -> None:
+    """In a worker process: ask Linux to send it SIGTERM when its parent dies, so a study killed
+    with SIGKILL (or SIGTERM, which skips the pool's shutdown) leaves no worker training on; a
+    no-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the worker lives on as before
+        return
+    if os.getppid() == 1:  # the parent died before the call: go now
+        os._exit(1)
+
+
 _DATA_CACHE: dict = {}
 
 
@@ -304,7 +323,8 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
     if jobs > 1:
         import multiprocessing
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=exit_with_parent) as pool:
             futures = [pool.submit(run_one, *args(*t)) for t in tasks]
             for fut in as_completed(futures):
                 runs.append(fut.result())
