@@ -274,6 +274,17 @@ class MilvusTarget:
         return dropped
 
 
+def recorded_section(out: Path) -> dict | None:
+    """The ``milvus`` section of the index already in ``out`` (the collections a new write there
+    replaces and drops), or None when there is none or it cannot be read."""
+    if not (out / store.MANIFEST).is_file():
+        return None
+    try:
+        return store.read_manifest(out).get("milvus")
+    except store.IndexFormatError:
+        return None
+
+
 def build_on_milvus(checkpoint: str | os.PathLike, out: str | os.PathLike, *, uri: str | None = None,
                     name: str | None = None, index_type: str = "BIN_FLAT", nlist: int = 1024, **build_options):
     """:func:`adah.index.build_index` with the codes also written to new Milvus collections
@@ -283,12 +294,7 @@ def build_on_milvus(checkpoint: str | os.PathLike, out: str | os.PathLike, *, ur
 
     out = Path(out)
     target = MilvusTarget(uri, name or default_name(out), index_type=index_type, nlist=nlist)
-    old = None
-    if (out / store.MANIFEST).is_file():
-        try:
-            old = store.read_manifest(out).get("milvus")
-        except store.IndexFormatError:
-            old = None
+    old = recorded_section(out)
     store.check_destination(out, overwrite=bool(build_options.get("force")))
     result = build_index(checkpoint, out, publish=target.publish, **build_options)
     target.drop_replaced(old, result.manifest.get("milvus"))

@@ -232,11 +232,7 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
         from adah.index import milvus
 
         target = milvus.MilvusTarget(uri, name or milvus.default_name(out), index_type=index_type, nlist=nlist)
-        if (out / store.MANIFEST).is_file():
-            try:
-                old = store.read_manifest(out).get("milvus")
-            except store.IndexFormatError:
-                old = None
+        old = milvus.recorded_section(out)
     with _open_current(src) as current:
         manifest = current.manifest
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")

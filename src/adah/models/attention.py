@@ -160,30 +160,6 @@ class SpatialAttention(nn.Module):
         return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
 
 
-class ChannelAttention(nn.Module):
-    """(B, C, H, W) maps -> AttentionOutput with a (B, C, 1, 1) mask over the channels: G's fc
-    scores the C channels from the global average of the maps (a squeeze-and-excitation style
-    squeeze), the gate works over the N = C channels (the paper's alpha = 1/C), and each channel
-    is kept or erased at every cell."""
-
-    def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
-                 **gate) -> None:
-        super().__init__()
-        self.score = nn.Linear(channels, channels)
-        self.gate = Gate(**gate)
-        self.residual, self.rescale = residual, rescale
-        init_score_layer(self.score, init)
-
-    def forward(self, maps: torch.Tensor) -> AttentionOutput:
-        if maps.ndim != 4 or maps.shape[1] < 2:
-            raise AdahError(f"channel attention needs (B, C, h, w) maps with at least 2 channels, got "
-                            f"{tuple(maps.shape)}")
-        b, c = maps.shape[:2]
-        mask, probs = self.gate(self.score(maps.mean(dim=(2, 3))))
-        mask, probs = mask.view(b, c, 1, 1).to(maps.dtype), probs.view(b, c, 1, 1)
-        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
-
-
 class FeatureAttention(nn.Module):
     """(B, d) features -> AttentionOutput with a (B, d) mask; fc -> gate over d; the paper's alpha = 1/d."""
 
@@ -199,6 +175,22 @@ class FeatureAttention(nn.Module):
         mask, probs = self.gate(self.score(feats))
         mask = mask.to(feats.dtype)
         return AttentionOutput(*_split(feats, mask, self.residual, self.rescale), mask, probs)
+
+
+class ChannelAttention(FeatureAttention):
+    """(B, C, H, W) maps -> AttentionOutput with a (B, C, 1, 1) mask over the channels: G's fc
+    (FeatureAttention's, over d = C) scores the C channels from the global average of the maps (a
+    squeeze-and-excitation style squeeze), the gate works over the N = C channels (the paper's
+    alpha = 1/C), and each channel is kept or erased at every cell."""
+
+    def forward(self, maps: torch.Tensor) -> AttentionOutput:
+        if maps.ndim != 4 or maps.shape[1] < 2:
+            raise AdahError(f"channel attention needs (B, C, h, w) maps with at least 2 channels, got "
+                            f"{tuple(maps.shape)}")
+        b, c = maps.shape[:2]
+        mask, probs = self.gate(self.score(maps.mean(dim=(2, 3))))
+        mask, probs = mask.view(b, c, 1, 1).to(maps.dtype), probs.view(b, c, 1, 1)
+        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
 
 
 def init_score_layer(layer: nn.Module, init: str) -> None:
