@@ -54,6 +54,59 @@ def test_token_attention_masks_words_above_one_over_n_and_never_padding():
     assert torch.equal(off.mask.bool(), valid) and (off.unattended == 0).all()
 
 
+def test_token_attention_applies_every_g_choice_per_text_length():
+    """G's open choices act on words as on cells, each over the text's own tokens (n per row)."""
+    x = _tokens([4, 3, 1])
+    valid = x.abs().sum(-1) > 0
+    n = valid.sum(1)
+    # keep_fraction: ceil(0.5 n) words of each text (2, 2, 1), never padding; erased = the rest
+    half = TokenAttention(6, keep_fraction=0.5, residual=1.0)(x, valid)
+    assert half.mask.sum(1).tolist() == [2.0, 2.0, 1.0] and (half.mask[~valid] == 0).all()
+    assert torch.allclose(half.attended, x * valid.unsqueeze(-1))  # residual 1: D hashes every word
+    assert torch.allclose(half.unattended, x * (valid.float() - half.mask.detach()).unsqueeze(-1))
+    # the kept words are the highest-scoring ones of each text
+    scores = TokenAttention(6, keep_fraction=0.5).score
+    att = TokenAttention(6, keep_fraction=0.5)
+    att.score = scores
+    m = att(x, valid).mask.detach()
+    s = scores(x).squeeze(-1).detach().masked_fill(~valid, float("-inf"))
+    for i in range(3):
+        kept = s[i][m[i].bool()]
+        dropped = s[i][valid[i] & ~m[i].bool()]
+        assert dropped.numel() == 0 or kept.min() >= dropped.max()
+    # zero init: p uniform over each text's words, every word kept (G starts from none)
+    zero = TokenAttention(6, init="zero")(x, valid)
+    assert torch.allclose(zero.probs, valid.float() / n.unsqueeze(1).float())
+    assert torch.equal(zero.mask.bool(), valid)
+    # weights (attention pooling): mean 1 over each text's words, 0 on padding
+    w = TokenAttention(6, mask="weight")(x, valid).mask.detach()
+    assert torch.allclose(w.sum(1), n.float()) and (w[~valid] == 0).all()
+    # noise with a zero G: a fresh random half at every training step, the same size each time
+    rnd = TokenAttention(6, init="zero", noise=1.0, keep_fraction=0.5)
+    torch.manual_seed(0)
+    draws = [rnd(x, valid).mask.detach() for _ in range(8)]
+    assert all(d.sum(1).tolist() == [2.0, 2.0, 1.0] for d in draws)
+    assert len({tuple(d[0].tolist()) for d in draws}) > 1
+    # rescale: each part is divided by its share of the text's words, so means keep f's scale
+    ones = valid.unsqueeze(-1).float().expand(-1, -1, 6)
+    r = TokenAttention(6, keep_fraction=0.5, rescale=True)(ones, valid)
+    assert torch.allclose(r.attended.sum(1)[:2] / n[:2, None], torch.ones(2, 6), atol=1e-6)
+    assert torch.allclose(r.unattended.sum(1)[:2] / n[:2, None], torch.ones(2, 6), atol=1e-6)
+    with pytest.raises(AdahError, match="saliency"):
+        TokenAttention(6, init="saliency")
+
+
+def test_token_branch_takes_g_choices_from_the_attention_config():
+    from adah.config import AttentionConfig
+
+    cfg = ModelConfig(bits=8, attention="text", image_backbone="mlp", image_dim=5, image_fc_dims=(8,),
+                      text_encoder="minilm", text_dim=6, text_hidden=(10,))
+    model = build_model(cfg, AttentionConfig(keep_fraction=0.5, residual=1.0, init="zero"))
+    x = _tokens([4, 6])
+    out = model.text.attend(x)
+    assert out.mask.sum(1).tolist() == [2.0, 3.0]
+
+
 def test_token_branch_codes_ignore_padding_and_the_model_uses_it():
     cfg = ModelConfig(bits=12, attention="both", image_backbone="mlp", image_dim=5, image_fc_dims=(8,),
                       text_encoder="minilm", text_dim=6, text_hidden=(10,))

@@ -132,6 +132,14 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "erase_fixed_g_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                             "train.steps_max": 0, "model.attention": "text"},
                            "erase_fixed_g on the text branch only (I->T_hat; the image codes see every position)"),
+    # round 6: words as positions (minilm text): the one place in photo data where positions are separable
+    "erase_random_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
+                           "attention.init": "zero", "attention.noise": 1.0, "model.attention": "text"},
+                          "erase_random on the text branch only (a fresh random half of the words, or units, at "
+                          "every step: the control for erase_fixed_g_text)"),
+    "paper_text": ({**_PAPER, "model.attention": "text"},
+                   "the paper's G on the text branch only (over the words with minilm: what adah fit "
+                   "--attention text trains)"),
     "erase_fixed_g_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
                              "train.steps_max": 0, "model.attention": "image"},
                             "erase_fixed_g on the image branch only (T->I_hat)"),

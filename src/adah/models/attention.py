@@ -61,8 +61,9 @@ MASKS = ("hard", "soft", "weight")
 _ALPHA_TOLERANCE = 1e-6
 
 
-def threshold_ste(probs: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Binary mask ``probs >= alpha`` whose gradient w.r.t. ``probs`` is the identity.
+def threshold_ste(probs: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """Binary mask ``probs >= alpha`` whose gradient w.r.t. ``probs`` is the identity (``alpha``
+    a number, or a tensor that broadcasts against ``probs``, e.g. one alpha per row).
 
     Forward values are exactly 0 or 1 (``hard + (p - p.detach())`` adds an exact zero)."""
     hard = (probs >= alpha * (1 - _ALPHA_TOLERANCE)).to(probs.dtype)
@@ -98,12 +99,17 @@ class Gate(nn.Module):
     def alpha(self, n: int) -> float:
         return self.threshold / n if self.gate == "softmax" else self.threshold / 2
 
-    def forward(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = scores.shape[1]
+    def forward(self, scores: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``valid`` (B, N) bool, for items with fewer positions than N (the words of texts of
+        different lengths): each row's gate works over its own valid positions (n = their count,
+        alpha = c/n, ceil(rho*n) kept); the other positions get p = 0 and Z = 0."""
         logits = scores.float() / self.temperature
         if self.noise > 0 and self.training:  # a fresh draw per step: Gumbel(0, 1) = -log(-log U)
             u = torch.rand_like(logits).clamp_(1e-12, 1 - 1e-7)
             logits = logits - self.noise * torch.log(-torch.log(u))
+        if valid is not None:
+            return self._forward_valid(logits, valid.bool())
+        n = scores.shape[1]
         probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
         if self.weights:
             mask = probs * n if self.gate == "softmax" else 2 * probs
@@ -114,6 +120,29 @@ class Gate(nn.Module):
         else:
             mask = threshold_ste(probs, self.alpha(n))
         return mask, probs
+
+    def _forward_valid(self, logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with a per-row count of positions (see there)."""
+        vf = valid.to(logits.dtype)
+        n = vf.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+        if self.gate == "softmax":  # a row with no valid position: p = 0 everywhere
+            probs = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=1).nan_to_num(0.0)
+        else:
+            probs = torch.sigmoid(logits) * vf
+        if self.weights:
+            mask = probs * n if self.gate == "softmax" else 2 * probs
+        elif self.soft or self.always_soft:
+            mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
+        elif self.keep_fraction > 0:
+            keep = torch.ceil(self.keep_fraction * n).clamp(min=1)  # (B, 1), at most n
+            order = logits.detach().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+            rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
+                                                    .expand_as(order).contiguous())
+            mask = (rank < keep).to(probs.dtype) + (probs - probs.detach())
+        else:
+            alpha = self.threshold / n if self.gate == "softmax" else torch.full_like(n, self.threshold / 2)
+            mask = threshold_ste(probs, alpha)
+        return mask * vf, probs
 
 
 def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float,

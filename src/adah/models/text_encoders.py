@@ -25,35 +25,47 @@ import torch
 from torch import nn
 
 from adah.errors import AdahError
-from adah.models.attention import AttentionOutput, threshold_ste
+from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer
 from adah.models.hashing import HashHead
 
 
 # --------------------------------------------------------------------------- word-level attention G
 class TokenAttention(nn.Module):
     """G over the tokens of a text: (B, L, d) token features and a (B, L) bool ``valid`` ->
-    AttentionOutput with (B, L) mask and probs. A linear score per token, softmax over the text's
-    valid tokens, Z = [p >= 1/n] with n the text's token count (straight-through gradient, like
-    the image and unit attention). ``enabled=False`` keeps every valid token (the ``none``
-    variant). Padding positions are in neither part."""
+    AttentionOutput with (B, L) mask and probs. A linear score per token and the configured
+    :class:`~adah.models.attention.Gate` over each text's own valid tokens (the paper's: softmax,
+    Z = [p >= 1/n] with n the text's token count, straight-through gradient, like the image and
+    unit attention; every other ``attention.*`` choice, keep_fraction, mask, noise, temperature,
+    init, residual and rescale, acts on words as it does on cells). ``enabled=False`` keeps every
+    valid token (the ``none`` variant). Padding positions are in neither part."""
 
-    def __init__(self, dim: int, enabled: bool = True, residual: float = 0.0) -> None:
+    def __init__(self, dim: int, enabled: bool = True, *, init: str = "random", residual: float = 0.0,
+                 rescale: bool = False, **gate) -> None:
         super().__init__()
-        self.enabled, self.residual = enabled, residual
+        self.enabled, self.residual, self.rescale = enabled, residual, rescale
         self.score = nn.Linear(dim, 1) if enabled else None
+        self.gate = Gate(**gate) if enabled else None
+        if enabled:
+            if init == "saliency":
+                raise AdahError("attention.init='saliency' is for image maps (a cell's mean activation); the "
+                                "minilm text branch scores words with a learned layer: use 'random' or 'zero'")
+            init_score_layer(self.score, init)
 
     def forward(self, feats: torch.Tensor, valid: torch.Tensor) -> AttentionOutput:
         valid_f = valid.to(feats.dtype)
         n = valid_f.sum(1, keepdim=True).clamp_min(1)
         if self.enabled:
-            scores = self.score(feats).squeeze(-1).float().masked_fill(~valid, float("-inf"))
-            probs = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a text with no token: all zero
-            mask = threshold_ste(probs, 1.0 / n.float()).to(feats.dtype) * valid_f
+            scores = self.score(feats).squeeze(-1)
+            mask, probs = self.gate(scores, valid)
+            mask = mask.to(feats.dtype)
         else:
             probs, mask = valid_f / n, valid_f
-        m = mask.unsqueeze(-1)
-        keep = m if self.residual == 0 else valid_f.unsqueeze(-1) * self.residual + (1 - self.residual) * m
-        return AttentionOutput(keep * feats, (valid_f.unsqueeze(-1) - m) * feats, mask, probs)
+        keep = mask if self.residual == 0 else valid_f * self.residual + (1 - self.residual) * mask
+        drop = valid_f - mask.clamp(max=1)
+        if self.rescale:  # each part divided by its factor's mean over the text's tokens (detached)
+            keep = keep / (keep.detach().sum(1, keepdim=True) / n).clamp(min=1.0 / n)
+            drop = drop / (drop.detach().sum(1, keepdim=True) / n).clamp(min=1.0 / n)
+        return AttentionOutput(keep.unsqueeze(-1) * feats, drop.unsqueeze(-1) * feats, mask, probs)
 
 
 class TokenTextBranch(nn.Module):
@@ -72,10 +84,9 @@ class TokenTextBranch(nn.Module):
                 layers.append(nn.Dropout(cfg.dropout))
             d = h
         self.encoder = nn.Sequential(*layers)
-        # G's residual form applies to words too (attended = f (lam + (1 - lam) Z)); the rest of
-        # the word-level G keeps the paper's form
+        # every choice of G (attention_kwargs) acts on words as on cells: residual, gate, mask, ...
         self.attention = TokenAttention(d, enabled=cfg.text_attention,
-                                        residual=attention.residual if attention is not None else 0.0)
+                                        **(attention_kwargs(attention) if attention is not None else {}))
         self.hash = HashHead(nn.Identity(), d, cfg.bits)
         self.in_dim = cfg.text_dim
 
