@@ -401,6 +401,13 @@ def test_study_compare_ranks_variants_by_mean_validation_gap(tmp_path):
     # x: scenes val +3.00, test -1.00; wiki val -1.00, test +1.00; mean val +1.00
     assert "+3.00 / -1.00" in rows[0] and "-1.00 / +1.00" in rows[0] and rows[0].endswith("| +1.00 / +0.00 |")
     assert "best mean validation gap: x" in result.output
+    both = CliRunner().invoke(app, ["study-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--absolute"])
+    absolute = both.output.split("Validation / test MAP")[1]
+    rows = [line for line in absolute.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["none", "x", "y"]
+    # none: scenes (0.51, 0.41), wiki (0.30, 0.30), mean (0.405, 0.355); x: scenes (0.54, 0.40)
+    assert rows[0] == "| none | 0.5100 / 0.4100 | 0.3000 / 0.3000 | 0.4050 / 0.3550 |"
+    assert rows[1].startswith("| x | 0.5400 / 0.4000 | 0.2900 / 0.3100 |")
     png = tmp_path / "gaps.png"
     plotted = CliRunner().invoke(app, ["study-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(png)])
     assert plotted.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000

@@ -453,15 +453,17 @@ def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     return finish_figure(fig, path, title, tight=False)
 
 
-def compare_studies(study_dirs: list[str | Path], bits: int = 32,
-                    plot: str | Path | None = None) -> tuple[str, str | None]:
+def compare_studies(study_dirs: list[str | Path], bits: int = 32, plot: str | Path | None = None,
+                    absolute: bool = False) -> tuple[str, str | None]:
     """Several studies (one per data set) side by side: for every variant that every study ran
     with all its seeds, the gap to ``none`` in validation MAP (the quantity that chooses) and in
     test MAP (only reported), in MAP points, per data set and averaged. Returns the Markdown table
     and the variant with the best mean validation gap over all the studies given (adah's rule: a
     config of one data set takes its own study's choice, the photo configs a user starts from the
     mean over Wiki and fashion_products: README, "Outcome"). ``plot``: also a PNG of the same gaps,
-    one group of bars per data set (test gap as bars, validation gap as dots)."""
+    one group of bars per data set (test gap as bars, validation gap as dots). ``absolute``: also
+    a table of the MAPs themselves (validation / test, mean over seeds; ``none`` first), to set
+    studies of different encoders or settings on one split beside each other."""
     studies = []
     for d in study_dirs:
         path = Path(d) / "study.json"
@@ -477,6 +479,7 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32,
             raise AdahError(f"{path}: not a study.json written by adah study ({exc})") from None
         studies.append((name, runs))
     gaps: dict[str, dict[str, tuple[float, float]]] = {}
+    maps: dict[str, dict[str, tuple[float, float]]] = {}
     for name, runs in studies:
         by: dict[str, list[dict]] = {}
         for r in runs:
@@ -486,8 +489,11 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32,
         seeds = len(by["none"])
         base_val = float(np.mean([r["val_map"] for r in by["none"]]))
         base_test = float(np.mean([r["test_map_mean"] for r in by["none"]]))
+        maps.setdefault("none", {})[name] = (base_val, base_test)
         for v, rs in by.items():
             if v != "none" and len(rs) >= seeds:
+                maps.setdefault(v, {})[name] = (float(np.mean([r["val_map"] for r in rs])),
+                                                float(np.mean([r["test_map_mean"] for r in rs])))
                 gaps.setdefault(v, {})[name] = (100 * (np.mean([r["val_map"] for r in rs]) - base_val),
                                                100 * (np.mean([r["test_map_mean"] for r in rs]) - base_test))
     names = [n for n, _ in studies]
@@ -503,6 +509,15 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32,
         mv = np.mean([complete[v][n][0] for n in names])
         mt = np.mean([complete[v][n][1] for n in names])
         lines.append(f"| {v} | " + " | ".join(cells) + f" | {mv:+.2f} / {mt:+.2f} |")
+    if absolute:
+        lines += ["", f"Validation / test MAP at {bits} bits (mean of I->T and T->I), mean over each study's seeds; "
+                  "the same variants, `none` first.", "",
+                  "| variant | " + " | ".join(f"{n} val / test" for n in names) + " | mean val / test |",
+                  "|---|" + "---|" * (len(names) + 1)]
+        for v in ["none", *ranked]:
+            cells = [f"{maps[v][n][0]:.4f} / {maps[v][n][1]:.4f}" for n in names]
+            mv, mt = np.mean([maps[v][n][0] for n in names]), np.mean([maps[v][n][1] for n in names])
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {mv:.4f} / {mt:.4f} |")
     if plot is not None:
         plot_comparison({v: complete[v] for v in ranked}, names, Path(plot), bits)
     return "\n".join(lines) + "\n", (ranked[0] if ranked else None)

@@ -262,13 +262,15 @@ def study_compare(
     studies: list[Path] = typer.Argument(..., help="Study folders written by adah study (one per data set)."),
     bits: int = typer.Option(32, help="The code length to compare."),
     plot: Optional[Path] = typer.Option(None, help="Also write the gaps as a bar chart to this PNG."),
+    absolute: bool = typer.Option(False, help="Also print the MAPs themselves (validation / test), not only the "
+                                  "gaps to none."),
 ) -> None:
     """Studies of several data sets side by side: each variant's gap to `none` in validation MAP
     (which chooses) and test MAP, per data set and averaged; give it the studies of one data
     family to apply the rule that chose the bundled configs' G."""
     from adah.study import compare_studies
 
-    table, best = compare_studies(studies, bits=bits, plot=plot)
+    table, best = compare_studies(studies, bits=bits, plot=plot, absolute=absolute)
     typer.echo(table)
     typer.echo(f"best mean validation gap: {best}" if best else "no variant ran in every study")
     if plot is not None:
