@@ -492,10 +492,9 @@ def compare_studies(study_dirs: list[str | Path], bits: int = 32, plot: str | Pa
         maps.setdefault("none", {})[name] = (base_val, base_test)
         for v, rs in by.items():
             if v != "none" and len(rs) >= seeds:
-                maps.setdefault(v, {})[name] = (float(np.mean([r["val_map"] for r in rs])),
-                                                float(np.mean([r["test_map_mean"] for r in rs])))
-                gaps.setdefault(v, {})[name] = (100 * (np.mean([r["val_map"] for r in rs]) - base_val),
-                                               100 * (np.mean([r["test_map_mean"] for r in rs]) - base_test))
+                val, test = float(np.mean([r["val_map"] for r in rs])), float(np.mean([r["test_map_mean"] for r in rs]))
+                maps.setdefault(v, {})[name] = (val, test)
+                gaps.setdefault(v, {})[name] = (100 * (val - base_val), 100 * (test - base_test))
     names = [n for n, _ in studies]
     complete = {v: g for v, g in gaps.items() if set(g) == set(names)}
     ranked = sorted(complete, key=lambda v: -np.mean([complete[v][n][0] for n in names]))

@@ -70,12 +70,18 @@ def threshold_ste(probs: torch.Tensor, alpha: float | torch.Tensor) -> torch.Ten
     return hard + (probs - probs.detach())
 
 
-def topk_ste(scores: torch.Tensor, probs: torch.Tensor, keep: int) -> torch.Tensor:
+def topk_ste(scores: torch.Tensor, probs: torch.Tensor, keep: int | torch.Tensor) -> torch.Tensor:
     """Binary mask of the ``keep`` highest ``scores`` of each row (among equal scores, which are
-    kept is up to ``torch.topk``),
-    with the straight-through gradient of :func:`threshold_ste` w.r.t. ``probs``. (B, N) -> (B, N)."""
-    idx = scores.detach().topk(keep, dim=1, sorted=False).indices
-    hard = torch.zeros_like(probs).scatter_(1, idx, 1.0)
+    kept is up to ``torch.topk`` / ``argsort``), with the straight-through gradient of
+    :func:`threshold_ste` w.r.t. ``probs``. (B, N) -> (B, N); ``keep`` one count for every row or
+    a (B, 1) tensor of counts, one per row."""
+    scores = scores.detach()
+    if isinstance(keep, torch.Tensor):  # per row: keep the positions ranked below the row's count
+        order = scores.argsort(dim=1, descending=True)
+        positions = torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous()
+        hard = (torch.empty_like(order).scatter_(1, order, positions) < keep).to(probs.dtype)
+    else:
+        hard = torch.zeros_like(probs).scatter_(1, scores.topk(keep, dim=1, sorted=False).indices, 1.0)
     return hard + (probs - probs.detach())
 
 
@@ -96,7 +102,7 @@ class Gate(nn.Module):
         self.weights = mask == "weight"  # mean-1 weights p*N (2p), in training and at test time
         self.soft = False  # set by the trainer for the soft-mask epochs of a hard mask; never saved
 
-    def alpha(self, n: int) -> float:
+    def alpha(self, n: int | torch.Tensor) -> float | torch.Tensor:
         return self.threshold / n if self.gate == "softmax" else self.threshold / 2
 
     def forward(self, scores: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,62 +113,54 @@ class Gate(nn.Module):
         if self.noise > 0 and self.training:  # a fresh draw per step: Gumbel(0, 1) = -log(-log U)
             u = torch.rand_like(logits).clamp_(1e-12, 1 - 1e-7)
             logits = logits - self.noise * torch.log(-torch.log(u))
-        if valid is not None:
-            return self._forward_valid(logits, valid.bool())
-        n = scores.shape[1]
-        probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
+        if valid is None:
+            n, vf = scores.shape[1], None
+            probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
+            keep = max(1, min(n, math.ceil(self.keep_fraction * n)))
+        else:  # each row over its own valid positions: n (B, 1); a row with none: p = 0 everywhere
+            valid = valid.bool()
+            vf = valid.to(logits.dtype)
+            n = vf.sum(1, keepdim=True).clamp_min(1)
+            logits = logits.masked_fill(~valid, float("-inf"))
+            probs = (torch.softmax(logits, dim=1).nan_to_num(0.0) if self.gate == "softmax"
+                     else torch.sigmoid(logits))  # sigmoid(-inf) = 0
+            keep = torch.ceil(self.keep_fraction * n).clamp(min=1)  # at most n
         if self.weights:
             mask = probs * n if self.gate == "softmax" else 2 * probs
         elif self.soft or self.always_soft:
             mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
         elif self.keep_fraction > 0:
-            mask = topk_ste(logits, probs, max(1, min(n, math.ceil(self.keep_fraction * n))))
+            mask = topk_ste(logits, probs, keep)
         else:
             mask = threshold_ste(probs, self.alpha(n))
-        return mask, probs
-
-    def _forward_valid(self, logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward` with a per-row count of positions (see there)."""
-        vf = valid.to(logits.dtype)
-        n = vf.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
-        if self.gate == "softmax":  # a row with no valid position: p = 0 everywhere
-            probs = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=1).nan_to_num(0.0)
-        else:
-            probs = torch.sigmoid(logits) * vf
-        if self.weights:
-            mask = probs * n if self.gate == "softmax" else 2 * probs
-        elif self.soft or self.always_soft:
-            mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
-        elif self.keep_fraction > 0:
-            keep = torch.ceil(self.keep_fraction * n).clamp(min=1)  # (B, 1), at most n
-            order = logits.detach().masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
-            rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
-                                                    .expand_as(order).contiguous())
-            mask = (rank < keep).to(probs.dtype) + (probs - probs.detach())
-        else:
-            alpha = self.threshold / n if self.gate == "softmax" else torch.full_like(n, self.threshold / 2)
-            mask = threshold_ste(probs, alpha)
-        return mask * vf, probs
+        return (mask, probs) if vf is None else (mask * vf, probs)
 
 
-def _split(feats: torch.Tensor, mask: torch.Tensor, residual: float,
-           rescale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def split_parts(feats: torch.Tensor, mask: torch.Tensor, residual: float, rescale: bool = False,
+           valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - min(Z, 1)) * f
     (Z is in [0, 1] but for ``mask='weight'``, where it may exceed 1). With ``rescale`` each part
     is divided by the mean over the positions of its factor (per item, no gradient through the
-    scale; at least 1/N, so a part that keeps nothing stays 0)."""
-    keep = mask if residual == 0 else residual + (1 - residual) * mask
-    drop = 1 - mask.clamp(max=1)
+    scale; at least 1/N, so a part that keeps nothing stays 0). ``valid`` (0/1, shaped like
+    ``mask``): only those positions are in either part, and the means are over them."""
+    full = 1 if valid is None else valid
+    keep = mask if residual == 0 else full * residual + (1 - residual) * mask
+    drop = full - mask.clamp(max=1)
     if rescale:
-        keep, drop = _rescaled(keep), _rescaled(drop)
+        keep, drop = _rescaled(keep, valid), _rescaled(drop, valid)
     return keep * feats, drop * feats
 
 
-def _rescaled(factor: torch.Tensor) -> torch.Tensor:
-    """factor / mean(factor) over the positions of each item: (B, 1, H, W) maps or (B, d) vectors."""
+def _rescaled(factor: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """factor / mean(factor) over the positions of each item: (B, 1, H, W) maps or (B, d) vectors;
+    with ``valid``, over each item's valid positions."""
     dims = tuple(range(1, factor.ndim))
-    n = math.prod(factor.shape[1:])
-    mean = factor.detach().mean(dim=dims, keepdim=True).clamp(min=1.0 / n)
+    if valid is None:
+        n = math.prod(factor.shape[1:])
+        mean = factor.detach().mean(dim=dims, keepdim=True).clamp(min=1.0 / n)
+    else:
+        n = valid.sum(dim=dims, keepdim=True).clamp(min=1)
+        mean = (factor.detach().sum(dim=dims, keepdim=True) / n).clamp(min=1.0 / n)
     return factor / mean
 
 
@@ -186,7 +184,7 @@ class SpatialAttention(nn.Module):
             )
         mask, probs = self.gate(self.score(maps).view(b, h * w))
         mask, probs = mask.view(b, 1, h, w).to(maps.dtype), probs.view(b, 1, h, w)
-        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
+        return AttentionOutput(*split_parts(maps, mask, self.residual, self.rescale), mask, probs)
 
 
 class FeatureAttention(nn.Module):
@@ -203,7 +201,7 @@ class FeatureAttention(nn.Module):
     def forward(self, feats: torch.Tensor) -> AttentionOutput:
         mask, probs = self.gate(self.score(feats))
         mask = mask.to(feats.dtype)
-        return AttentionOutput(*_split(feats, mask, self.residual, self.rescale), mask, probs)
+        return AttentionOutput(*split_parts(feats, mask, self.residual, self.rescale), mask, probs)
 
 
 class ChannelAttention(FeatureAttention):
@@ -219,7 +217,7 @@ class ChannelAttention(FeatureAttention):
         b, c = maps.shape[:2]
         mask, probs = self.gate(self.score(maps.mean(dim=(2, 3))))
         mask, probs = mask.view(b, c, 1, 1).to(maps.dtype), probs.view(b, c, 1, 1)
-        return AttentionOutput(*_split(maps, mask, self.residual, self.rescale), mask, probs)
+        return AttentionOutput(*split_parts(maps, mask, self.residual, self.rescale), mask, probs)
 
 
 def init_score_layer(layer: nn.Module, init: str) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from adah.errors import AdahError
-from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer
+from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer, split_parts
 from adah.models.hashing import HashHead
 
 
@@ -60,12 +60,9 @@ class TokenAttention(nn.Module):
             mask = mask.to(feats.dtype)
         else:
             probs, mask = valid_f / n, valid_f
-        keep = mask if self.residual == 0 else valid_f * self.residual + (1 - self.residual) * mask
-        drop = valid_f - mask.clamp(max=1)
-        if self.rescale:  # each part divided by its factor's mean over the text's tokens (detached)
-            keep = keep / (keep.detach().sum(1, keepdim=True) / n).clamp(min=1.0 / n)
-            drop = drop / (drop.detach().sum(1, keepdim=True) / n).clamp(min=1.0 / n)
-        return AttentionOutput(keep.unsqueeze(-1) * feats, drop.unsqueeze(-1) * feats, mask, probs)
+        attended, unattended = split_parts(feats, mask.unsqueeze(-1), self.residual, self.rescale,
+                                           valid_f.unsqueeze(-1))
+        return AttentionOutput(attended, unattended, mask, probs)
 
 
 class TokenTextBranch(nn.Module):
