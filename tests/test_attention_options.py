@@ -24,7 +24,8 @@ from conftest import tiny_config
 
 def _spatial(**kw) -> SpatialAttention:
     torch.manual_seed(0)
-    return SpatialAttention(6, **attention_kwargs(AttentionConfig(**{**PAPER_G, **kw})))
+    cfg = AttentionConfig(**{**PAPER_G, **kw})
+    return SpatialAttention(6, region=cfg.image_region, **attention_kwargs(cfg))  # as ImageBranch builds it
 
 
 PAPER_G = {k.split(".", 1)[1]: v for k, v in PRESETS["paper"].items() if k.startswith("attention.")}
@@ -125,6 +126,39 @@ def test_saliency_init_attends_the_cells_of_high_activation():
         AttentionConfig(init="learned").validate()
 
 
+def test_salient_region_erases_inside_the_object_and_hashes_the_object():
+    maps = torch.rand(2, 6, 5, 5) * 0.1
+    maps[0, :, 1:3, 1:4] += 2.0  # item 0: a 2x3 object (6 of 25 cells)
+    maps[1, :, 0:2, :] += 3.0  # item 1: two bright rows (10 cells)
+    obj = torch.zeros(2, 1, 5, 5)
+    obj[0, 0, 1:3, 1:4] = 1
+    obj[1, 0, 0:2, :] = 1
+    att = _spatial(image_region="salient", keep_fraction=0.5, residual=1.0, rescale=True)
+    out = att(maps)
+    z = out.mask.detach()
+    assert bool((z <= obj).all())  # G's mask lies inside the salient cells
+    assert z.flatten(1).sum(1).tolist() == [3.0, 5.0]  # half of each item's salient cells
+    assert bool((out.probs[obj == 0] == 0).all())  # the gate sees the salient cells alone
+    # D hashes the salient cells, rescaled: its average pool is their mean (SCDA's selective pooling)
+    obj_mean = (obj * maps).sum(dim=(2, 3)) / obj.sum(dim=(2, 3))
+    torch.testing.assert_close(out.attended.mean(dim=(2, 3)), obj_mean)
+    torch.testing.assert_close(out.attended, obj * maps / obj.mean(dim=(2, 3), keepdim=True))
+    # the adversarial view: the salient cells G's mask leaves out, never the background
+    drop = obj - z
+    torch.testing.assert_close(out.unattended, drop * maps / drop.mean(dim=(2, 3), keepdim=True))
+    # the paper's form inside the region: Z * f and (R - Z) * f, no rescale
+    paper = _spatial(image_region="salient", keep_fraction=0.5)(maps)
+    torch.testing.assert_close(paper.attended, paper.mask * maps)
+    torch.testing.assert_close(paper.unattended, (obj - paper.mask.detach()) * maps)
+    # the region is the maps', not G's: the same maps, the same region, whatever G's weights
+    other = _spatial(image_region="salient", keep_fraction=0.5, residual=1.0, rescale=True, init="zero")(maps)
+    torch.testing.assert_close(other.attended, out.attended)
+    with pytest.raises(AdahError, match="attention.image_region"):
+        AttentionConfig(image_region="object").validate()
+    with pytest.raises(AdahError, match="image_positions='cells'"):
+        AttentionConfig(image_region="salient", image_positions="channels").validate()
+
+
 def test_image_branch_builds_the_mask_the_config_names(tmp_path):
     from adah.config import ModelConfig
     from adah.models.adah import ImageBranch
@@ -138,6 +172,11 @@ def test_image_branch_builds_the_mask_the_config_names(tmp_path):
     out = channels(images)
     assert out.codes.shape == (2, 32) and out.mask.shape[1:] == (cells.backbone.out_channels, 1, 1)
     assert not torch.allclose(out.codes, out.codes_hat)  # the erased view differs
+    salient = ImageBranch(cfg, AttentionConfig(image_region="salient"))
+    assert isinstance(salient.attention, SpatialAttention) and salient.attention.region == "salient"
+    with pytest.raises(AdahError, match="image_region='salient'.*gives vectors"):
+        ImageBranch(ModelConfig(attention="image", image_backbone="mlp", image_dim=16),
+                    AttentionConfig(image_region="salient"))
 
 
 def test_keep_fraction_fixes_the_mask_density_per_item():

@@ -140,6 +140,7 @@ ATTENTION_GATES = ("softmax", "sigmoid")
 G_OBJECTIVES = ("adversarial", "full")
 ATTENTION_MASKS = ("hard", "soft", "weight")
 IMAGE_POSITIONS = ("cells", "channels")
+IMAGE_REGIONS = ("all", "salient")
 ATTENTION_INITS = ("random", "zero", "saliency")
 
 
@@ -164,6 +165,7 @@ class AttentionConfig:
     grad_clip: float = 0.0  # max gradient norm of G's step (0: none)
     rescale: bool = False  # divide attended/unattended by the mean of their mask (an erased view keeps f's scale)
     image_positions: str = "cells"  # the image mask is over the map's cells (paper: where) | channels (what)
+    image_region: str = "all"  # the cells G's mask splits: all (paper) | salient: those above the mean activation (SCDA)
 
     def validate(self) -> None:
         if self.gate not in ATTENTION_GATES:
@@ -191,6 +193,11 @@ class AttentionConfig:
             raise AdahError(f"attention.rescale must be true or false, got {self.rescale!r}")
         if self.image_positions not in IMAGE_POSITIONS:
             raise AdahError(f"attention.image_positions must be one of {IMAGE_POSITIONS}, got {self.image_positions!r}")
+        if self.image_region not in IMAGE_REGIONS:
+            raise AdahError(f"attention.image_region must be one of {IMAGE_REGIONS}, got {self.image_region!r}")
+        if self.image_region == "salient" and self.image_positions != "cells":
+            raise AdahError("attention.image_region='salient' splits the map's cells; it needs "
+                            "attention.image_positions='cells'")
 
 
 @dataclass
@@ -293,7 +300,7 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
                    "attention.keep_fraction": 0.0, "attention.init": "random", "attention.residual": 0.0,
                    "attention.mask": "hard", "attention.soft_epochs": 0, "attention.warmup_epochs": 0,
                    "attention.objective": "adversarial", "attention.grad_clip": 0.0, "attention.rescale": False,
-                   "attention.image_positions": "cells",
+                   "attention.image_positions": "cells", "attention.image_region": "all",
                    "train.steps_min": 4, "train.steps_max": 1, "train.g_batches": "own",
                    "loss.adversarial_weight": 1.0}
 # a new field of G must say what the paper's value is, never fall back to adah's default

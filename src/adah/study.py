@@ -172,6 +172,23 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                            "train.steps_max": 0, "model.attention": "image", "attention.rescale": True,
                            "loss.adversarial_weight": 0.0},
                           "saliency_image without the adversarial terms: SCDA's selective pooling alone"),
+    # round 7: the paper's game inside the object: SCDA's salient cells are what D hashes, and the
+    # adversarial view erases part of them (saliency_image's complement is the background)
+    "salient_erase_fixed_g_image": ({**_PAPER, "attention.image_region": "salient", "attention.keep_fraction": 0.5,
+                                     "attention.residual": 1.0, "attention.rescale": True, "train.steps_max": 0,
+                                     "model.attention": "image"},
+                                    "D hashes the salient cells (SCDA's selective pooling, as saliency_image_w0); the "
+                                    "adversarial terms train E,D on the half of them G's fixed random scores leave "
+                                    "out (erase_fixed_g_image inside the object)"),
+    "salient_erase_image": ({**_PAPER, "attention.image_region": "salient", "attention.keep_fraction": 0.5,
+                             "attention.residual": 1.0, "attention.rescale": True, "model.attention": "image"},
+                            "salient_erase_fixed_g_image with G trained (the paper's game inside the object): G "
+                            "keeps the half of the salient cells whose removal hurts the erased view's ranking most"),
+    "salient_erase_nothing_image": ({**_PAPER, "attention.image_region": "salient", "attention.threshold": 1000.0,
+                                     "attention.residual": 1.0, "attention.rescale": True, "train.steps_max": 0,
+                                     "model.attention": "image"},
+                                    "the control for salient_erase_fixed_g_image: the 'erased' view keeps every salient "
+                                    "cell (T->I_hat a second T->I term on the salient pooling; nothing erased)"),
     "paper_shared": ({**_PAPER, "train.g_batches": "shared"},
                      "paper, G's steps on E,D's batch: E,D take as many steps as in none"),
     "soft_zero_full_w0_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",

@@ -54,12 +54,15 @@ class ImageBranch(nn.Module):
         attention = attention or AttentionConfig()
         if cfg.image_attention:
             kw = attention_kwargs(attention)
+            if attention.image_region != "all" and not spatial:
+                raise AdahError(f"attention.image_region={attention.image_region!r} splits the cells of a conv "
+                                f"map; the image backbone {cfg.image_backbone!r} gives vectors")
             if not spatial:
                 self.attention = FeatureAttention(c, **kw)
             elif attention.image_positions == "channels":
                 self.attention = ChannelAttention(c, **kw)
             else:
-                self.attention = SpatialAttention(c, **kw)
+                self.attention = SpatialAttention(c, region=attention.image_region, **kw)
         else:
             self.attention = NoAttention(spatial=spatial)
         self.hash = HashHead(self.backbone.fc, self.backbone.out_dim, cfg.bits)

@@ -33,7 +33,14 @@ here in one place (:class:`Gate`):
 - ``image_positions``: what the image mask is over: the ``cells`` of the conv map (the paper:
   *where* to look, :class:`SpatialAttention`) or its ``channels`` (*what* to look for,
   :class:`ChannelAttention`: G scores the C channels from the map's global average, as a
-  squeeze-and-excitation block does, and the mask (B, C, 1, 1) holds for every cell).
+  squeeze-and-excitation block does, and the mask (B, C, 1, 1) holds for every cell);
+- ``image_region``: which cells G's mask splits: ``all`` (the paper) or ``salient``, the cells
+  whose mean activation over the channels is at least its mean over the map (SCDA's selective
+  pooling, Wei et al., IEEE TIP 2017; fixed by the backbone, no parameters). With ``salient``
+  the gate works over each image's salient cells alone (alpha = c/n, ceil(rho*n) kept, n their
+  count), the other cells are in neither part, and with ``residual`` 1 D hashes the salient
+  cells while the adversarial view is the salient cells G's mask leaves out: erasing inside the
+  object, where the paper's complement (1 - Z) f of a saliency mask is the background.
 """
 
 from __future__ import annotations
@@ -137,13 +144,21 @@ class Gate(nn.Module):
 
 
 def split_parts(feats: torch.Tensor, mask: torch.Tensor, residual: float, rescale: bool = False,
-           valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                valid: torch.Tensor | None = None,
+                region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """attended = f * (lam + (1 - lam) Z) (lam = 0: Z * f), unattended = (1 - min(Z, 1)) * f
     (Z is in [0, 1] but for ``mask='weight'``, where it may exceed 1). With ``rescale`` each part
     is divided by the mean over the positions of its factor (per item, no gradient through the
     scale; at least 1/N, so a part that keeps nothing stays 0). ``valid`` (0/1, shaped like
-    ``mask``): only those positions are in either part, and the means are over them."""
-    full = 1 if valid is None else valid
+    ``mask``): only those positions are in either part, and the means are over them (padding:
+    the positions an item does not have). ``region`` (0/1, shaped like ``mask``, Z inside it):
+    only those positions are in either part, 1 replaced by the region (attended R * (lam + (1 -
+    lam) Z) * f, unattended (R - Z) * f), but the means stay over all N positions (cells outside
+    the region are part of the image: an average pool of a rescaled part is the mean of its
+    cells)."""
+    if valid is not None and region is not None:
+        raise AdahError("split_parts takes valid positions or a region, not both")
+    full = valid if valid is not None else (region if region is not None else 1)
     keep = mask if residual == 0 else full * residual + (1 - residual) * mask
     drop = full - mask.clamp(max=1)
     if rescale:
@@ -168,11 +183,13 @@ class SpatialAttention(nn.Module):
     """(B, C, H, W) maps -> AttentionOutput with a (B, 1, H, W) mask; the paper's alpha = 1/(H*W)."""
 
     def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
-                 **gate) -> None:
+                 region: str = "all", **gate) -> None:
         super().__init__()
+        if region not in ("all", "salient"):
+            raise AdahError(f"attention.image_region must be 'all' or 'salient', got {region!r}")
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
         self.gate = Gate(**gate)
-        self.residual, self.rescale = residual, rescale
+        self.residual, self.rescale, self.region = residual, rescale, region
         init_score_layer(self.score, init)
 
     def forward(self, maps: torch.Tensor) -> AttentionOutput:
@@ -182,9 +199,17 @@ class SpatialAttention(nn.Module):
                 f"image attention needs a map with at least 2 positions, got {h}x{w}; "
                 "with a globally pooled backbone use model.mask_position='before_pool'"
             )
-        mask, probs = self.gate(self.score(maps).view(b, h * w))
+        scores = self.score(maps).view(b, h * w)
+        region = None
+        if self.region == "salient":  # SCDA: the cells whose mean activation is at least the map's mean
+            act = maps.detach().float().mean(dim=1).view(b, h * w)
+            salient = act >= act.mean(dim=1, keepdim=True)
+            mask, probs = self.gate(scores, salient)
+            region = salient.view(b, 1, h, w).to(maps.dtype)
+        else:
+            mask, probs = self.gate(scores)
         mask, probs = mask.view(b, 1, h, w).to(maps.dtype), probs.view(b, 1, h, w)
-        return AttentionOutput(*split_parts(maps, mask, self.residual, self.rescale), mask, probs)
+        return AttentionOutput(*split_parts(maps, mask, self.residual, self.rescale, region=region), mask, probs)
 
 
 class FeatureAttention(nn.Module):
