@@ -5,6 +5,7 @@ of an image-erasing variant in ``adah study`` folders.
     python benchmarks/erased_view.py runs/study-fashion_products runs/study-coco_mini \\
         [--variant erase_fixed_g_image]
     python benchmarks/erased_view.py --pooled-cosine runs/features/fashion_products runs/features/coco_mini
+    python benchmarks/erased_view.py --pooled-cosine --salient runs/features/fashion_products448
 
 The second form needs no model: for cached conv maps it prints the cosine between an item's
 average-pooled maps and the average of a random half of its cells, next to the cosine between
@@ -70,19 +71,27 @@ def erased_view_map(run_dir: Path) -> tuple[float, float]:
             float(mean_average_precision(queries, erased, ql, dl)))
 
 
-def pooled_cosine(maps: np.ndarray, *, items: int = 300, keep: float = 0.5, seed: int = 0) -> dict[str, float]:
+def pooled_cosine(maps: np.ndarray, *, items: int = 300, keep: float = 0.5, seed: int = 0,
+                  salient: bool = False) -> dict[str, float]:
     """``maps`` (N, C, h, w): mean and min over ``items`` random items of cos(average pool of all
     cells, average of a random ``keep`` share of them), and the mean and 90th percentile of the
-    cosine between different items' average pools."""
+    cosine between different items' average pools. ``salient``: an item's cells are only its
+    salient ones (mean activation over the channels at least its mean over the map, SCDA's rule:
+    what ``attention.image_region = "salient"`` splits), for the pools and the random share."""
     if maps.ndim != 4 or maps.shape[2] * maps.shape[3] < 2:
         raise AdahError(f"pooled_cosine needs (N, C, h, w) maps with at least 2 cells, got {maps.shape}")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(maps), size=min(items, len(maps)), replace=False))
     x = np.asarray(maps[rows], dtype=np.float64).reshape(len(rows), maps.shape[1], -1)
-    cells = x.shape[2]
-    full = x.mean(axis=2)
-    part = np.stack([x[i][:, rng.choice(cells, max(1, int(keep * cells)), replace=False)].mean(axis=1)
-                     for i in range(len(rows))])
+    full, part = [], []
+    for item in x:
+        if salient:
+            act = item.mean(axis=0)
+            item = item[:, act >= act.mean()]
+        cells = item.shape[1]
+        full.append(item.mean(axis=1))
+        part.append(item[:, rng.choice(cells, max(1, int(keep * cells)), replace=False)].mean(axis=1))
+    full, part = np.stack(full), np.stack(part)
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
     same = np.sum(unit(full) * unit(part), axis=1)
     between = (unit(full) @ unit(full).T)[~np.eye(len(rows), dtype=bool)]
@@ -95,6 +104,7 @@ def main() -> None:
     ap.add_argument("studies", nargs="+", type=Path, help="adah study folders, or with --pooled-cosine feature caches")
     ap.add_argument("--variant", default="erase_fixed_g_image")
     ap.add_argument("--pooled-cosine", action="store_true", help="the folders are feature caches (maps.npy)")
+    ap.add_argument("--salient", action="store_true", help="with --pooled-cosine: pool each item's salient cells only")
     args = ap.parse_args()
     if args.pooled_cosine:
         print("| feature cache | cos(pool of all cells, pool of a random half): mean / min "
@@ -102,8 +112,8 @@ def main() -> None:
         for folder in args.studies:
             if not (folder / "maps.npy").is_file():
                 sys.exit(f"{folder / 'maps.npy'}: not found (run `adah features extract` first)")
-            c = pooled_cosine(np.load(folder / "maps.npy", mmap_mode="r"))
-            print(f"| {folder.name} | {c['same_mean']:.3f} / {c['same_min']:.3f} "
+            c = pooled_cosine(np.load(folder / "maps.npy", mmap_mode="r"), salient=args.salient)
+            print(f"| {folder.name}{' (salient cells)' if args.salient else ''} | {c['same_mean']:.3f} / {c['same_min']:.3f} "
                   f"| {c['between_mean']:.3f} / {c['between_p90']:.3f} |")
         return
     print(f"| study | runs | T->I MAP, full view | T->I MAP, erased view | erased / full |\n|---|---|---|---|---|")
