@@ -319,8 +319,13 @@ ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batc
 # terms on the positions weighted below average; E,D train on the attended codes only
 POOL_ATTENTION = {**PAPER_ATTENTION, "attention.mask": "weight", "attention.init": "zero",
                   "attention.objective": "full", "train.g_batches": "shared", "loss.adversarial_weight": 0.0}
+# erasing inside the object (the study variant ``salient_erase_fixed_g_image``, round 7; the bundled
+# photo configs on the image branch at 448 px): adah's erasing G over each photo's salient cells
+# (SCDA's rule), rescaled: D hashes the mean of the salient cells, the adversarial terms train E,D
+# on the half of them G's fixed, randomly initialised scores leave out
+SALIENT_ERASE_ATTENTION = {**ADAH_ATTENTION, "attention.image_region": "salient", "attention.rescale": True}
 PRESETS: dict[str, dict[str, Any]] = {"paper": PAPER_ATTENTION, "adah": ADAH_ATTENTION,
-                                      "attention_pool": POOL_ATTENTION}
+                                      "attention_pool": POOL_ATTENTION, "salient_erase": SALIENT_ERASE_ATTENTION}
 # every preset names the same keys, so applying one after another leaves nothing of the first
 assert all(set(p) == set(PAPER_ATTENTION) for p in PRESETS.values()), "presets must name the same keys"
 

@@ -14,6 +14,10 @@ from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.fileio import check_output_file, check_output_folder
 from adah.locks import exclusive, lock_file_in
 
+PRESET_HELP = ("Replace G's settings by a preset: paper (the paper's literal G), salient_erase (the photo "
+               "configs': erasing inside the object), adah (erasing over all cells) or attention_pool "
+               "(scenes_demo's and wiki's).")
+
 
 def run_folder_lock(out: Path):
     """The exclusive lock of a run folder: a second command writing into ``out`` is refused."""
@@ -63,9 +67,7 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
-    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the photo configs) or "
-                                         "attention_pool (scenes_demo's and wiki's)."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -104,9 +106,7 @@ def ablation(
     out: Path = typer.Option(Path("runs/ablation"), help="One run folder per variant, and ablation.json."),
     epochs: Optional[int] = typer.Option(None, min=1),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
-    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the photo configs) or "
-                                         "attention_pool (scenes_demo's and wiki's)."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
@@ -139,9 +139,7 @@ def benchmark(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
-    preset: Optional[str] = typer.Option(None, help="Replace G's settings by a preset: paper (the paper's literal "
-                                         "G), adah (the erasing G of the photo configs) or "
-                                         "attention_pool (scenes_demo's and wiki's)."),
+    preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
