@@ -6,6 +6,9 @@
 # (runs/study6-SET448/split.json). A run of round 6 (none, saliency_image_w0) is copied, not
 # retrained: the same config, split and seed give the same run (delete runs/study7-* to retrain).
 # Usage: bash benchmarks/round7_salient.sh [SET ...]   (default: all five; JOBS=2 by default)
+# fashion_nolabel, a check outside the rule's five sets, needs its 448-px cache first:
+#   adah features extract --config coco_mini --set data.options.path=$PWD/runs/data/fashion_nolabel \
+#       --set data.options.features=runs/features/fashion_nolabel448 --set "data.options.split_map={}"
 # VARIANTS overrides the new variants (e.g. VARIANTS=salient_erase_nothing_image, the control).
 set -euo pipefail
 JOBS=${JOBS:-2}
@@ -18,11 +21,13 @@ for V in $SETS; do
     *) C=coco_mini; D=(--set "data.options.path=$PWD/runs/data/$V" --set "data.options.split_map={}") ;;
   esac
   OUT=runs/study7-${V}448
+  SPLIT=runs/study6-${V}448/split.json   # round 6's 448-px split; for a set round 6 ran at 224 px only
+  [ -f "$SPLIT" ] || SPLIT=runs/study6-$V-bow/split.json   # (fashion_nolabel), its 224-px split
   mkdir -p "$OUT"
   for OLD in none saliency_image_w0; do
     if [ -d "runs/study6-${V}448/$OLD" ] && [ ! -d "$OUT/$OLD" ]; then cp -r "runs/study6-${V}448/$OLD" "$OUT/"; fi
   done
   adah study --config $C "${S[@]}" "${D[@]}" --set "data.options.features=runs/features/${V}448" \
-      --split "runs/study6-${V}448/split.json" --variants none saliency_image_w0 $NEW \
+      --split "$SPLIT" --variants none saliency_image_w0 $NEW \
       --seeds 3 --bits 32 --jobs "$JOBS" --out "$OUT"
 done

@@ -148,8 +148,10 @@ ATTENTION_INITS = ("random", "zero", "saliency")
 class AttentionConfig:
     """G's choices that the paper leaves open (used when ``model.attention`` is not ``none``).
 
-    The defaults are adah's measured choice (README, "Attention that earns its place"); the
-    ``paper`` preset (:data:`PRESETS`, ``--preset paper``) restores the paper's literal G."""
+    The defaults are the ``adah`` preset, adah's erasing G over all positions; the bundled photo
+    configs add ``image_region = "salient"`` and ``rescale`` (the ``salient_erase`` preset, round 7
+    of the study: README, "Attention that earns its place"); the ``paper`` preset (:data:`PRESETS`,
+    ``--preset paper``) restores the paper's literal G."""
 
     gate: str = "softmax"  # softmax over positions (paper) | sigmoid: one gate per position
     temperature: float = 1.0  # scores / temperature before the gate
@@ -306,8 +308,8 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
 # a new field of G must say what the paper's value is, never fall back to adah's default
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"
-# adah's erasing G (the study variant ``erase_fixed_g``; on the image branch alone in the bundled
-# photo configs: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
+# adah's erasing G (the study variant ``erase_fixed_g``; on the image branch alone, the bundled
+# photo configs' G until round 7: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
 # E,D on the half of the positions G's fixed, randomly initialised scores leave out; G takes no step
 ADAH_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
 ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batches": "own",

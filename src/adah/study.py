@@ -207,8 +207,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                              "attention.objective": "full", "loss.adversarial_weight": 0.0,
                              "train.g_batches": "shared"},
                             "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled photo configs use it on the image "
-             "branch: erase_fixed_g_image)"),
+    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled photo configs used it on the image "
+             "branch until round 7: erase_fixed_g_image; now salient_erase_fixed_g_image)"),
     "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared)"),
     "attention_pool_text": ({**_POOL, "model.attention": "text"},
                             "attention_pool on the text branch alone (where its weights move most; the bundled "
