@@ -51,6 +51,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from adah.config import IMAGE_REGIONS
 from adah.errors import AdahError
 
 
@@ -185,8 +186,8 @@ class SpatialAttention(nn.Module):
     def __init__(self, channels: int, *, init: str = "random", residual: float = 0.0, rescale: bool = False,
                  region: str = "all", **gate) -> None:
         super().__init__()
-        if region not in ("all", "salient"):
-            raise AdahError(f"attention.image_region must be 'all' or 'salient', got {region!r}")
+        if region not in IMAGE_REGIONS:
+            raise AdahError(f"attention.image_region must be one of {IMAGE_REGIONS}, got {region!r}")
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
         self.gate = Gate(**gate)
         self.residual, self.rescale, self.region = residual, rescale, region
