@@ -145,3 +145,29 @@ def test_amp_flag_switches_bf16_and_channels_last_on_gpus_only(scenes_small, tmp
         runs.append(t.model.state_dict())
     for k in runs[0]:
         assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+def test_min_steps_makes_each_epoch_pass_over_the_data_several_times(scenes_small, tmp_path):
+    """360 training pairs at batch 64 give 5 batches a pass; 2 epochs need 4 passes an epoch for
+    at least 36 steps (2 x 4 x 5 = 40), each pass a permutation of its own."""
+    data, split = scenes_small
+    cfg = tiny_config(**{"train.epochs": 2, "train.batch_size": 64, "train.min_steps": 36})
+    trainer = Trainer(cfg, data, split, tmp_path / "t")
+    assert trainer.batches_per_pass() == 5 and trainer.passes_per_epoch() == 4
+    state = trainer._new_epoch_state()
+    order = state["order"]
+    assert len(order) == 4 * 360
+    for p in range(4):  # each pass visits every training pair once
+        assert sorted(order[p * 360:(p + 1) * 360].tolist()) == list(range(360))
+    batches = trainer._epoch_batches(order)
+    assert len(batches) == 20 and all(len(b) == 64 for b in batches)
+    assert set(np.concatenate(batches[:5]).tolist()) <= set(split.train[order[:360]].tolist())
+    result = train(cfg, data, split, tmp_path / "run")
+    assert [h["step"] for h in result.history] == [20, 40] and [h["passes"] for h in result.history] == [4, 4]
+    # already enough steps: one pass an epoch, the same run as without the option
+    assert Trainer(tiny_config(**{"train.min_steps": 5}), data, split, tmp_path / "u").passes_per_epoch() == 1
+    plain = train(tiny_config(**{"train.max_batches_per_epoch": 3}), data, split, tmp_path / "a")
+    same = train(tiny_config(**{"train.max_batches_per_epoch": 3, "train.min_steps": 3}), data, split, tmp_path / "b")
+    assert [h["objective"] for h in plain.history] == [h["objective"] for h in same.history]
+    with pytest.raises(AdahError, match="train.min_steps"):
+        tiny_config(**{"train.min_steps": -1}).validate()

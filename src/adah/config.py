@@ -114,6 +114,10 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA; ignored on the CPU
     eval_every: int = 1  # epochs between validation MAP evaluations (0: only at the end)
     max_batches_per_epoch: int = 0  # 0: full epoch; >0 caps it (smoke tests)
+    # 0: an epoch is one pass over the training pairs. >0: each epoch makes as many passes as it takes
+    # for `epochs` epochs to give at least this many optimiser steps (the photo configs: 1000, so a
+    # collection of 64 pairs trains 1000 steps, not 40; README, round 8 of the attention study)
+    min_steps: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     keep_checkpoints: int = 3  # resumable checkpoints kept in run_dir/checkpoints (newest)
     progress: bool = True
@@ -128,6 +132,8 @@ class TrainConfig:
             raise AdahError(f"train.g_batches must be 'own' or 'shared', got {self.g_batches!r}")
         if self.steps_max < 0:
             raise AdahError(f"train.steps_max must be >= 0, got {self.steps_max}")
+        if self.min_steps < 0:
+            raise AdahError(f"train.min_steps must be >= 0 (0: one pass over the data an epoch), got {self.min_steps}")
         if self.batch_size < 2:
             raise AdahError(f"train.batch_size must be at least 2 to form triplets, got {self.batch_size}")
         if self.lr <= 0 or self.attention_lr <= 0:

@@ -236,16 +236,31 @@ class Trainer:
         return float(self.dist.sum(adversarial_objective(terms)))
 
     # -- epochs ------------------------------------------------------------------------------
+    def batches_per_pass(self) -> int:
+        """Batches in one pass over the training pairs (the remainder is dropped)."""
+        return len(self.split.train) // min(self.config.train.batch_size, len(self.split.train))
+
+    def passes_per_epoch(self) -> int:
+        """1, or with ``train.min_steps`` the passes an epoch makes so that ``train.epochs`` epochs
+        give at least that many optimiser steps (steps of both kinds counted)."""
+        tc = self.config.train
+        if not tc.min_steps:
+            return 1
+        return max(1, math.ceil(tc.min_steps / (tc.epochs * self.batches_per_pass())))
+
     def _new_epoch_state(self) -> dict:
-        """Draw the epoch's batch order; the position and running sums make it resumable."""
-        order = torch.randperm(len(self.split.train), generator=self.data_gen).numpy()
-        return {"order": order, "pos": 0, "sums": {}, "counts": {}, "lr": self.opt_min.param_groups[0]["lr"]}
+        """Draw the epoch's batch order (one permutation a pass); the position and running sums
+        make it resumable."""
+        n = len(self.split.train)
+        order = torch.cat([torch.randperm(n, generator=self.data_gen) for _ in range(self.passes_per_epoch())])
+        return {"order": order.numpy(), "pos": 0, "sums": {}, "counts": {}, "lr": self.opt_min.param_groups[0]["lr"]}
 
     def _epoch_batches(self, order: np.ndarray) -> list[np.ndarray]:
         tc = self.config.train
         train = self.split.train
-        bs = min(tc.batch_size, len(train))
-        batches = [train[order[i : i + bs]] for i in range(0, len(train) - bs + 1, bs)]  # drop the remainder
+        n, bs = len(train), min(tc.batch_size, len(train))
+        batches = [train[order[p + i : p + i + bs]]  # each pass drops its own remainder
+                   for p in range(0, len(order), n) for i in range(0, n - bs + 1, bs)]
         return batches[: tc.max_batches_per_epoch] if tc.max_batches_per_epoch else batches
 
     def validate(self) -> dict[str, float]:
@@ -291,6 +306,8 @@ class Trainer:
         self.epoch += 1
         self._set_learning_rates()
         record = {"epoch": self.epoch, "step": self.step, "lr": st["lr"]}
+        if tc.min_steps:
+            record["passes"] = self.passes_per_epoch()
         record.update({k: st["sums"][k] / st["counts"][k] for k in st["sums"]})
         self.epoch_state = None
         return record
@@ -315,6 +332,10 @@ class Trainer:
             if self.data.text_vocabulary is not None:  # what query text is encoded with later
                 self.data.text_vocabulary.save(self.run_dir / "vocabulary.json")
             atomic_write_text(self.run_dir / "metrics.jsonl", "")
+        passes = self.passes_per_epoch()
+        if passes > 1 and tc.progress and main:
+            tqdm.write(f"train.min_steps {tc.min_steps}: {passes} passes over the {len(self.split.train)} training "
+                       f"pairs an epoch ({tc.epochs * passes * self.batches_per_pass()} steps in all)")
         while self.epoch < tc.epochs:
             t0 = time.perf_counter()
             record = self.run_epoch()
