@@ -124,3 +124,29 @@ def test_in_process_resume_from_every_checkpoint_matches(scenes_small, tmp_path)
     resumed.fit(resume=True)
     for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_resume_inside_the_second_pass_of_a_min_steps_epoch_matches(scenes_small, tmp_path):
+    """With train.min_steps an epoch is several passes; a checkpoint inside the second pass
+    carries the whole epoch's order, so resuming from it gives the uninterrupted weights."""
+    import shutil
+
+    data, split = scenes_small
+    cfg = tiny_config(**{"train.epochs": 2, "train.batch_size": 64, "train.min_steps": 20,
+                         "train.checkpoint_every": 7, "train.keep_checkpoints": 10})
+    whole = Trainer(cfg, data, split, tmp_path / "whole")
+    assert whole.passes_per_epoch() == 2  # 5 batches a pass, 2 epochs x 2 passes x 5 >= 20
+    whole.fit()
+    mid = list_checkpoints(tmp_path / "whole")[0]  # step 7: batch 3 of epoch 1's second pass
+    state = load_checkpoint(mid)["epoch_state"]
+    assert state["pos"] == 7 and len(state["order"]) == 2 * len(split.train)
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(mid, part / "checkpoints" / mid.name)
+    for name in ("config.json", "split.json", "metrics.jsonl"):
+        shutil.copy(tmp_path / "whole" / name, part / name)
+    resumed = Trainer(cfg, data, split, part)
+    result = resumed.fit(resume=True)
+    assert [h["step"] for h in result.history] == [10, 20]
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
