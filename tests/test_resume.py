@@ -34,6 +34,23 @@ def _adah(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def _resume_from(checkpoint: Path, whole: Path, part: Path, cfg, data, split) -> tuple[Trainer, list[dict]]:
+    """A run folder holding only ``checkpoint`` (and the run's config, split and metrics), resumed to the end."""
+    import shutil
+
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, part / "checkpoints" / checkpoint.name)
+    for name in ("config.json", "split.json", "metrics.jsonl"):
+        shutil.copy(whole / name, part / name)
+    resumed = Trainer(cfg, data, split, part)
+    return resumed, resumed.fit(resume=True).history
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
+
+
 def _final_state(run: Path) -> dict:
     return load_checkpoint(run / "last.pt")["model"]
 
@@ -113,24 +130,13 @@ def test_in_process_resume_from_every_checkpoint_matches(scenes_small, tmp_path)
     whole.fit()
     mid = list_checkpoints(tmp_path / "whole")[0]  # step 3, inside epoch 1
     assert load_checkpoint(mid)["epoch_state"]["pos"] == 3
-    part = tmp_path / "part"
-    (part / "checkpoints").mkdir(parents=True)
-    import shutil
-
-    shutil.copy(mid, part / "checkpoints" / mid.name)
-    for name in ("config.json", "split.json", "metrics.jsonl"):
-        shutil.copy(tmp_path / "whole" / name, part / name)
-    resumed = Trainer(cfg, data, split, part)
-    resumed.fit(resume=True)
-    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    resumed, _ = _resume_from(mid, tmp_path / "whole", tmp_path / "part", cfg, data, split)
+    _assert_same_weights(whole.model, resumed.model)
 
 
 def test_resume_inside_the_second_pass_of_a_min_steps_epoch_matches(scenes_small, tmp_path):
     """With train.min_steps an epoch is several passes; a checkpoint inside the second pass
     carries the whole epoch's order, so resuming from it gives the uninterrupted weights."""
-    import shutil
-
     data, split = scenes_small
     cfg = tiny_config(**{"train.epochs": 2, "train.batch_size": 64, "train.min_steps": 20,
                          "train.checkpoint_every": 7, "train.keep_checkpoints": 10})
@@ -140,13 +146,6 @@ def test_resume_inside_the_second_pass_of_a_min_steps_epoch_matches(scenes_small
     mid = list_checkpoints(tmp_path / "whole")[0]  # step 7: batch 3 of epoch 1's second pass
     state = load_checkpoint(mid)["epoch_state"]
     assert state["pos"] == 7 and len(state["order"]) == 2 * len(split.train)
-    part = tmp_path / "part"
-    (part / "checkpoints").mkdir(parents=True)
-    shutil.copy(mid, part / "checkpoints" / mid.name)
-    for name in ("config.json", "split.json", "metrics.jsonl"):
-        shutil.copy(tmp_path / "whole" / name, part / name)
-    resumed = Trainer(cfg, data, split, part)
-    result = resumed.fit(resume=True)
-    assert [h["step"] for h in result.history] == [10, 20]
-    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    resumed, history = _resume_from(mid, tmp_path / "whole", tmp_path / "part", cfg, data, split)
+    assert [h["step"] for h in history] == [10, 20]
+    _assert_same_weights(whole.model, resumed.model)
