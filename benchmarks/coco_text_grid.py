@@ -33,7 +33,7 @@ from adah.data.registry import load_dataset, make_split  # noqa: E402
 from adah.evaluate import encode, evaluate_codes, random_recall  # noqa: E402
 from adah.features import extract_features  # noqa: E402
 from adah.fit import fit_config  # noqa: E402
-from adah.train import train  # noqa: E402
+from adah.training.trainer import train  # noqa: E402
 
 QUERIES = ("a dog on a bed", "a dog in the snow", "a plate of food", "a man riding a horse", "a cat", "people on a street")
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from adah.config import Config
 from adah.data.base import CrossModalData, random_split
-from adah.train import Trainer
+from adah.training.trainer import Trainer
 
 
 def tiny_features(seed: int = 0, n: int = 240) -> CrossModalData:

@@ -17,7 +17,7 @@ from adah.cli import app
 from adah.config import PRESETS, AttentionConfig, Config
 from adah.errors import AdahError
 from adah.models.attention import ChannelAttention, FeatureAttention, SpatialAttention, attention_kwargs
-from adah.train import Trainer, normalised_entropy
+from adah.training.trainer import Trainer, normalised_entropy
 
 from conftest import tiny_config
 
@@ -276,7 +276,7 @@ def test_bundled_configs_ship_the_study_choice_of_their_data():
     """scenes_demo and wiki (configs of one data set): attention_pool on the text branch, the best validation
     gap of each one's own study; the photo configs a user starts from: erasing inside the object on the image
     branch at 448 px (round 7: the best mean validation gap over five photo sets, ahead of its control)."""
-    from adah.study import variant_config
+    from adah.experiments.study import variant_config
 
     for name in ("scenes_demo", "wiki"):
         cfg = Config.load(name)
@@ -367,7 +367,7 @@ def test_normalised_entropy_bounds():
 
 @pytest.mark.slow
 def test_diagnostics_per_epoch_picture_and_adah_plot(scenes_small, tmp_path):
-    from adah.train import train
+    from adah.training.trainer import train
 
     data, split = scenes_small
     run = tmp_path / "run"
@@ -405,7 +405,7 @@ def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
     # a second run reads every result.json instead of training again
     import sys
 
-    monkeypatch.setattr(sys.modules["adah.train"], "train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(sys.modules["adah.training.trainer"], "train", lambda *a, **k: pytest.fail("retrained a finished run"))
     again = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False)
     assert [r["test_map_mean"] for r in again.runs] == [r["test_map_mean"] for r in result.runs]
     (out / "paper" / "bits16-seed1" / "result.json").unlink()
@@ -466,7 +466,7 @@ def test_study_compare_ranks_variants_by_mean_validation_gap(tmp_path):
 _POOL_PARENT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from adah.study import exit_with_parent
+from adah.experiments.study import exit_with_parent
 pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent)
 print(pool.submit(os.getpid).result(), flush=True)
 pool.submit(time.sleep, 120)

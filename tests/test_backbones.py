@@ -137,7 +137,7 @@ def test_checkpoint_rebuild_never_fetches_pretrained_weights(monkeypatch):
 def test_feature_vector_images_use_an_mlp_and_attention_over_dimensions():
     from adah.config import Config
     from adah.data.base import CrossModalData
-    from adah.train import complete_config
+    from adah.training.trainer import complete_config
 
     rng = np.random.default_rng(0)
     labels = np.eye(3, dtype=np.uint8)[rng.integers(0, 3, 20)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adah.benchmark import run_benchmark
+from adah.experiments.benchmark import run_benchmark
 from adah.cli import expand_list_options
 from adah.config import Config
 from adah.errors import AdahError
@@ -30,7 +30,7 @@ def test_baselines_refuse_pixel_datasets(tmp_path):
 
 
 def test_baselines_use_cached_maps_averaged_over_positions():
-    from adah.benchmark import _baseline_codes, image_vectors
+    from adah.experiments.benchmark import _baseline_codes, image_vectors
     from adah.data.base import CrossModalData, random_split
 
     rng = np.random.default_rng(0)

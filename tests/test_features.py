@@ -224,7 +224,7 @@ def test_validate_arrays_accepts_float_maps_only():
 
 def test_training_on_the_cache_freezes_the_backbone_and_the_checkpoint_encodes_pixels(tmp_path, reference, weights):
     from adah.checkpoint import load_model
-    from adah.train import train
+    from adah.training.trainer import train
 
     cfg = scenes_config(weights, reference)
     data = load_dataset(cfg.data)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adah.baselines import BASELINES
-from adah.benchmark import degenerate_codes
+from adah.experiments.benchmark import degenerate_codes
 from adah.evaluate import Codes
 from adah.metrics import mean_average_precision
 

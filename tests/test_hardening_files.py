@@ -149,7 +149,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, 
     import shutil
 
     from adah.checkpoint import load_checkpoint
-    from adah.train import Trainer, list_checkpoints
+    from adah.training.trainer import Trainer, list_checkpoints
     from conftest import tiny_config
 
     data, split = scenes_small

@@ -24,7 +24,7 @@ from adah.index import (FORMAT_VERSION, ImageQueryError, Index, IndexFormatError
 from adah.index import core as index_core
 from adah.index import store
 from adah.models import build_model
-from adah.train import complete_config
+from adah.training.trainer import complete_config
 
 from conftest import tiny_config
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adah.config import LossConfig
-from adah.losses import (
+from adah.training.losses import (
     adah_objective,
     adversarial_objective,
     code_distance,

@@ -17,7 +17,7 @@ from adah.config import LossConfig
 from adah.data.folder import read_folder
 from adah.errors import AdahError
 from adah.evaluate import Codes, evaluate_codes, has_labels, random_recall, validation_scores
-from adah.losses import adah_objective, triplet_ranking_loss
+from adah.training.losses import adah_objective, triplet_ranking_loss
 from adah.metrics import pack_codes, paired_recall_at_k
 from adah.models.adah import BranchOutput
 from adah.similarity import get_similarity, same_item, with_label_policy
@@ -162,7 +162,7 @@ def test_pairs_only_training_on_unlabelled_rows(tmp_path):
     from adah.config import Config
     from adah.data.registry import load_dataset, make_split
     from adah.evaluate_run import evaluate_checkpoint
-    from adah.train import train
+    from adah.training.trainer import train
 
     words = ["red", "green", "blue", "dark", "light", "big", "small", "round"]
     rows = [{"text": f"a {words[i % 8]} {words[(i // 8) % 8]} thing", "split": "test" if i % 5 == 0 else "train"}

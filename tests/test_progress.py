@@ -6,7 +6,7 @@ import io
 
 from adah.data.registry import load_dataset, make_split
 from adah.progress import SummaryLine, progress_bar
-from adah.train import train
+from adah.training.trainer import train
 from conftest import tiny_config
 
 

@@ -16,7 +16,7 @@ import torch
 
 from adah.checkpoint import load_checkpoint, load_model
 from adah.errors import AdahError
-from adah.train import Trainer, list_checkpoints
+from adah.training.trainer import Trainer, list_checkpoints
 
 from conftest import tiny_config
 

@@ -270,7 +270,7 @@ def scenes_client(tmp_path_factory):
     """A 1-epoch scenes model whose attention is on text only; scenes' images live in arrays."""
     from adah.data.registry import load_dataset, make_split
     from adah.index import build_index
-    from adah.train import train
+    from adah.training.trainer import train
 
     from conftest import tiny_config
 

@@ -20,7 +20,7 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.evaluate import encode, evaluate_codes
 from adah.metrics import mean_average_precision
-from adah.train import train
+from adah.training.trainer import train
 from conftest import tiny_config
 
 

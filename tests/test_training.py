@@ -10,8 +10,8 @@ import torch
 from adah.checkpoint import load_checkpoint, load_model
 from adah.errors import AdahError
 from adah.evaluate import encode, evaluate_codes
-from adah.losses import adah_objective, adversarial_objective, total_min_objective
-from adah.train import Trainer, adversarial_terms, train
+from adah.training.losses import adah_objective, adversarial_objective, total_min_objective
+from adah.training.trainer import Trainer, adversarial_terms, train
 
 from conftest import tiny_config
 

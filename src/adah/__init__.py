@@ -13,7 +13,7 @@ from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes
 from adah.index import Index, build_index
 from adah.metrics import mean_average_precision, pr_curve_by_radius, precision_at_k, recall_at_k
 from adah.models import ADAH, build_model
-from adah.train import TrainResult, Trainer, train
+from adah.training import TrainResult, Trainer, train
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ One call runs, with progress bars:
    (:mod:`adah.features`); text features: frozen all-MiniLM-L6-v2 token embeddings in
    ``OUT/features/text`` (:mod:`adah.text_features`). Both are reused by later runs on the
    same photos and captions (``--force`` retrains without recomputing them);
-2. training (:mod:`adah.train`) with the triplet similarity the data allows: label overlap and
+2. training (:mod:`adah.training.trainer`) with the triplet similarity the data allows: label overlap and
    the pairing (``both``) when every item has labels, the pairing alone (``pairs``) otherwise;
 3. evaluation on the held-out query rows: recall@K of each query's own pair (and MAP when labels
    exist), beside a random ranking;
@@ -103,7 +103,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.evaluate import encode, evaluate_codes, random_recall
     from adah.features import extract_features
     from adah.index import build_index
-    from adah.train import train
+    from adah.training.trainer import train
 
     list_file = find_list_file(photos)
     out = Path(out)

@@ -76,7 +76,7 @@ def train_cmd(
     from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
     from adah.similarity import with_label_policy
-    from adah.train import train
+    from adah.training.trainer import train
 
     check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({
@@ -110,7 +110,7 @@ def ablation(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
-    from adah.ablation import run_ablation
+    from adah.experiments.ablation import run_ablation
     from adah.config import Config
     from adah.evaluate import format_map_table
 
@@ -144,7 +144,7 @@ def benchmark(
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
     (MAP mean +- std and the tie-aware value), results.json and PR curves."""
-    from adah.benchmark import run_benchmark
+    from adah.experiments.benchmark import run_benchmark
     from adah.config import Config, bundled_configs
 
     from adah.similarity import with_label_policy
@@ -237,7 +237,7 @@ def study(
     by validation MAP: a Markdown table of test MAP next to `none`, the variant validation
     recommends, and per-epoch diagnostics pictures."""
     from adah.config import Config
-    from adah.study import DEFAULT_VARIANTS, VARIANTS, run_study
+    from adah.experiments.study import DEFAULT_VARIANTS, VARIANTS, run_study
 
     if list_variants:
         width = max(len(name) for name in VARIANTS)
@@ -266,7 +266,7 @@ def study_compare(
     """Studies of several data sets side by side: each variant's gap to `none` in validation MAP
     (which chooses) and test MAP, per data set and averaged; give it the studies of one data
     family to apply the rule that chose the bundled configs' G."""
-    from adah.study import compare_studies
+    from adah.experiments.study import compare_studies
 
     table, best = compare_studies(studies, bits=bits, plot=plot, absolute=absolute)
     typer.echo(table)

@@ -284,7 +284,7 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
     import torch
 
     from adah.evaluate import encode, evaluate_codes
-    from adah.train import train
+    from adah.training.trainer import train
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"

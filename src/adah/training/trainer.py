@@ -31,7 +31,7 @@ from adah.errors import AdahError
 from adah.distributed import DistContext, wrap_model
 from adah.evaluate import encode_sharded, validation_scores
 from adah.fileio import atomic_write_text
-from adah.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
+from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
 from adah.models.text_encoders import check_text_inputs

@@ -25,7 +25,7 @@ from adah.errors import AdahError
 from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.fileio import atomic_write_text
 from adah.progress import progress_bar
-from adah.train import train
+from adah.training.trainer import train
 
 DEEP_METHODS = {"adah": "both", "none": "none"}
 METHOD_NAMES = {"adah": "ADAH", "none": "none (deep, no attention)", "cca_itq": "CCA-ITQ", "scm_seq": "SCM-seq",

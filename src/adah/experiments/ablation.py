@@ -10,7 +10,7 @@ from adah.config import ATTENTION_VARIANTS, Config
 from adah.data.registry import load_dataset, make_split
 from adah.evaluate import RetrievalReport, encode, evaluate_codes
 from adah.fileio import atomic_write_text
-from adah.train import train
+from adah.training.trainer import train
 
 
 def run_ablation(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] = ATTENTION_VARIANTS,
