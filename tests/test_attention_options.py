@@ -387,7 +387,7 @@ def test_diagnostics_per_epoch_picture_and_adah_plot(scenes_small, tmp_path):
 
 @pytest.mark.slow
 def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
-    from adah import study
+    from adah.experiments import study
 
     cfg = tiny_config(**{"data.num_items": 400, "data.num_query": 40, "data.num_train": 250,
                          "train.max_batches_per_epoch": 3})

@@ -74,7 +74,7 @@ def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_p
     """benchmarks/erased_view.py: its full-view T->I MAP is the validation MAP that chose best.pt."""
     import numpy as np
 
-    from adah import study
+    from adah.experiments import study
     from conftest import tiny_config
 
     spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "benchmarks" / "erased_view.py")
