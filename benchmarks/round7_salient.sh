@@ -14,7 +14,7 @@ set -euo pipefail
 JOBS=${JOBS:-2}
 SETS=${*:-coco_mini fashion_tiny fashion_half fashion10 fashion_products}
 NEW=${VARIANTS:-salient_erase_fixed_g_image salient_erase_image}
-S=(--set model.image_size=448 --set data.options.image_size=448)
+S=(--set model.image_size=448 --set data.options.image_size=448 --set train.epochs=20)  # 20: the photo configs' epochs until round 9
 for V in $SETS; do
   case $V in
     fashion_products|coco_mini) C=$V; D=() ;;

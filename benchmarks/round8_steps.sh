@@ -7,5 +7,6 @@
 # is unchanged by construction, so its round-7 runs stand and it is not rerun here.
 # Needs runs/features/SET448 and runs/study6-SET448/split.json (round 6); benchmarks/study448.sh runs it.
 # Usage: bash benchmarks/round8_steps.sh [SET ...]   (default: the four sets; JOBS=2 by default)
+# train.epochs=20: the photo configs' epochs until round 9 (they train 40 since).
 set -euo pipefail
-exec bash "$(dirname "$0")/study448.sh" 8 "--set train.min_steps=1000" ${*:-coco_mini fashion_tiny fashion_half fashion10}
+exec bash "$(dirname "$0")/study448.sh" 8 "--set train.min_steps=1000 --set train.epochs=20" ${*:-coco_mini fashion_tiny fashion_half fashion10}
