@@ -275,7 +275,8 @@ def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
 def test_bundled_configs_ship_the_study_choice_of_their_data():
     """scenes_demo and wiki (configs of one data set): attention_pool on the text branch, the best validation
     gap of each one's own study; the photo configs a user starts from: erasing inside the object on the image
-    branch at 448 px (round 7: the best mean validation gap over five photo sets, ahead of its control)."""
+    branch at 448 px (round 7: the best mean validation gap over five photo sets, ahead of its control), 40
+    epochs (round 9)."""
     from adah.experiments.study import variant_config
 
     for name in ("scenes_demo", "wiki"):
@@ -289,6 +290,8 @@ def test_bundled_configs_ship_the_study_choice_of_their_data():
         assert cfg.model.attention == "image"
         assert cfg.model.image_size == 448 and cfg.data.options["image_size"] == 448  # 14x14 MobileNetV2 maps
         assert cfg.data.options["features"] == f"runs/features/{name}448"
+        # round 9: 40 epochs, the second 20 at a tenth of the rate (the step is reached, once)
+        assert (cfg.train.epochs, cfg.train.lr_step_epochs, cfg.train.lr_gamma) == (40, 20, 0.1)
         assert cfg.to_dict() == cfg.with_preset("salient_erase").to_dict()
         assert cfg.to_dict() == variant_config(cfg, "salient_erase_fixed_g_image", bits=32, seed=0).override(
             {"train.progress": True}).to_dict()
