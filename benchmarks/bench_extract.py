@@ -44,7 +44,7 @@ def forward_rate(backbone, device: torch.device, channels_last: bool, batches: i
 
 def main() -> None:
     from adah.config import Config
-    from adah.features import extract_features
+    from adah.features.image_cache import extract_features
     from adah.models.adah import build_backbone
     from adah.models.backbones import find_mobilenet_v2_weights
 

@@ -1,4 +1,4 @@
-"""MAP at NUS-WIDE protocol size: adah.metrics against the DCMH per-query loop.
+"""MAP at NUS-WIDE protocol size: adah.evaluation.metrics against the DCMH per-query loop.
 
 Synthetic data of the NUS-WIDE protocol's shape: 2,100 queries x 193,734 database items,
 21 multi-hot labels (~2-3 per item, skewed frequencies), ±1 codes correlated with the
@@ -22,7 +22,7 @@ import tracemalloc
 
 import numpy as np
 
-from adah.metrics import mean_average_precision
+from adah.evaluation.metrics import mean_average_precision
 
 GOAL_RATIO, GOAL_BITS, GOAL_MEMORY_GIB = 25.0, 64, 2.0
 

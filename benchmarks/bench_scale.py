@@ -14,7 +14,7 @@ import torch
 
 from adah.config import ModelConfig
 from adah.data.base import CrossModalData
-from adah.evaluate import encode, evaluate_codes
+from adah.evaluation.retrieval import encode, evaluate_codes
 from adah.models import build_model
 
 N, N_QUERY, IMAGE_DIM, TEXT_DIM, LABELS, BITS = 195_834, 2_100, 512, 1_000, 21, 64

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from adah.config import Config  # noqa: E402
 from adah.data.registry import load_dataset, make_split  # noqa: E402
-from adah.evaluate import encode, evaluate_codes, random_recall  # noqa: E402
-from adah.features import extract_features  # noqa: E402
-from adah.fit import fit_config  # noqa: E402
+from adah.evaluation.retrieval import encode, evaluate_codes, random_recall  # noqa: E402
+from adah.features.image_cache import extract_features  # noqa: E402
+from adah.recipes.fit import fit_config  # noqa: E402
 from adah.training.trainer import train  # noqa: E402
 
 QUERIES = ("a dog on a bed", "a dog in the snow", "a plate of food", "a man riding a horse", "a cat", "people on a street")

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adah.checkpoint import load_model
+from adah.training.checkpoint import load_model
 from adah.data.base import Split
 from adah.data.registry import load_dataset
 from adah.errors import AdahError
-from adah.metrics import mean_average_precision
+from adah.evaluation.metrics import mean_average_precision
 from adah.models.hashing import binarize
-from adah.runtime import batch_tensors
+from adah.utils.runtime import batch_tensors
 
 
 @torch.no_grad()

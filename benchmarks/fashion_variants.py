@@ -41,7 +41,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 VARIANTS = ("fashion10", "fashion_half", "fashion_nolabel", "fashion_tiny")
 TINY_PER_CLASS = 8  # per class and split: 10 classes x 8 x 2 = 160 items, coco_mini's 159

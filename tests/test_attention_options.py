@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from adah.checkpoint import config_of
+from adah.training.checkpoint import config_of
 from adah.cli import app
 from adah.config import PRESETS, AttentionConfig, Config
 from adah.errors import AdahError

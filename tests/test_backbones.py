@@ -118,7 +118,7 @@ def test_checkpoint_rebuild_never_fetches_pretrained_weights(monkeypatch):
         **{**kw, "weights": None}))
     import dataclasses
 
-    from adah.checkpoint import load_model, save_checkpoint
+    from adah.training.checkpoint import load_model, save_checkpoint
     from adah.config import Config
 
     cfg = Config(model=ModelConfig(text_dim=10, text_hidden=(8,), image_fc_dims=(8,), image_weights="DEFAULT"))

@@ -3,7 +3,7 @@
 A small synthetic cross-modal set (600 items, 6 classes, some items with two labels; image
 features a class-dependent Gaussian mixture in 40-d, text another class-dependent map in
 30-d, both with noise): each method is fitted on 400 items and 200 queries are ranked
-against the 400 in both directions (I->T, T->I) with adah.metrics.mean_average_precision.
+against the 400 in both directions (I->T, T->I) with adah.evaluation.metrics.mean_average_precision.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from scipy import linalg, optimize
 
 from adah.baselines import BASELINES, CCAITQ, CMFH, SCMSeq, SePH, NotFittedError, sign_codes
 from adah.baselines.base import ridge
-from adah.metrics import mean_average_precision
+from adah.evaluation.metrics import mean_average_precision
 
 N_TRAIN, N_QUERY, N_CLASSES, BITS = 400, 200, 6, 16
 WIKI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wiki" / "wiki_roph.mat"

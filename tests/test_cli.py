@@ -14,14 +14,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from adah.checkpoint import load_model, payload_digest
+from adah.training.checkpoint import load_model, payload_digest
 from adah.cli import app
 from adah.config import Config
 from adah.data.base import Split
 from adah.data.registry import load_dataset, make_split
 from adah.errors import AdahError
-from adah.evaluate import encode
-from adah.metrics import mean_average_precision
+from adah.evaluation.retrieval import encode
+from adah.evaluation.metrics import mean_average_precision
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from adah.cli import app
 from adah.data.base import Split
 from adah.data.registry import load_dataset
-from adah.features import FeatureCache, read_header, without_cache
+from adah.features.image_cache import FeatureCache, read_header, without_cache
 from serve_support import coco_mobilenet_run, needs_coco
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
@@ -56,8 +56,8 @@ def test_cache_holds_mobilenet_maps_of_every_photo(chain):
 
 
 def test_trained_model_beats_random_codes_and_encodes_photos(chain):
-    from adah.checkpoint import load_model
-    from adah.demo import random_codes_report
+    from adah.training.checkpoint import load_model
+    from adah.recipes.demo import random_codes_report
 
     tmp, cfg = chain["tmp"], chain["cfg"]
     report = json.loads((tmp / "run" / "eval.json").read_text())

@@ -1,5 +1,5 @@
 """Tests for adah.data.base (CrossModalData, validate_arrays, Split, random_split) and
-adah.fileio (atomic writes)."""
+adah.utils.fileio (atomic writes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from adah.data.base import CrossModalData, Split, random_split, validate_arrays
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 FIELDS = ("query", "retrieval", "train", "val")
 

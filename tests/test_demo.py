@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.config import Config
-from adah.demo import attention_on_objects
+from adah.recipes.demo import attention_on_objects
 
 
 def test_attention_on_objects_hand_case():

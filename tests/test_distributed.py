@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adah.checkpoint import load_checkpoint
+from adah.training.checkpoint import load_checkpoint
 
 HERE = Path(__file__).parent
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"

@@ -1,4 +1,4 @@
-"""The feature cache (adah.features): extraction equals a direct backbone forward, is byte-identical
+"""The feature cache (adah.features.image_cache): extraction equals a direct backbone forward, is byte-identical
 after an injected stop or a SIGKILL and a rerun, refuses other data / weights, reads rows through
 the memmap only (a NUS-WIDE-sized cache is never loaded), and training on it freezes the backbone
 so one checkpoint encodes cached maps and raw pixels alike. Small CNN on small scenes: seconds."""
@@ -23,7 +23,7 @@ from adah.config import Config, ModelConfig
 from adah.data.base import CrossModalData, validate_arrays
 from adah.data.registry import load_dataset, make_split
 from adah.errors import AdahError
-from adah.features import (
+from adah.features.image_cache import (
     FeatureCache, attach_cache, extract_features, read_header, weights_identity, without_cache,
 )
 from adah.models import build_model
@@ -223,7 +223,7 @@ def test_validate_arrays_accepts_float_maps_only():
 
 
 def test_training_on_the_cache_freezes_the_backbone_and_the_checkpoint_encodes_pixels(tmp_path, reference, weights):
-    from adah.checkpoint import load_model
+    from adah.training.checkpoint import load_model
     from adah.training.trainer import train
 
     cfg = scenes_config(weights, reference)

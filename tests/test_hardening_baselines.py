@@ -9,8 +9,8 @@ import pytest
 
 from adah.baselines import BASELINES
 from adah.experiments.benchmark import degenerate_codes
-from adah.evaluate import Codes
-from adah.metrics import mean_average_precision
+from adah.evaluation.retrieval import Codes
+from adah.evaluation.metrics import mean_average_precision
 
 C, N_TRAIN, N_TEST, D_IMAGE, D_TEXT = 6, 150, 90, 200, 300
 

@@ -136,7 +136,7 @@ def test_image_over_the_decompression_bomb_limit_names_file_and_line(ckpt, tmp_p
 
 def test_configurable_pixel_limit_and_no_warning_below_it(tmp_path):
     from adah.data.folder import read_folder
-    from adah.images import open_image
+    from adah.utils.images import open_image
 
     folder = make_folder(tmp_path / "mine", n=4)  # photos of 48..51 x 40 pixels
     data = read_folder(folder, max_image_pixels=2000).data

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.errors import AdahError
-from adah.features import extract_features
+from adah.features.image_cache import extract_features
 from adah.index import Index, build_index
-from adah.locks import LockBusy, exclusive, lock_file_beside, lock_file_in
+from adah.utils.locks import LockBusy, exclusive, lock_file_beside, lock_file_in
 from test_features import reference, scenes_config, weights  # noqa: F401 - fixtures
 from test_index import make_checkpoint
 
@@ -34,7 +34,7 @@ class Holder:
     """Another process holding the lock file ``path`` until stopped."""
 
     def __init__(self, path: Path) -> None:
-        code = ("import sys, time; from adah.locks import exclusive\n"
+        code = ("import sys, time; from adah.utils.locks import exclusive\n"
                 "with exclusive(sys.argv[1], 'test'):\n    print('locked', flush=True); time.sleep(120)\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
@@ -133,7 +133,7 @@ def flip_a_tensor_byte(path: Path, tensor) -> None:
 
 
 def test_a_flipped_byte_in_a_checkpoint_is_refused_by_name(tmp_path):
-    from adah.checkpoint import CheckpointDamaged, load_checkpoint, load_model
+    from adah.training.checkpoint import CheckpointDamaged, load_checkpoint, load_model
 
     path = make_checkpoint(tmp_path / "model.pt")
     weights = load_checkpoint(path)["model"]
@@ -148,7 +148,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_refused_by_name(tmp_path):
 def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, tmp_path, capsys):
     import shutil
 
-    from adah.checkpoint import load_checkpoint
+    from adah.training.checkpoint import load_checkpoint
     from adah.training.trainer import Trainer, list_checkpoints
     from conftest import tiny_config
 
@@ -186,7 +186,7 @@ def cache_copy(reference, tmp_path):  # noqa: F811
 
 
 def test_a_truncated_maps_file_is_not_complete(weights, cache_copy):  # noqa: F811
-    from adah.features import CacheDamaged, FeatureCache
+    from adah.features.image_cache import CacheDamaged, FeatureCache
 
     maps = cache_copy / "maps.npy"
     maps.write_bytes(maps.read_bytes()[:-1000])
@@ -203,7 +203,7 @@ def test_a_truncated_maps_file_is_not_complete(weights, cache_copy):  # noqa: F8
 def test_a_flipped_byte_is_found_by_verify_and_on_first_read(weights, cache_copy):  # noqa: F811
     import numpy as np
 
-    from adah.features import CacheDamaged, FeatureCache, read_header, verify_cache
+    from adah.features.image_cache import CacheDamaged, FeatureCache, read_header, verify_cache
 
     header = read_header(cache_copy)
     assert len(header["chunk_sha256"]) == 160 // header["batch_size"]

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from adah.checkpoint import save_checkpoint
+from adah.training.checkpoint import save_checkpoint
 from adah.data.registry import load_dataset
 from adah.errors import AdahError
-from adah.evaluate import encode
+from adah.evaluation.retrieval import encode
 from adah.index import (FORMAT_VERSION, ImageQueryError, Index, IndexFormatError, QueryError, UnknownWordsError,
                         build_index, faiss_available, model_fingerprint)
 from adah.index import core as index_core
@@ -64,7 +64,7 @@ def copy_of(built, tmp_path):
 
 # --------------------------------------------------------------------------- what is written
 def test_build_writes_codes_equal_to_the_evaluation_encoder(ckpt, built):
-    from adah.checkpoint import load_model
+    from adah.training.checkpoint import load_model
 
     manifest = json.loads((built / "index.json").read_text())
     assert manifest["format"] == "adah-index" and manifest["version"] == FORMAT_VERSION

@@ -1,11 +1,11 @@
-"""Tests for adah.metrics against hand-computed values and a loop-based DCMH reference."""
+"""Tests for adah.evaluation.metrics against hand-computed values and a loop-based DCMH reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from adah.metrics import (
+from adah.evaluation.metrics import (
     PackedCodes,
     hamming_distance,
     mean_average_precision,
@@ -410,11 +410,11 @@ def test_benchmark_runs_small(capsys):
 
 
 def test_parallel_path_gives_identical_results(monkeypatch):
-    import adah.metrics
+    import adah.evaluation.metrics
 
     q, db, ql, dl = random_case(4, nq=40, nd=120, bits=6)
     serial = all_metrics(q, db, ql, dl, chunk_size=17)
-    monkeypatch.setattr(adah.metrics, "_PARALLEL_MIN_PAIRS", 0)  # every chunk on all threads
+    monkeypatch.setattr(adah.evaluation.metrics, "_PARALLEL_MIN_PAIRS", 0)  # every chunk on all threads
     parallel = all_metrics(q, db, ql, dl, chunk_size=17)
     assert parallel[0] == serial[0]
     for x, y in zip(parallel[1], serial[1]):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from adah.metrics import _harmonic, _harmonic_table, mean_average_precision
+from adah.evaluation.metrics import _harmonic, _harmonic_table, mean_average_precision
 
 
 def dist_rel(q, db, ql, dl):

@@ -16,11 +16,11 @@ from PIL import Image
 from adah.config import LossConfig
 from adah.data.folder import read_folder
 from adah.errors import AdahError
-from adah.evaluate import Codes, evaluate_codes, has_labels, random_recall, validation_scores
+from adah.evaluation.retrieval import Codes, evaluate_codes, has_labels, random_recall, validation_scores
 from adah.training.losses import adah_objective, triplet_ranking_loss
-from adah.metrics import pack_codes, paired_recall_at_k
+from adah.evaluation.metrics import pack_codes, paired_recall_at_k
 from adah.models.adah import BranchOutput
-from adah.similarity import get_similarity, same_item, with_label_policy
+from adah.training.similarity import get_similarity, same_item, with_label_policy
 
 
 # ----------------------------------------------------------------------------- similarity
@@ -161,7 +161,7 @@ def test_pairs_only_training_on_unlabelled_rows(tmp_path):
     validation scores recall, the checkpoint evaluates with recall@K and no MAP."""
     from adah.config import Config
     from adah.data.registry import load_dataset, make_split
-    from adah.evaluate_run import evaluate_checkpoint
+    from adah.evaluation.checkpoint_eval import evaluate_checkpoint
     from adah.training.trainer import train
 
     words = ["red", "green", "blue", "dark", "light", "big", "small", "round"]

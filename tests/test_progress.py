@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from adah.data.registry import load_dataset, make_split
-from adah.progress import SummaryLine, progress_bar
+from adah.utils.progress import SummaryLine, progress_bar
 from adah.training.trainer import train
 from conftest import tiny_config
 

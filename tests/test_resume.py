@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from adah.checkpoint import load_checkpoint, load_model
+from adah.training.checkpoint import load_checkpoint, load_model
 from adah.errors import AdahError
 from adah.training.trainer import Trainer, list_checkpoints
 
@@ -89,7 +89,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 
     cfg = load_model(whole / "best.pt")[1]
     data = load_dataset(cfg.data)
-    from adah.evaluate import encode
+    from adah.evaluation.retrieval import encode
 
     rows = np.arange(len(data))
     ca, cb = encode(ma, data, rows), encode(mb, data, rows)

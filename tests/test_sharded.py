@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adah.features import BATCHES_FILE, extract_features, read_header
+from adah.features.image_cache import BATCHES_FILE, extract_features, read_header
 from adah.index import build_index
 
 from test_features import scenes_config, weights  # noqa: F401 - the weights fixture

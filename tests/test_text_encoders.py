@@ -157,7 +157,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
-from adah.text_features import SentenceTokens
+from adah.features.text_cache import SentenceTokens
 arr, pieces = SentenceTokens(max_tokens=8).embed(["a dog on a bed", "snowboarding"])
 print(json.dumps({"attempts": attempts, "shape": list(arr.shape), "pieces": pieces,
                   "padding_zero": bool((arr[1, 2:] == 0).all()), "norm": float(abs(arr[0, :5]).sum())}))
@@ -176,7 +176,7 @@ print(json.dumps({"attempts": attempts, "shape": list(arr.shape), "pieces": piec
 
 @needs_minilm
 def test_token_cache_is_reused_without_loading_the_encoder(tmp_path, monkeypatch):
-    from adah import text_features
+    from adah.features import text_cache as text_features
 
     texts = ["a dog on a bed", "two cats", "a plate of food with broccoli"]
     first = text_features.text_token_cache(texts, tmp_path / "cache", max_tokens=6, progress=False)

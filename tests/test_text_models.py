@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from adah.checkpoint import load_checkpoint, load_model, text_vocabulary_of
+from adah.training.checkpoint import load_checkpoint, load_model, text_vocabulary_of
 from adah.cli import app
 from adah.data.base import CrossModalData
 from adah.data.scenes import VOCABULARY
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
-from adah.evaluate import encode, evaluate_codes
-from adah.metrics import mean_average_precision
+from adah.evaluation.retrieval import encode, evaluate_codes
+from adah.evaluation.metrics import mean_average_precision
 from adah.training.trainer import train
 from conftest import tiny_config
 

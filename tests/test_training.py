@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from adah.checkpoint import load_checkpoint, load_model
+from adah.training.checkpoint import load_checkpoint, load_model
 from adah.errors import AdahError
-from adah.evaluate import encode, evaluate_codes
+from adah.evaluation.retrieval import encode, evaluate_codes
 from adah.training.losses import adah_objective, adversarial_objective, total_min_objective
 from adah.training.trainer import Trainer, adversarial_terms, train
 
@@ -112,7 +112,7 @@ def test_training_on_scenes_beats_random_codes_by_a_wide_margin(tmp_path):
     from adah.config import Config
     from adah.data.base import random_split
     from adah.data.scenes import make_scenes
-    from adah.demo import random_codes_report
+    from adah.recipes.demo import random_codes_report
 
     data = make_scenes(num_items=1500, seed=5)
     split = random_split(len(data), num_query=200, num_train=1000, val_fraction=0.1, seed=5)
@@ -128,7 +128,7 @@ def test_training_on_scenes_beats_random_codes_by_a_wide_margin(tmp_path):
 
 
 def test_amp_flag_switches_bf16_and_channels_last_on_gpus_only(scenes_small, tmp_path):
-    from adah.runtime import amp_policy
+    from adah.utils.runtime import amp_policy
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert amp_policy(gpu, True) == amp_policy(gpu, True).__class__(True, torch.bfloat16, True)

@@ -78,7 +78,7 @@ class LossConfig:
     reduction: str = "mean_nonzero"  # mean over violated triplets | mean over all valid | sum
     adversarial_weight: float = 1.0  # weight of T->I_hat and I->T_hat in the E,D objective
     detach_adversarial_queries: bool = True  # G step moves only the unattended codes H_hat
-    similarity: str = "labels"  # S of the triplets: labels (shared label) | pairs (same item) | both (adah.similarity)
+    similarity: str = "labels"  # S of the triplets: labels (shared label) | pairs (same item) | both (adah.training.similarity)
 
     def validate(self) -> None:
         if self.margin < 0:

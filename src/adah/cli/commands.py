@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
-from adah.fileio import check_output_file, check_output_folder
-from adah.locks import exclusive, lock_file_in
+from adah.utils.fileio import check_output_file, check_output_folder
+from adah.utils.locks import exclusive, lock_file_in
 
 PRESET_HELP = ("Replace G's settings by a preset: paper (the paper's literal G), salient_erase (the photo "
                "configs': erasing inside the object), adah (erasing over all cells) or attention_pool "
@@ -34,7 +34,7 @@ def demo(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Generate the synthetic scenes, train ADAH and the no-attention variant, compare them."""
-    from adah.demo import run_demo
+    from adah.recipes.demo import run_demo
 
     check_output_folder(out)
     with run_folder_lock(out):
@@ -75,7 +75,7 @@ def train_cmd(
     from adah.config import Config
     from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
-    from adah.similarity import with_label_policy
+    from adah.training.similarity import with_label_policy
     from adah.training.trainer import train
 
     check_output_folder(out)
@@ -112,7 +112,7 @@ def ablation(
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
     from adah.experiments.ablation import run_ablation
     from adah.config import Config
-    from adah.evaluate import format_map_table
+    from adah.evaluation.retrieval import format_map_table
 
     check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({"train.epochs": epochs, "train.progress": False if quiet else None,
@@ -147,7 +147,7 @@ def benchmark(
     from adah.experiments.benchmark import run_benchmark
     from adah.config import Config, bundled_configs
 
-    from adah.similarity import with_label_policy
+    from adah.training.similarity import with_label_policy
 
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
     cfg = with_label_policy(Config.load(name, preset=preset).override({
@@ -179,9 +179,9 @@ def eval_cmd(
                                                       "minilm)."),
 ) -> None:
     """Evaluate a checkpoint on its dataset's query / retrieval split; print a table, write JSON."""
-    from adah.evaluate_run import evaluate_checkpoint, plot_checkpoint_attention
+    from adah.evaluation.checkpoint_eval import evaluate_checkpoint, plot_checkpoint_attention
 
-    from adah.evaluate import format_recall_table
+    from adah.evaluation.retrieval import format_recall_table
 
     if out is not None:
         check_output_file(out)
@@ -207,7 +207,7 @@ def eval_cmd(
                                         device=device)
         typer.echo(f"wrote {png}")
     if text_attention_png:
-        from adah.evaluate_run import plot_checkpoint_text_attention
+        from adah.evaluation.checkpoint_eval import plot_checkpoint_text_attention
 
         png = plot_checkpoint_text_attention(checkpoint, text_attention_png, count=attention_count, split_path=split,
                                              device=device)
@@ -286,7 +286,7 @@ def plot(
     import json
 
     from adah.errors import AdahError
-    from adah.plots import plot_training
+    from adah.evaluation.plots import plot_training
 
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
@@ -326,7 +326,7 @@ def fit(
 ) -> None:
     """From a folder of captioned photos to a searchable index: features (cached), training,
     evaluation on held-out rows, index."""
-    from adah.fit import fit_folder
+    from adah.recipes.fit import fit_folder
 
     result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
                         bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=force,

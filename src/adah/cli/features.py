@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets
-from adah.fileio import check_output_folder
+from adah.utils.fileio import check_output_folder
 
 features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
 
@@ -38,7 +38,7 @@ def extract_cmd(
     data.options.features=OUT and model.freeze_backbone=true."""
     from adah.config import Config
     from adah.errors import AdahError
-    from adah.features import extract_features
+    from adah.features.image_cache import extract_features
 
     cfg = Config.load(config).override({"model.image_backbone": backbone, "model.image_weights": weights,
                                         "data.root": data_root, **_parse_sets(set_)})

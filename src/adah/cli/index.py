@@ -11,7 +11,7 @@ import typer
 
 from adah.cli.common import _friendly_errors, _parse_sets, app
 from adah.errors import AdahError
-from adah.fileio import check_output_folder
+from adah.utils.fileio import check_output_folder
 
 index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                         help="Build and inspect binary-code indexes of a collection.")

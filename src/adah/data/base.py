@@ -21,7 +21,7 @@ import numpy as np
 from adah.data.lazy import LazyImages
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 
 @dataclass
@@ -30,7 +30,7 @@ class CrossModalData:
 
     images: (N, 3, H, W) uint8 or (N, D) float32, a LazyImages, or None (text and labels only);
     texts: (N, V) float32 bag-of-words, or (N, L, D) float token embeddings of a sentence encoder
-    (all-zero rows past each text's last token; :mod:`adah.text_features`); labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
+    (all-zero rows past each text's last token; :mod:`adah.features.text_cache`); labels: (N, C) uint8 in {0, 1}; vocabulary: V tag
     strings; label_names: C strings. text_vocabulary: the :class:`Vocabulary` (tokens +
     tokenizer) that turns raw text into these BoW rows, saved with trained models so query text
     can be encoded later; None where the words behind the columns are unknown (DCMH .mat, Wiki).

@@ -44,7 +44,7 @@ from adah.data.dcmh import MODALITIES, ON_EMPTY
 from adah.data.lazy import LazyImages
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
-from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_max_pixels, open_image
+from adah.utils.images import DEFAULT_MAX_PIXELS, ImageTooLarge, check_max_pixels, open_image
 
 LIST_FILE_NAMES = ("items.jsonl", "items.csv", "items.tsv")
 RESIZE_MODES = ("stretch", "center_crop")

@@ -7,7 +7,7 @@ data (``shape``, ``ndim``, ``dtype``, ``len``, ``images[rows]``), so a CrossModa
 * :class:`H5Images`: a 4-D uint8 dataset in an HDF5 / MATLAB v7.3 file, in one of the
   layouts of :data:`H5_LAYOUTS` (MATLAB writes column-major, so h5py shows the axes reversed).
 * :class:`FileImages` (in :mod:`adah.data.folder`): one image file a row, decoded with PIL.
-* :class:`~adah.features.FeatureCache`: cached backbone maps, (N, C, h, w) float32 rows read from a
+* :class:`~adah.features.image_cache.FeatureCache`: cached backbone maps, (N, C, h, w) float32 rows read from a
   float16 memory-mapped file (a subclass with ``dtype`` float32).
 
 Indexing with an int gives one (3, H, W) image; with a slice, a list, an integer or boolean

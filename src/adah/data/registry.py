@@ -127,18 +127,18 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     maps replace the images, after checking it was made from this dataset; null or "" means no
     cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config.
     ``options.text_features``: a folder for the MiniLM token embeddings of the texts
-    (:mod:`adah.text_features`; made on first use, reused after), at most
+    (:mod:`adah.features.text_cache`; made on first use, reused after), at most
     ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
     if isinstance(cfg.options, dict) and cfg.options.get("text_features"):
         from dataclasses import replace
 
-        from adah.text_features import DEFAULT_MAX_TOKENS, attach_text_cache
+        from adah.features.text_cache import DEFAULT_MAX_TOKENS, attach_text_cache
 
         rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
         return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
                                  max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
     if isinstance(cfg.options, dict) and "features" in cfg.options:
-        from adah.features import attach_cache, without_cache
+        from adah.features.image_cache import attach_cache, without_cache
 
         if not cfg.options["features"]:
             return load_dataset(without_cache(cfg))

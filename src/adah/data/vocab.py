@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 TOKENIZERS = ("words", "chars")
 DEFAULT_NGRAM = {"words": (1, 1), "chars": (1, 2)}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from adah.config import ATTENTION_VARIANTS, Config
 from adah.data.registry import load_dataset, make_split
-from adah.evaluate import RetrievalReport, encode, evaluate_codes
-from adah.fileio import atomic_write_text
+from adah.evaluation.retrieval import RetrievalReport, encode, evaluate_codes
+from adah.utils.fileio import atomic_write_text
 from adah.training.trainer import train
 
 

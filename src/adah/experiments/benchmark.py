@@ -22,9 +22,9 @@ from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.data.registry import load_dataset, make_split
 from adah.errors import AdahError
-from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, has_labels
-from adah.fileio import atomic_write_text
-from adah.progress import progress_bar
+from adah.evaluation.retrieval import Codes, RetrievalReport, encode, evaluate_codes, has_labels
+from adah.utils.fileio import atomic_write_text
+from adah.utils.progress import progress_bar
 from adah.training.trainer import train
 
 DEEP_METHODS = {"adah": "both", "none": "none"}
@@ -152,7 +152,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         "seconds_per_run": {m: float(np.mean(t)) for m, t in timings.items()}, "warnings": result.warnings,
         "results": {m: {str(b): [r.to_dict() for r in reps] for b, reps in per.items()} for m, per in result.runs.items()},
     }, indent=2))
-    from adah.plots import plot_pr_curves
+    from adah.evaluation.plots import plot_pr_curves
 
     mid = bits[len(bits) // 2]
     curves = {METHOD_NAMES[m]: per[mid][0].pr for m, per in result.runs.items() if per[mid][0].pr}

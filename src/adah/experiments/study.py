@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from adah.config import PRESETS, Config
 from adah.data.base import Split
 from adah.data.registry import load_dataset, make_split
-from adah.demo import object_diagnostics
+from adah.recipes.demo import object_diagnostics
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 _PAPER = PRESETS["paper"]
 _ADAH = PRESETS["adah"]
@@ -283,7 +283,7 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
     """Train one (variant, bits, seed) and score it; reads result.json instead if it exists."""
     import torch
 
-    from adah.evaluate import encode, evaluate_codes
+    from adah.evaluation.retrieval import encode, evaluate_codes
     from adah.training.trainer import train
 
     run_dir = Path(run_dir)
@@ -444,7 +444,7 @@ def format_study_table(runs, config, split, variants, bits, seeds, recommended) 
 
 def plot_study(runs: list[dict], path: Path, title: str = "") -> Path | None:
     """Seed 0 of the first code length: validation MAP and image / text mask density per epoch."""
-    from adah.plots import _figure, finish_figure
+    from adah.evaluation.plots import _figure, finish_figure
 
     if not runs:
         return None
@@ -543,7 +543,7 @@ def plot_comparison(gaps: dict[str, dict[str, tuple[float, float]]], names: list
                     bits: int = 32) -> Path:
     """Gap to ``none`` per data set: a bar per variant (test MAP, reported only) with a dot at its
     validation gap (the quantity that chooses); variants in the order given."""
-    from adah.plots import _figure, finish_figure
+    from adah.evaluation.plots import _figure, finish_figure
 
     if not gaps:
         raise AdahError("no variant ran in every study: nothing to plot")

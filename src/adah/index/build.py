@@ -28,8 +28,8 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
-from adah.locks import exclusive, lock_file_beside
-from adah.progress import progress_bar
+from adah.utils.locks import exclusive, lock_file_beside
+from adah.utils.progress import progress_bar
 from adah.models import ADAH, binarize
 
 ROW_SETS = ("all", "query", "retrieval", "train", "val")
@@ -136,7 +136,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
                     rows: str | np.ndarray = "all", split: str | Path | None = None,
                     overrides: dict[str, Any] | None = None) -> Collection:
     """The collection to index (see the module docstring for the three kinds of ``data``)."""
-    from adah.checkpoint import text_vocabulary_of
+    from adah.training.checkpoint import text_vocabulary_of
     from adah.data.registry import DATASETS, load_dataset
 
     vocab = text_vocabulary_of(payload, str(checkpoint))
@@ -172,7 +172,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
         from adah.models.text_encoders import get_text_encoder
 
         if get_text_encoder(config.model.text_encoder).token_level:
-            from adah.text_features import DEFAULT_MAX_TOKENS, SentenceTokens
+            from adah.features.text_cache import DEFAULT_MAX_TOKENS, SentenceTokens
 
             # a sentence encoder (minilm) reads the raw captions: token embeddings computed here, not cached
             max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
@@ -239,8 +239,8 @@ def build_index(
     ``split`` or split.json beside the checkpoint); modalities: the code sets to write
     (default: every one the model and the data have); force: replace an existing index;
     publish: see :func:`write_index` (the Milvus backend, :mod:`adah.index.milvus`)."""
-    from adah.checkpoint import load_model
-    from adah.runtime import resolve_device
+    from adah.training.checkpoint import load_model
+    from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
@@ -248,7 +248,7 @@ def build_index(
         raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
     store.check_destination(out, overwrite=force)
     dev = resolve_device(device)
-    from adah.distributed import DistContext
+    from adah.utils.distributed import DistContext
 
     ctx = DistContext.from_env(use_cuda=dev.type == "cuda")  # torchrun --nproc_per_node N: sharded
     if ctx.enabled and dev.type == "cuda":

@@ -34,7 +34,7 @@ import torch
 
 from adah.data.vocab import Vocabulary, tokenize
 from adah.errors import AdahError
-from adah.images import ImageTooLarge, open_image
+from adah.utils.images import ImageTooLarge, open_image
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, make_backend, pack_pm1
 from adah.models import binarize
@@ -185,7 +185,7 @@ class Index:
         model (only :meth:`search_codes` works then). The model's fingerprint must equal the
         index's: codes from another model would rank nonsense. ``verify``: check every file's
         sha256 (a few ms per million codes)."""
-        from adah.runtime import resolve_device
+        from adah.utils.runtime import resolve_device
 
         folder = Path(path)
         stamp = store.version_stamp(folder)
@@ -537,7 +537,7 @@ class Index:
 def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, vocab: Vocabulary | None):
     """(model, config, checkpoint payload, checkpoint path) of the index's model, after checking
     its fingerprint and vocabulary against the manifest."""
-    from adah.checkpoint import load_model, text_vocabulary_of
+    from adah.training.checkpoint import load_model, text_vocabulary_of
     from adah.index.build import model_fingerprint
 
     recorded = manifest["model"].get("checkpoint")

@@ -50,7 +50,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from adah.errors import AdahError
-from adah.fileio import _umask
+from adah.utils.fileio import _umask
 
 FORMAT = "adah-index"
 FORMAT_VERSION = 1

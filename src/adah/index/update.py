@@ -104,7 +104,7 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     to the index folder ``index`` as a new version. ``model``: ``"auto"`` (the checkpoint the
     index names) or a checkpoint path with the same fingerprint."""
     from adah.index.core import _load_model_for
-    from adah.runtime import resolve_device
+    from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
     folder = Path(index)

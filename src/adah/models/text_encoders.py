@@ -130,7 +130,7 @@ class MiniLMReader:
     """Raw text -> (1, L, 384) MiniLM token embeddings and its word pieces (offline encoder)."""
 
     def __init__(self, max_tokens: int) -> None:
-        from adah.text_features import SentenceTokens
+        from adah.features.text_cache import SentenceTokens
 
         self.encoder = SentenceTokens(max_tokens)
 
@@ -195,7 +195,7 @@ def _bow_reader(cfg, vocabulary, data_options):
 
 
 def _minilm_reader(cfg, vocabulary, data_options):
-    from adah.text_features import DEFAULT_MAX_TOKENS
+    from adah.features.text_cache import DEFAULT_MAX_TOKENS
 
     return MiniLMReader(int((data_options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS)))
 

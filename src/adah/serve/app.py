@@ -46,7 +46,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from adah.errors import AdahError
-from adah.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image, reduced_rgb
+from adah.utils.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image, reduced_rgb
 from adah.index import ImageQueryError
 from adah.index.core import MAX_IMAGE_PIXELS
 
@@ -407,9 +407,9 @@ def decode_image(data: bytes, max_pixels: int):
 
 def reduced_image(path: str, side: int):
     """The image file at ``path`` decoded to RGB, reduced while decoding to about ``side`` pixels on
-    its shorter side (:func:`adah.images.reduced_rgb`): what every thumbnail of it is cut from, so
+    its shorter side (:func:`adah.utils.images.reduced_rgb`): what every thumbnail of it is cut from, so
     a 10000 x 10000 photo is decoded once, not once per size. 404 when it is gone, unreadable or
-    over :data:`adah.images.DEFAULT_MAX_PIXELS`."""
+    over :data:`adah.utils.images.DEFAULT_MAX_PIXELS`."""
     from PIL import Image
 
     try:

@@ -17,13 +17,13 @@ import torch
 
 from adah.config import LossConfig
 from adah.models.adah import BranchOutput
-from adah.similarity import get_similarity, label_overlap
+from adah.training.similarity import get_similarity, label_overlap
 
 MIN_TERMS = ("t2i", "i2t", "i2i", "t2t")
 ADV_TERMS = ("t2i_hat", "i2t_hat")
 
 
-label_similarity = label_overlap  # the paper's S; adah.similarity holds the other choices
+label_similarity = label_overlap  # the paper's S; adah.training.similarity holds the other choices
 
 
 def code_distance(a: torch.Tensor, b: torch.Tensor, kind: str = "euclidean") -> torch.Tensor:
@@ -56,7 +56,7 @@ def triplet_ranking_loss(
     graph) when the batch has no valid triplet. ``sum_counts`` (data-parallel training) adds the
     triplet count over processes that each hold a share of the queries, so the processes'
     losses add up to the loss of the whole batch. ``similarity``: a precomputed (Na, Nb) bool S
-    (:mod:`adah.similarity`); label overlap of the two label sets when None."""
+    (:mod:`adah.training.similarity`); label overlap of the two label sets when None."""
     sim = label_similarity(query_labels, db_labels) if similarity is None else similarity
     valid = sim.unsqueeze(2) & ~sim.unsqueeze(1)  # (Na, Nb_pos, Nb_neg)
     dist = code_distance(query_codes, db_codes, distance)
@@ -92,7 +92,7 @@ def adah_objective(
     text, labels) is what the queries rank against, the batch itself by default; data-parallel
     training passes the codes gathered from every process, with ``sum_counts``. ``image`` None
     (a text-only model) gives the T->T term alone. S comes from ``cfg.similarity`` (label
-    overlap, the pairing, or both; see :mod:`adah.similarity`), one matrix for every term; with
+    overlap, the pairing, or both; see :mod:`adah.training.similarity`), one matrix for every term; with
     ``database``, query row i is database row ``i + query_offset``."""
     db_image, db_text, db_labels = database if database is not None else (image, text, labels)
     sim = get_similarity(cfg.similarity)(labels, db_labels, query_offset)

@@ -24,20 +24,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.checkpoint import config_of, load_checkpoint, load_newest, save_checkpoint
+from adah.training.checkpoint import config_of, load_checkpoint, load_newest, save_checkpoint
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
-from adah.distributed import DistContext, wrap_model
-from adah.evaluate import encode_sharded, validation_scores
-from adah.fileio import atomic_write_text
+from adah.utils.distributed import DistContext, wrap_model
+from adah.evaluation.retrieval import encode_sharded, validation_scores
+from adah.utils.fileio import atomic_write_text
 from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
 from adah.models.text_encoders import check_text_inputs
-from adah.similarity import check_data_for_similarity
-from adah.progress import progress_bar
-from adah.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
+from adah.training.similarity import check_data_for_similarity
+from adah.utils.progress import progress_bar
+from adah.utils.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
 
 @dataclass
@@ -78,7 +78,7 @@ def complete_config(config: Config, data: CrossModalData) -> Config:
         return replace(config, model=model).validate()
     if not model.has_image_branch:
         raise AdahError("model.image_backbone is 'none' (text only) but the data has images; name a backbone")
-    fit_cache = getattr(data.images, "fit_model_config", None)  # cached backbone maps (adah.features)
+    fit_cache = getattr(data.images, "fit_model_config", None)  # cached backbone maps (adah.features.image_cache)
     if fit_cache is not None:
         model = fit_cache(model)  # same backbone and weights as the cache, frozen; its image size
     if data.images.ndim == 4 and not model.image_size:
@@ -365,7 +365,7 @@ class Trainer:
             if main:
                 self._save_model("best.pt", self.history[-1] if self.history else {})
         if main and self.history:
-            from adah.plots import plot_training
+            from adah.evaluation.plots import plot_training
 
             plot_training(self.history, self.run_dir / "training.png", title=self._plot_title())
         self.dist.barrier()  # best.pt is complete before any process reads it

@@ -18,7 +18,7 @@ import torch
 from adah.config import PRESETS, Config
 from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
-from adah.fileio import atomic_torch_save
+from adah.utils.fileio import atomic_torch_save
 from adah.models import ADAH, build_model
 
 FORMAT_VERSION = 1

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from adah.progress import progress_bar
+from adah.utils.progress import progress_bar
 
-from adah import metrics
+from adah.evaluation import metrics
 from adah.data.base import CrossModalData
 from adah.errors import AdahError
 from adah.models import ADAH, binarize
-from adah.runtime import batch_tensors
+from adah.utils.runtime import batch_tensors
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image", "image"), "t2t": ("text", "text")}
 

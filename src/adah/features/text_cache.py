@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 FORMAT = "adah-text-token-cache"
 VERSION = 1
@@ -52,7 +52,7 @@ def minilm_path() -> Path:
 
 def weights_id() -> str:
     """``model.safetensors#sha256:<16 hex>`` of the installed MiniLM weights."""
-    from adah.features import _file_identity
+    from adah.features.image_cache import _file_identity
 
     return _file_identity(minilm_path() / "model.safetensors")
 

@@ -3,8 +3,8 @@
 One call runs, with progress bars:
 
 1. image features: a frozen ImageNet MobileNetV2 over every photo, cached in ``OUT/features/image``
-   (:mod:`adah.features`); text features: frozen all-MiniLM-L6-v2 token embeddings in
-   ``OUT/features/text`` (:mod:`adah.text_features`). Both are reused by later runs on the
+   (:mod:`adah.features.image_cache`); text features: frozen all-MiniLM-L6-v2 token embeddings in
+   ``OUT/features/text`` (:mod:`adah.features.text_cache`). Both are reused by later runs on the
    same photos and captions (``--force`` retrains without recomputing them);
 2. training (:mod:`adah.training.trainer`) with the triplet similarity the data allows: label overlap and
    the pairing (``both``) when every item has labels, the pairing alone (``pairs``) otherwise;
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from adah.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text
 
 SIMILARITY_CHOICES = ("auto", "labels", "pairs", "both")
 
@@ -100,8 +100,8 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     holding items.jsonl / .csv / .tsv); everything lands in ``out`` (see the module docstring)."""
     from adah.data.folder import find_list_file
     from adah.data.registry import load_dataset, make_split
-    from adah.evaluate import encode, evaluate_codes, random_recall
-    from adah.features import extract_features
+    from adah.evaluation.retrieval import encode, evaluate_codes, random_recall
+    from adah.features.image_cache import extract_features
     from adah.index import build_index
     from adah.training.trainer import train
 
@@ -124,7 +124,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     if "text_features" in cfg.data.options:  # make (or check) the token cache with this call's progress setting
         from dataclasses import replace
 
-        from adah.text_features import attach_text_cache
+        from adah.features.text_cache import attach_text_cache
 
         plain = replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != "text_features"})
         attach_text_cache(load_dataset(plain), cfg.data.options["text_features"], progress=progress)

@@ -14,9 +14,9 @@ import torch
 from adah.config import Config
 from adah.data.registry import make_split
 from adah.data.scenes import ScenesConfig, make_scenes_with_masks
-from adah.evaluate import Codes, RetrievalReport, encode, evaluate_codes, format_map_table
-from adah.fileio import atomic_write_text
-from adah.plots import plot_attention_grid, plot_pr_curves
+from adah.evaluation.retrieval import Codes, RetrievalReport, encode, evaluate_codes, format_map_table
+from adah.utils.fileio import atomic_write_text
+from adah.evaluation.plots import plot_attention_grid, plot_pr_curves
 from adah.training.trainer import train
 
 # table row -> (model.attention, preset): adah's default G (None: the branches scenes_demo names),

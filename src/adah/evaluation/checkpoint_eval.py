@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adah.checkpoint import load_model
+from adah.training.checkpoint import load_model
 from adah.data.base import Split
 from adah.data.registry import load_dataset
 from adah.errors import AdahError
-from adah.evaluate import DIRECTIONS, RetrievalReport, encode, evaluate_codes
-from adah.fileio import atomic_write_text
-from adah.runtime import resolve_device
+from adah.evaluation.retrieval import DIRECTIONS, RetrievalReport, encode, evaluate_codes
+from adah.utils.fileio import atomic_write_text
+from adah.utils.runtime import resolve_device
 
 
 def plot_checkpoint_attention(
@@ -23,14 +23,14 @@ def plot_checkpoint_attention(
     device: str = "cpu",
 ) -> Path:
     """Draw the image attention of a checkpoint over the photos of its first ``count`` test
-    queries (the paper's Fig. 6; :func:`adah.plots.plot_attention_grid`) into the PNG ``out``.
+    queries (the paper's Fig. 6; :func:`adah.evaluation.plots.plot_attention_grid`) into the PNG ``out``.
 
     The masks come from the pixels (preprocess + backbone + G), also when the model was trained
     on a feature cache: the dataset is reloaded without ``data.options.features``."""
     import torch
 
-    from adah.features import without_cache
-    from adah.plots import plot_attention_grid
+    from adah.features.image_cache import without_cache
+    from adah.evaluation.plots import plot_attention_grid
 
     checkpoint = Path(checkpoint)
     dev = resolve_device(device)
@@ -68,12 +68,12 @@ def plot_checkpoint_text_attention(
     device: str = "cpu",
 ) -> Path:
     """Draw which words of its first ``count`` test queries' texts a checkpoint's text attention
-    keeps (:func:`adah.plots.plot_text_attention`) into the PNG ``out``; models with a word-level
+    keeps (:func:`adah.evaluation.plots.plot_text_attention`) into the PNG ``out``; models with a word-level
     text encoder (``minilm``) only."""
     import torch
 
     from adah.models.text_encoders import get_text_encoder, words_of
-    from adah.plots import plot_text_attention
+    from adah.evaluation.plots import plot_text_attention
 
     checkpoint = Path(checkpoint)
     dev = resolve_device(device)

@@ -49,9 +49,9 @@ from adah.config import Config, DataConfig, ModelConfig
 from adah.data.base import CrossModalData
 from adah.data.lazy import LazyImages
 from adah.errors import AdahError
-from adah.fileio import atomic_write_text
-from adah.locks import exclusive, lock_file_in
-from adah.progress import progress_bar
+from adah.utils.fileio import atomic_write_text
+from adah.utils.locks import exclusive, lock_file_in
+from adah.utils.progress import progress_bar
 
 FORMAT = "adah-feature-cache"
 VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
@@ -296,9 +296,9 @@ def extract_features(
     alone. ``verify``: first check every chunk already in ``out`` against its checksum
     (:func:`verify_cache`). ``batch_size``: None continues with the cache's (default 32 for a new one);
     ``max_batches`` stops after that many batches (a partial cache, finished by a later call)."""
-    from adah.distributed import DistContext
+    from adah.utils.distributed import DistContext
     from adah.models.adah import build_backbone
-    from adah.runtime import resolve_device
+    from adah.utils.runtime import resolve_device
 
     out = Path(out)
     model_cfg = config.model
