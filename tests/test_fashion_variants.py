@@ -1,11 +1,11 @@
-"""benchmarks/fashion_variants.py: the data variants that check the photo default on new collections."""
+"""research/scripts/fashion_variants.py: the data variants that check the photo default on new collections."""
 
 import importlib.util
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fashion_variants", ROOT / "benchmarks" / "fashion_variants.py")
+spec = importlib.util.spec_from_file_location("fashion_variants", ROOT / "research" / "scripts" / "fashion_variants.py")
 fv = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fv)
 
@@ -71,13 +71,13 @@ def test_write_variant_points_at_the_shared_photos(tmp_path):
 
 
 def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_path):
-    """benchmarks/erased_view.py: its full-view T->I MAP is the validation MAP that chose best.pt."""
+    """research/scripts/erased_view.py: its full-view T->I MAP is the validation MAP that chose best.pt."""
     import numpy as np
 
     from adah.experiments import study
     from conftest import tiny_config
 
-    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "benchmarks" / "erased_view.py")
+    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "research" / "scripts" / "erased_view.py")
     ev = importlib.util.module_from_spec(spec_ev)
     spec_ev.loader.exec_module(ev)
     cfg = tiny_config(**{"data.num_items": 400, "data.num_query": 40, "data.num_train": 250,
@@ -94,7 +94,7 @@ def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_p
 def test_pooled_cosine_is_one_for_uniform_cells_and_low_for_a_single_hot_cell():
     import numpy as np
 
-    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "benchmarks" / "erased_view.py")
+    spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "research" / "scripts" / "erased_view.py")
     ev = importlib.util.module_from_spec(spec_ev)
     spec_ev.loader.exec_module(ev)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""benchmarks/study_epochs.py: picked epochs, best validation MAP within the first N epochs, run time."""
+"""research/scripts/study_epochs.py: picked epochs, best validation MAP within the first N epochs, run time."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("study_epochs", ROOT / "benchmarks" / "study_epochs.py")
+spec = importlib.util.spec_from_file_location("study_epochs", ROOT / "research" / "scripts" / "study_epochs.py")
 se = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(se)
 

@@ -1,9 +1,9 @@
 """The search page's example queries on coco_mini: for the seed-0 ADAH and 'none' models of
-benchmarks/coco_text_grid.py, an index of all 159 photos, each query's top 5 photos, and how many
+research/scripts/coco_text_grid.py, an index of all 159 photos, each query's top 5 photos, and how many
 of them have the query's key word in one of their 5 captions (a word-level proxy for "shares the
 query's meaning"; coco_mini has 10 photos whose captions say dog, 12 cat, 6 pizza, ...).
 
-    PYTHONPATH=src python benchmarks/coco_queries.py --grid runs/coco-grid
+    PYTHONPATH=src python research/scripts/coco_queries.py --grid runs/coco-grid
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from adah.index import Index, build_index  # noqa: E402

@@ -2,10 +2,10 @@
 image codes H_hat = D((1 - Z) f) against that of the full codes H = D(f), for the finished runs
 of an image-erasing variant in ``adah study`` folders.
 
-    python benchmarks/erased_view.py runs/study-fashion_products runs/study-coco_mini \\
+    python research/scripts/erased_view.py runs/study-fashion_products runs/study-coco_mini \\
         [--variant erase_fixed_g_image]
-    python benchmarks/erased_view.py --pooled-cosine runs/features/fashion_products runs/features/coco_mini
-    python benchmarks/erased_view.py --pooled-cosine --salient runs/features/fashion_products448
+    python research/scripts/erased_view.py --pooled-cosine runs/features/fashion_products runs/features/coco_mini
+    python research/scripts/erased_view.py --pooled-cosine --salient runs/features/fashion_products448
 
 The second form needs no model: for cached conv maps it prints the cosine between an item's
 average-pooled maps and the average of a random half of its cells, next to the cosine between

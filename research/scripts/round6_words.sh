@@ -2,8 +2,8 @@
 # Round 6 of the study of G (README, "Round 6: attention over words"): on six photo sets, the
 # photo default and `none` with the bag-of-words text branch, then the same split with MiniLM
 # word pieces as the text positions and G's choices over the words. Needs the feature caches and
-# data variants of round 4/5 (adah features extract ...; python benchmarks/fashion_variants.py).
-# Usage: bash benchmarks/round6_words.sh [SET ...]   (default: all six; JOBS=2 by default)
+# data variants of round 4/5 (adah features extract ...; python research/scripts/fashion_variants.py).
+# Usage: bash research/scripts/round6_words.sh [SET ...]   (default: all six; JOBS=2 by default)
 set -euo pipefail
 JOBS=${JOBS:-2}
 SETS=${*:-fashion_products coco_mini fashion_tiny fashion_half fashion10 fashion_nolabel}

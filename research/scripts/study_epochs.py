@@ -6,7 +6,7 @@ validation MAP within epochs 1..N (``--within``; a longer run with the same sche
 reproduces an N-epoch run there), and the mean training time of a run (the sum of the
 ``seconds`` column of its ``metrics.jsonl``, where that file is present). Reads ``study.json``.
 
-    python benchmarks/study_epochs.py runs/study9-*448 --within 20
+    python research/scripts/study_epochs.py runs/study9-*448 --within 20
 """
 
 from __future__ import annotations

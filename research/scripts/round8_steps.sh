@@ -5,8 +5,8 @@
 # 640-1,280 on the larger ones; with min_steps every epoch passes over the data as often as it
 # takes for 1,000 steps in all. fashion_products (2,058 training pairs: 1,280 steps in 20 epochs)
 # is unchanged by construction, so its round-7 runs stand and it is not rerun here.
-# Needs runs/features/SET448 and runs/study6-SET448/split.json (round 6); benchmarks/study448.sh runs it.
-# Usage: bash benchmarks/round8_steps.sh [SET ...]   (default: the four sets; JOBS=2 by default)
+# Needs runs/features/SET448 and runs/study6-SET448/split.json (round 6); research/scripts/study448.sh runs it.
+# Usage: bash research/scripts/round8_steps.sh [SET ...]   (default: the four sets; JOBS=2 by default)
 # train.epochs=20: the photo configs' epochs until round 9 (they train 40 since).
 set -euo pipefail
 exec bash "$(dirname "$0")/study448.sh" 8 "--set train.min_steps=1000 --set train.epochs=20" ${*:-coco_mini fashion_tiny fashion_half fashion10}

@@ -16,7 +16,7 @@ the shared folder.
   the 10 largest article types (160 items; those with the smallest crc32 of their id): tells
   whether a setting that loses on coco_mini loses for the size or for the kind of photo.
 
-    python benchmarks/fashion_variants.py [--data-root ../shared/data] [--out runs/data]
+    python research/scripts/fashion_variants.py [--data-root ../shared/data] [--out runs/data]
 
 then, for each variant V, as a user with their own photos starts (the coco_mini settings):
 

@@ -5,7 +5,7 @@
 # splits. Needs round 6's 448-px feature caches (runs/features/SET448) and splits
 # (runs/study6-SET448/split.json). A run of round 6 (none, saliency_image_w0) is copied, not
 # retrained: the same config, split and seed give the same run (delete runs/study7-* to retrain).
-# Usage: bash benchmarks/round7_salient.sh [SET ...]   (default: all five; JOBS=2 by default)
+# Usage: bash research/scripts/round7_salient.sh [SET ...]   (default: all five; JOBS=2 by default)
 # fashion_nolabel, a check outside the rule's five sets, needs its 448-px cache first:
 #   adah features extract --config coco_mini --set data.options.path=$PWD/runs/data/fashion_nolabel \
 #       --set data.options.features=runs/features/fashion_nolabel448 --set "data.options.split_map={}"

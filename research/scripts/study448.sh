@@ -3,9 +3,9 @@
 # the shipped G (salient_erase_fixed_g_image), 3 seeds, 32 bits, round 6's splits and 448-px
 # feature caches, with the round's own settings on top.
 # Needs runs/features/SET448 and runs/study6-SET448/split.json (round 6).
-# Usage: bash benchmarks/study448.sh ROUND "SETTINGS" SET ...   (writes runs/studyROUND-SET448;
-#        JOBS=2 by default). The rounds call it: benchmarks/round8_steps.sh, round9_epochs.sh; round 9's
-#        check of min_steps at 40 epochs: bash benchmarks/study448.sh 9steps "--set train.min_steps=1000" coco_mini fashion_tiny
+# Usage: bash research/scripts/study448.sh ROUND "SETTINGS" SET ...   (writes runs/studyROUND-SET448;
+#        JOBS=2 by default). The rounds call it: research/scripts/round8_steps.sh, round9_epochs.sh; round 9's
+#        check of min_steps at 40 epochs: bash research/scripts/study448.sh 9steps "--set train.min_steps=1000" coco_mini fashion_tiny
 set -euo pipefail
 JOBS=${JOBS:-2}
 ROUND=$1

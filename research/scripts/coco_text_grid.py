@@ -8,7 +8,7 @@ queries against the retrieval set (label overlap), for T->I and I->T. Also runs 
 of the search page against an index of all 159 items for each text encoder (seed 0, similarity
 'both' and 'pairs', ADAH) and records the labels of the top 5.
 
-    PYTHONPATH=src python benchmarks/coco_text_grid.py --out runs/coco-grid [--seeds 3]
+    PYTHONPATH=src python research/scripts/coco_text_grid.py --out runs/coco-grid [--seeds 3]
 
 Writes OUT/results.jsonl (one line a run, appended as runs finish: a rerun skips finished runs)
 and OUT/table.md.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from adah.config import Config  # noqa: E402
