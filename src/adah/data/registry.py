@@ -59,8 +59,10 @@ PROTOCOLS: dict[str, Protocol | None] = {
     "folder": None,
 }
 
-# options naming the MiniLM token cache (load_dataset), not read by the readers
+# options naming the MiniLM token cache (adah.features.dataset.load_dataset), not read by the readers
 TEXT_FEATURE_OPTIONS = ("text_features", "text_max_tokens")
+# options naming a feature cache, read by adah.features.dataset.load_dataset
+CACHE_OPTIONS = ("features", "text_features")
 # options read by make_split, not by the readers
 _SPLIT_OPTIONS = ("protocol", "split_map", "use_split_column")
 # options of the folder reader that make_split needs to find and parse the split column
@@ -121,28 +123,13 @@ def _under_root(cfg: DataConfig, where: str | os.PathLike) -> Path:
 
 
 def load_dataset(cfg: DataConfig) -> CrossModalData:
-    """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
-
-    ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
-    maps replace the images, after checking it was made from this dataset; null or "" means no
-    cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config.
-    ``options.text_features``: a folder for the MiniLM token embeddings of the texts
-    (:mod:`adah.features.text_cache`; made on first use, reused after), at most
-    ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
-    if isinstance(cfg.options, dict) and cfg.options.get("text_features"):
-        from dataclasses import replace
-
-        from adah.features.text_cache import DEFAULT_MAX_TOKENS, attach_text_cache
-
-        rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
-        return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
-                                 max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-    if isinstance(cfg.options, dict) and "features" in cfg.options:
-        from adah.features.image_cache import attach_cache, without_cache
-
-        if not cfg.options["features"]:
-            return load_dataset(without_cache(cfg))
-        return attach_cache(load_dataset(without_cache(cfg)), cfg.options["features"])
+    """The dataset ``cfg.name`` (one of :data:`DATASETS`) read by its reader with options
+    ``cfg.options``. The cache options (``features``, ``text_features``) are read one layer up, by
+    :func:`adah.load_dataset` (:mod:`adah.features.dataset`), which puts the caches in place."""
+    cached = sorted(k for k in CACHE_OPTIONS if isinstance(cfg.options, dict) and cfg.options.get(k))
+    if cached:
+        raise AdahError(f"data.options.{cached[0]} names a feature cache: load this dataset with adah.load_dataset "
+                        "(adah.features.dataset.load_dataset), which attaches the cache")
     if cfg.name == "scenes":
         from adah.data.scenes import ScenesConfig, make_scenes
 

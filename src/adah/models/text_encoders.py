@@ -26,7 +26,8 @@ from torch import nn
 
 from adah.errors import AdahError
 from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer, split_parts
-from adah.models.hashing import HashHead
+from adah.models.hashing import BranchOutput, HashHead
+from adah.models.text import TextBranch
 
 
 # --------------------------------------------------------------------------- word-level attention G
@@ -99,8 +100,6 @@ class TokenTextBranch(nn.Module):
         return self.attention(self.encoder(tokens), self._valid(tokens))
 
     def forward(self, tokens: torch.Tensor):
-        from adah.models.adah import BranchOutput
-
         tokens = tokens.float()
         valid = self._valid(tokens)
         att = self.attention(self.encoder(tokens), valid)
@@ -130,7 +129,7 @@ class MiniLMReader:
     """Raw text -> (1, L, 384) MiniLM token embeddings and its word pieces (offline encoder)."""
 
     def __init__(self, max_tokens: int) -> None:
-        from adah.features.text_cache import SentenceTokens
+        from adah.models.minilm import SentenceTokens
 
         self.encoder = SentenceTokens(max_tokens)
 
@@ -185,8 +184,6 @@ def build_text_branch(cfg, attention=None) -> nn.Module:
 
 
 def _bow_branch(cfg, attention=None):
-    from adah.models.adah import TextBranch
-
     return TextBranch(cfg, attention)
 
 
@@ -195,7 +192,7 @@ def _bow_reader(cfg, vocabulary, data_options):
 
 
 def _minilm_reader(cfg, vocabulary, data_options):
-    from adah.features.text_cache import DEFAULT_MAX_TOKENS
+    from adah.models.minilm import DEFAULT_MAX_TOKENS
 
     return MiniLMReader(int((data_options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS)))
 
