@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ import numpy as np
 from adah.config import DataConfig
 from adah.data.base import CrossModalData, Split, random_split
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 
-DATASETS = ("scenes", "mirflickr25k", "nuswide", "iapr", "wiki", "folder")
 ENV_DATA_ROOT = "ADAH_DATA"
 DEFAULT_DATA_ROOT = Path("..") / "shared" / "data"
 
@@ -48,16 +49,20 @@ class Protocol:
     fixed: bool = False
 
 
-#: The DCMH protocol per dataset; None: sizes from the DataConfig (or, for ``folder``, the
-#: list file's split column).
-PROTOCOLS: dict[str, Protocol | None] = {
-    "scenes": None,
-    "mirflickr25k": Protocol(num_query=2000, num_train=10000),
-    "nuswide": Protocol(num_query=2100, num_train=10500),
-    "iapr": Protocol(num_query=2000, num_train=10000),
-    "wiki": Protocol(num_query=693, num_train=2173, fixed=True),
-    "folder": None,
-}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset reader: ``read(cfg, options)`` -> CrossModalData, with ``options`` the reader's
+    options (a copy of data.options without the split and cache options); ``protocol`` its split."""
+
+    name: str
+    read: Callable[[DataConfig, dict], CrossModalData]
+    protocol: Protocol | None = None
+
+
+#: Every dataset reader, by ``data.name``; add one with ``DATASETS.add(name, DatasetSpec(...))``.
+DATASETS: Registry[DatasetSpec] = Registry("dataset", key="data.name")
 
 # options naming the MiniLM token cache (adah.features.dataset.load_dataset), not read by the readers
 TEXT_FEATURE_OPTIONS = ("text_features", "text_max_tokens")
@@ -130,38 +135,59 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     if cached:
         raise AdahError(f"data.options.{cached[0]} names a feature cache: load this dataset with adah.load_dataset "
                         "(adah.features.dataset.load_dataset), which attaches the cache")
-    if cfg.name == "scenes":
-        from adah.data.scenes import ScenesConfig, make_scenes
+    return DATASETS.get(cfg.name).read(cfg, _reader_options(cfg))
 
-        try:
-            scenes_cfg = ScenesConfig(num_items=cfg.num_items, seed=cfg.seed, **cfg.options)
-        except TypeError as exc:
-            raise AdahError(f"data.options: {exc}") from None
-        return make_scenes(scenes_cfg)
-    if cfg.name not in DATASETS:
-        raise AdahError(f"unknown dataset {cfg.name!r}; available: {', '.join(DATASETS)}")
-    options = _reader_options(cfg)
-    if cfg.name in ("mirflickr25k", "nuswide", "iapr"):
-        from adah.data.dcmh import DCMH_SPECS, find_dataset_folder, read_dcmh
 
-        spec = DCMH_SPECS[cfg.name]
-        folder = options.pop("folder", None)
-        if folder:
-            folder = _under_root(cfg, folder)
-        else:
-            folder = find_dataset_folder(spec, resolve_data_root(cfg.root), options.get("merged_file"))
-        return _call(read_dcmh, (spec, folder), options, cfg.name, extra=("folder",))
-    if cfg.name == "wiki":
-        from adah.data.wiki import read_wiki
+def _read_scenes(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.scenes import ScenesConfig, make_scenes
 
-        folder = _under_root(cfg, options.pop("folder", None) or "wiki")
-        return _call(read_wiki, (folder,), options, cfg.name, extra=("folder",))
+    try:
+        scenes_cfg = ScenesConfig(num_items=cfg.num_items, seed=cfg.seed, **options)
+    except TypeError as exc:
+        raise AdahError(f"data.options: {exc}") from None
+    return make_scenes(scenes_cfg)
+
+
+def _read_dcmh(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.dcmh import DCMH_SPECS, find_dataset_folder, read_dcmh
+
+    spec = DCMH_SPECS[cfg.name]
+    folder = options.pop("folder", None)
+    if folder:
+        folder = _under_root(cfg, folder)
+    else:
+        folder = find_dataset_folder(spec, resolve_data_root(cfg.root), options.get("merged_file"))
+    return _call(read_dcmh, (spec, folder), options, cfg.name, extra=("folder",))
+
+
+def _read_wiki(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.wiki import read_wiki
+
+    folder = _under_root(cfg, options.pop("folder", None) or "wiki")
+    return _call(read_wiki, (folder,), options, cfg.name, extra=("folder",))
+
+
+def _read_folder(cfg: DataConfig, options: dict) -> CrossModalData:
     from adah.data.folder import read_folder
 
     list_file = _folder_list_file(cfg)
     options.pop("path", None)
     options.setdefault("name", "folder")
     return _call(read_folder, (list_file,), options, cfg.name, extra=("path",)).data
+
+
+# the DCMH protocol per dataset; None: sizes from the DataConfig (or, for ``folder``, the list
+# file's split column)
+for _spec in (DatasetSpec("scenes", _read_scenes),
+              DatasetSpec("mirflickr25k", _read_dcmh, Protocol(num_query=2000, num_train=10000)),
+              DatasetSpec("nuswide", _read_dcmh, Protocol(num_query=2100, num_train=10500)),
+              DatasetSpec("iapr", _read_dcmh, Protocol(num_query=2000, num_train=10000)),
+              DatasetSpec("wiki", _read_wiki, Protocol(num_query=693, num_train=2173, fixed=True)),
+              DatasetSpec("folder", _read_folder)):
+    DATASETS.add(_spec.name, _spec)
+
+#: The built-in readers' protocols, by name (a view of :data:`DATASETS` as it was at import)
+PROTOCOLS: dict[str, Protocol | None] = {name: spec.protocol for name, spec in DATASETS.items()}
 
 
 def _protocol_option(cfg: DataConfig) -> str:
@@ -175,9 +201,7 @@ def _protocol_option(cfg: DataConfig) -> str:
 def make_split(cfg: DataConfig, num_items: int) -> Split:
     """The protocol split of ``cfg.name`` for a dataset of ``num_items`` rows, drawn from
     ``cfg.seed``: queries, retrieval set, training and validation (see :data:`PROTOCOLS`)."""
-    if cfg.name not in PROTOCOLS:
-        raise AdahError(f"unknown dataset {cfg.name!r}; available: {', '.join(DATASETS)}")
-    protocol = PROTOCOLS.get(cfg.name)
+    protocol = DATASETS.get(cfg.name).protocol
     if cfg.name == "folder":
         return _folder_split(cfg, num_items)
     if protocol is None or _protocol_option(cfg) == "config":

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer, split_parts
 from adah.models.hashing import BranchOutput, HashHead
 from adah.models.text import TextBranch
@@ -156,24 +157,19 @@ class TextEncoderSpec:
     token_level: bool
 
 
-_TEXT_ENCODERS: dict[str, TextEncoderSpec] = {}
+TEXT_ENCODERS: Registry[TextEncoderSpec] = Registry("text encoder", key="model.text_encoder")
 
 
 def register_text_encoder(spec: TextEncoderSpec) -> TextEncoderSpec:
-    if spec.name in _TEXT_ENCODERS:
-        raise ValueError(f"text encoder {spec.name!r} is already registered")
-    _TEXT_ENCODERS[spec.name] = spec
-    return spec
+    return TEXT_ENCODERS.add(spec.name, spec)
 
 
 def list_text_encoders() -> list[str]:
-    return list(_TEXT_ENCODERS)
+    return TEXT_ENCODERS.names()
 
 
 def get_text_encoder(name: str) -> TextEncoderSpec:
-    if name not in _TEXT_ENCODERS:
-        raise AdahError(f"model.text_encoder must be one of {list_text_encoders()}, got {name!r}")
-    return _TEXT_ENCODERS[name]
+    return TEXT_ENCODERS.get(name)
 
 
 def build_text_branch(cfg, attention=None) -> nn.Module:
