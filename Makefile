@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test bench clean e2e e2e-setup
+.PHONY: setup demo test test-fast bench clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: setup  ## generate scenes, train ADAH and the no-attention variant, print 
 test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
 	$(BIN)/python -m pytest -q --durations=15
+
+test-fast: setup  ## the fast tier for everyday work: no slow, e2e or milvus tests (about a minute)
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not milvus"
 
 # Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
 # missing: never a browser downloaded by selenium-manager. Needs root (or sudo).

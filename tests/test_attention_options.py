@@ -17,6 +17,7 @@ from adah.cli import app
 from adah.config import PRESETS, AttentionConfig, Config
 from adah.errors import AdahError
 from adah.models.attention import ChannelAttention, FeatureAttention, SpatialAttention, attention_kwargs
+from adah.models.parts import check_parts
 from adah.training.trainer import Trainer, normalised_entropy
 
 from conftest import tiny_config
@@ -269,7 +270,7 @@ def test_preset_paper_restores_the_papers_g_and_unknown_presets_are_refused():
     for bad, match in (({"attention.gate": "relu"}, "attention.gate"), ({"attention.keep_fraction": 1.5}, "keep_fraction"),
                        ({"attention.mask": "fuzzy"}, "attention.mask"), ({"attention.objective": "x"}, "objective")):
         with pytest.raises(AdahError, match=match):
-            Config().override(bad).validate()
+            check_parts(Config().override(bad)).validate()  # names: the registries; numbers: the config
 
 
 def test_bundled_configs_ship_the_study_choice_of_their_data():

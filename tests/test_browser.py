@@ -21,7 +21,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PHOTO = COCO / "images" / "30752.jpg"  # a man and his dog skiing
 K = 12
 
-pytestmark = [pytest.mark.slow, needs_coco]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, needs_coco]
 _missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
 if _missing:  # CI installs them (make e2e-setup): there a missing browser is a failure, not a skip
     _why = f"{' and '.join(_missing)} missing: run `make e2e-setup` (apt-get install chromium chromium-driver)"

@@ -8,6 +8,7 @@ import pytest
 
 from adah.data.registry import DATASETS
 from adah.index.backends import ENGINES
+from adah.models.gates import GATES
 from adah.training.similarity import SIMILARITIES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -23,10 +24,12 @@ def clean_registries():
     DATASETS.remove("stripes")
     ENGINES.remove("brute")
     SIMILARITIES.remove("same_first_label")
+    GATES.remove("sigmoid_sum")
 
 
 def test_the_worked_examples_run_and_register_their_parts(clean_registries):
-    assert len(blocks()) == 3
+    assert len(blocks()) == 4
     for k, code in enumerate(blocks()):
         exec(compile(code, f"{DOC}:block{k + 1}", "exec"), {"__name__": f"extending_{k}"})
     assert "stripes" in DATASETS and "brute" in ENGINES and "same_first_label" in SIMILARITIES
+    assert "sigmoid_sum" in GATES

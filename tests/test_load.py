@@ -12,7 +12,7 @@ import pytest
 from adah.index import Index
 from serve_support import COCO_WORDS, ROOT, Server, coco_index, needs_coco
 
-pytestmark = [pytest.mark.slow, needs_coco]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, needs_coco]
 
 REQUESTS, CONCURRENCY = 1000, 8
 

@@ -143,7 +143,6 @@ class TrainConfig:
             raise AdahError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
 
 
-ATTENTION_GATES = ("softmax", "sigmoid")
 G_OBJECTIVES = ("adversarial", "full")
 ATTENTION_MASKS = ("hard", "soft", "weight")
 IMAGE_POSITIONS = ("cells", "channels")
@@ -160,7 +159,7 @@ class AttentionConfig:
     of the study: README, "Attention that earns its place"); the ``paper`` preset (:data:`PRESETS`,
     ``--preset paper``) restores the paper's literal G."""
 
-    gate: str = "softmax"  # softmax over positions (paper) | sigmoid: one gate per position
+    gate: str = "softmax"  # a name in adah.models.gates.GATES: softmax over positions (paper) | sigmoid: one gate per position
     temperature: float = 1.0  # scores / temperature before the gate
     noise: float = 0.0  # s > 0: s * Gumbel noise on the scores in training (a fresh mask each step)
     threshold: float = 1.0  # c: alpha = c/N (softmax; the paper's 1/N), c/2 (sigmoid)
@@ -177,8 +176,8 @@ class AttentionConfig:
     image_region: str = "all"  # the cells G's mask splits: all (paper) | salient: those above the mean activation (SCDA)
 
     def validate(self) -> None:
-        if self.gate not in ATTENTION_GATES:
-            raise AdahError(f"attention.gate must be one of {ATTENTION_GATES}, got {self.gate!r}")
+        if not isinstance(self.gate, str) or not self.gate:  # the name: adah.models.gates.GATES, when G is built
+            raise AdahError(f"attention.gate must be the name of a gate (softmax, sigmoid, ...), got {self.gate!r}")
         if self.init not in ATTENTION_INITS:
             raise AdahError(f"attention.init must be one of {ATTENTION_INITS}, got {self.init!r}")
         if self.mask not in ATTENTION_MASKS:

@@ -53,6 +53,7 @@ from torch import nn
 
 from adah.config import IMAGE_REGIONS
 from adah.errors import AdahError
+from adah.models.gates import GATES
 
 
 class AttentionOutput(NamedTuple):
@@ -100,8 +101,7 @@ class Gate(nn.Module):
     def __init__(self, *, gate: str = "softmax", temperature: float = 1.0, threshold: float = 1.0,
                  keep_fraction: float = 0.0, mask: str = "hard", noise: float = 0.0) -> None:
         super().__init__()
-        if gate not in ("softmax", "sigmoid"):
-            raise AdahError(f"attention.gate must be 'softmax' or 'sigmoid', got {gate!r}")
+        self.spec = GATES.get(gate)
         if mask not in MASKS:
             raise AdahError(f"attention.mask must be one of {MASKS}, got {mask!r}")
         self.gate, self.temperature, self.threshold, self.keep_fraction = gate, temperature, threshold, keep_fraction
@@ -111,7 +111,7 @@ class Gate(nn.Module):
         self.soft = False  # set by the trainer for the soft-mask epochs of a hard mask; never saved
 
     def alpha(self, n: int | torch.Tensor) -> float | torch.Tensor:
-        return self.threshold / n if self.gate == "softmax" else self.threshold / 2
+        return self.spec.alpha(self.threshold, n)
 
     def forward(self, scores: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``valid`` (B, N) bool, for items with fewer positions than N (the words of texts of
@@ -123,20 +123,19 @@ class Gate(nn.Module):
             logits = logits - self.noise * torch.log(-torch.log(u))
         if valid is None:
             n, vf = scores.shape[1], None
-            probs = torch.softmax(logits, dim=1) if self.gate == "softmax" else torch.sigmoid(logits)
+            probs = self.spec.probs(logits, None)
             keep = max(1, min(n, math.ceil(self.keep_fraction * n)))
         else:  # each row over its own valid positions: n (B, 1); a row with none: p = 0 everywhere
             valid = valid.bool()
             vf = valid.to(logits.dtype)
             n = vf.sum(1, keepdim=True).clamp_min(1)
             logits = logits.masked_fill(~valid, float("-inf"))
-            probs = (torch.softmax(logits, dim=1).nan_to_num(0.0) if self.gate == "softmax"
-                     else torch.sigmoid(logits))  # sigmoid(-inf) = 0
+            probs = self.spec.probs(logits, valid)
             keep = torch.ceil(self.keep_fraction * n).clamp(min=1)  # at most n
         if self.weights:
-            mask = probs * n if self.gate == "softmax" else 2 * probs
+            mask = self.spec.weights(probs, n)
         elif self.soft or self.always_soft:
-            mask = (probs * n).clamp(0, 1) if self.gate == "softmax" else probs
+            mask = self.spec.soft(probs, n)
         elif self.keep_fraction > 0:
             mask = topk_ste(logits, probs, keep)
         else:

@@ -28,6 +28,8 @@ from adah.training.checkpoint import config_of, load_checkpoint, load_newest, sa
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
+from adah.models.gates import GATES
+from adah.models.parts import check_parts
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_scores
 from adah.utils.fileio import atomic_write_text
@@ -35,7 +37,7 @@ from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversari
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
 from adah.models.text_encoders import check_text_inputs
-from adah.training.similarity import check_data_for_similarity
+from adah.training.similarity import check_data_for_similarity, get_similarity
 from adah.utils.progress import progress_bar
 from adah.utils.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
 
@@ -101,7 +103,8 @@ class Trainer:
 
     def __init__(self, config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
                  diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> None:
-        self.config = complete_config(config, data)
+        self.config = complete_config(check_parts(config), data)
+        get_similarity(self.config.loss.similarity)  # a name no registry knows: refused before training
         self.diagnostics = diagnostics  # extra per-epoch numbers, e.g. object pixels attended on scenes
         self.data, self.split = data, split
         self.data_fingerprint = data.fingerprint()
@@ -520,13 +523,10 @@ def probe_rows(split: Split) -> np.ndarray:
 
 
 def normalised_entropy(probs: torch.Tensor, gate: str) -> float:
-    """Mean over items of the entropy of G's soft attention, divided by its maximum: for the
-    softmax, H(p) / log N; for per-position sigmoid gates, the mean binary entropy / log 2."""
-    p = probs.clamp_min(1e-12)
-    if gate == "softmax" and probs.shape[1] > 1:
-        return float((-(p * p.log()).sum(1) / math.log(probs.shape[1])).mean())
-    q = (1 - probs).clamp_min(1e-12)
-    return float((-(p * p.log() + q * q.log()) / math.log(2)).mean())
+    """Mean over items of the entropy of G's soft attention, divided by its maximum (the gate's
+    own measure, :data:`adah.models.gates.GATES`): for the softmax, H(p) / log N; for
+    per-position sigmoid gates, the mean binary entropy / log 2."""
+    return GATES.get(gate).entropy(probs)
 
 
 def _format_record(r: dict) -> str:
