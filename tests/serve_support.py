@@ -17,7 +17,8 @@ import httpx2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = (ROOT / ".." / "shared" / "data").resolve()
+#: the shared data sets (ADAH_TEST_DATA overrides: a git worktree lives elsewhere than the main checkout)
+DATA_ROOT = Path(os.environ.get("ADAH_TEST_DATA") or ROOT / ".." / "shared" / "data").resolve()
 COCO = DATA_ROOT / "coco_mini"
 ARTIFACTS = Path(os.environ.get("ADAH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 #: coco_mini words the tests query with (all in its vocabulary)

@@ -14,10 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adah.cli import app as cli_app
-from adah.cli.serve import is_loopback
 from adah.errors import AdahError
 from adah.index import Index, UnknownWordsError
-from adah.serve import Limits, create_app
+from adah.serve import Limits, create_app, is_loopback
 from serve_support import COCO, coco_index, needs_coco
 
 pytestmark = [pytest.mark.slow, needs_coco]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 
@@ -11,18 +10,7 @@ import typer
 from adah.cli.common import _friendly_errors, app
 from adah.errors import AdahError
 
-LOOPBACK_NAMES = ("localhost",)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -58,7 +46,7 @@ def serve(
     import uvicorn
 
     from adah.index import Index
-    from adah.serve import Limits, create_app
+    from adah.serve import Limits, create_app, is_loopback
 
     if log_level not in LOG_LEVELS:
         raise AdahError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
