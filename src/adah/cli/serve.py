@@ -40,6 +40,14 @@ def serve(
     max_body_mb: float = typer.Option(10.0, min=0.001, help="Largest request body, in MiB (413 above)."),
     max_k: int = typer.Option(100, min=1, help="Largest top-k a request may ask for (422 above)."),
     max_text: int = typer.Option(1000, min=1, help="Longest query text in characters (422 above)."),
+    max_image_pixels: int = typer.Option(40_000_000, min=1, help="Largest upload, width x height from its header (413 "
+                                         "above)."),
+    decode_side: int = typer.Option(512, min=1, help="Uploads are decoded reduced to this many pixels on the shorter "
+                                    "side (or the model's input size when larger)."),
+    max_decodes: int = typer.Option(2, min=1, help="Images decoded at the same time; other requests wait (each takes "
+                                    "up to ~4 bytes a pixel)."),
+    thumbnail_cache_mb: float = typer.Option(64.0, min=0.001, help="Thumbnail cache size in MiB (PNGs and the "
+                                             "reduced pictures they are cut from)."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info or debug."),
 ) -> None:
     """Serve the search page at http://HOST:PORT/ and its JSON API (/api/...)."""
@@ -51,7 +59,8 @@ def serve(
     if log_level not in LOG_LEVELS:
         raise AdahError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_k=max_k, max_text_chars=max_text,
-                    default_k=min(10, max_k))
+                    default_k=min(10, max_k), max_image_pixels=max_image_pixels, decode_side=decode_side,
+                    max_decodes=max_decodes, thumbnail_cache_bytes=int(thumbnail_cache_mb * 2**20))
     if not is_loopback(host):
         typer.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can query "
                    "the index and read its thumbnails and captions (there is no authentication)", err=True)

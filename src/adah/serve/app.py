@@ -30,6 +30,8 @@ checks), :mod:`~adah.serve.images` (uploads, thumbnails, overlay), :mod:`~adah.s
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from adah.serve.errors import BodyLimit, install_error_handlers
@@ -44,7 +46,14 @@ def create_app(index, *, limits: Limits | None = None, watch_seconds: float | No
     a rebuild) and switch to it without a restart; None: never (``POST /api/reload`` from
     loopback still does)."""
     limits = limits or Limits()
-    app = FastAPI(title="adah search", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.service.close()  # the decoder threads
+
+    app = FastAPI(title="adah search", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.state.index, app.state.limits = index, limits
     app.state.service = Service(VersionWatcher(app, watch_seconds), limits)

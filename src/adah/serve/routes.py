@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
 
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from adah.errors import AdahError
 from adah.index import ImageQueryError
-from adah.serve.images import THUMBNAIL_SIZES, Thumbnails, overlay_png
+from adah.serve.images import THUMBNAIL_SIZES, Thumbnails, decode_upload, overlay_png
 from adah.serve.limits import Limits
 from adah.serve.net import is_loopback
 from adah.serve.validation import check_k, check_target, parse_json_object, read_upload, require_type, text_query
@@ -34,15 +35,36 @@ router = APIRouter()
 
 
 class Service:
-    """What every request of one app shares."""
+    """What every request of one app shares: the index version, the limits, the model lock, the
+    image decoders and the thumbnail cache.
+
+    Images are decoded on ``limits.max_decodes`` threads of their own (uploads and the pictures
+    thumbnails are cut from); other requests wait their turn. Besides bounding the decodes that
+    run at once, this bounds the memory the C allocator keeps after them: it keeps freed blocks
+    per thread, so decodes spread over the 40 request threads would leave up to 40 decodes'
+    worth of memory behind."""
 
     def __init__(self, watcher: VersionWatcher, limits: Limits) -> None:
         self.watcher, self.limits = watcher, limits
         self.lock = threading.Lock()  # model calls one at a time: on a few cores they only compete
-        self.thumbnails = Thumbnails()
+        self.decoder = ThreadPoolExecutor(limits.max_decodes, thread_name_prefix="adah-decode")
+        self.thumbnails = Thumbnails(limits.thumbnail_cache_bytes, self.decoder)
 
     def current(self):
         return self.watcher.current()
+
+    def decode(self, data: bytes, index):
+        """An upload decoded (:func:`decode_upload`) on a decoder thread, reduced to what the
+        page and ``index``'s model need (:attr:`Limits.decode_side`)."""
+        side = max(self.limits.decode_side, int(getattr(index, "query_image_size", None) or 0))
+        return self.decoder.submit(decode_upload, data, self.limits.max_image_pixels, side).result()
+
+    async def upload(self, request: Request, index):
+        """(the request's upload, its image decoded off the event loop)."""
+        upload = await read_upload(request)
+        image = await run_in_threadpool(self.decode, upload.data, index)
+        upload.data = b""  # the file is not needed any more
+        return upload, image
 
     def call(self, fn, *args, **kwargs):
         """``fn`` under the model lock; ImageQueryError -> 400, other AdahError (unknown words,
@@ -54,6 +76,9 @@ class Service:
             raise HTTPException(400, str(exc)) from None
         except AdahError as exc:
             raise HTTPException(422, str(exc)) from None
+
+    def close(self) -> None:
+        self.decoder.shutdown(wait=False, cancel_futures=True)
 
 
 def service(request: Request) -> Service:
@@ -125,34 +150,36 @@ async def search_text(request: Request) -> dict:
 @router.post("/api/search/image")
 async def search_image(request: Request) -> dict:
     started, svc = time.perf_counter(), service(request)
-    upload = await read_upload(request, svc.limits)
+    index = svc.current()
+    upload, image = await svc.upload(request, index)
     k = check_k(upload.params.get("k", svc.limits.default_k), svc.limits)
     target = check_target(upload.params.get("target", "text"))
-    result = await run_in_threadpool(svc.call, svc.current().search_image, upload.image, k=k, target=target,
+    result = await run_in_threadpool(svc.call, index.search_image, image, k=k, target=target,
                                      name=upload.filename or "upload")
-    result.query.update(width=upload.image.width, height=upload.image.height)
+    width, height = image.info.get("original_size", image.size)
+    result.query.update(width=width, height=height)
     return answer(result, started)
 
 
 @router.post("/api/attention")
 async def attention(request: Request) -> Response:
     svc = service(request)
-    upload = await read_upload(request, svc.limits)
+    index = svc.current()
+    upload, image = await svc.upload(request, index)
     fmt = upload.params.get("format", "png")
     if fmt not in ATTENTION_FORMATS:
         raise HTTPException(422, f"format must be one of {list(ATTENTION_FORMATS)}, got {fmt!r}")
-    index = svc.current()
     kind = (index.info().get("model") or {}).get("attention")
     if kind in ("none", "text"):
         raise HTTPException(422, f"this index's model has no image attention (model.attention={kind!r}), so "
                                  "there is no mask to show")
-    att = await run_in_threadpool(svc.call, index.attention, upload.image)
+    att = await run_in_threadpool(svc.call, index.attention, image)
     if att is None:
         raise HTTPException(422, "this index's model has no spatial attention mask to show (it reads image "
                                  "feature vectors, or its mask is over channels)")
     if fmt == "json":
         return JSONResponse(att.to_dict())
-    png = await run_in_threadpool(overlay_png, upload.image, np.asarray(att.mask, dtype=bool))
+    png = await run_in_threadpool(overlay_png, image, np.asarray(att.mask, dtype=bool))
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
@@ -165,5 +192,8 @@ async def thumbnail(request: Request, row: int, size: int = 128) -> Response:
     lo, hi = THUMBNAIL_SIZES
     if not lo <= size <= hi:
         raise HTTPException(422, f"size must be in {lo}..{hi}, got {size}")
-    png = await run_in_threadpool(svc.thumbnails.of, index, row, size)
+    path = index.item(row).get("image_path")
+    if not path:
+        raise HTTPException(404, f"row {row} has no image file to show")
+    png = await run_in_threadpool(svc.thumbnails.png, path, size)
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})

@@ -1,5 +1,5 @@
 """Checks on what a request sends: content type, JSON body, query text, ``k``, ``target``, and
-the uploaded image (read here, decoded by :func:`adah.serve.images.decode_upload`). Each failure
+the uploaded image's bytes (decoded by :meth:`adah.serve.routes.Service.decode`). Each failure
 is an HTTPException with the 4xx status and a message naming the field."""
 
 from __future__ import annotations
@@ -8,12 +8,10 @@ import json
 from dataclasses import dataclass
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from adah.index.core import TARGETS
-from adah.serve.images import decode_upload
 from adah.serve.limits import Limits
 
 TEXT_FIELDS = ("text", "k", "target")
@@ -95,13 +93,13 @@ def check_target(target) -> str:
 
 @dataclass
 class Upload:
-    image: object  # PIL.Image.Image, RGB
+    data: bytes  # the image file, not decoded yet
     filename: str | None
     params: dict[str, str]  # query parameters, overridden by form fields
 
 
-async def read_upload(request: Request, limits: Limits) -> Upload:
-    """The uploaded image (multipart field ``image``, or a raw ``image/*`` body) decoded to RGB."""
+async def read_upload(request: Request) -> Upload:
+    """The uploaded image file (multipart field ``image``, or a raw ``image/*`` body)."""
     media = require_type(request, ("multipart/form-data", "image/"),
                          f"multipart/form-data with a file field '{IMAGE_FIELD}', or the image bytes as image/*")
     params = dict(request.query_params)
@@ -120,5 +118,4 @@ async def read_upload(request: Request, limits: Limits) -> Upload:
         data = await request.body()
     if not data:
         raise HTTPException(400, "empty upload: the image has 0 bytes")
-    image = await run_in_threadpool(decode_upload, data, limits.max_image_pixels)  # off the event loop
-    return Upload(image, filename, params)
+    return Upload(data, filename, params)

@@ -76,7 +76,8 @@ def decode_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, what: str | None
     """The image in ``source`` (encoded bytes, a path or a file object) decoded to an RGB PIL
     image, after :func:`open_image`'s pixel check. ``side``: reduce while decoding to the smallest
     size that keeps ``side`` pixels on the shorter side (:func:`reduced_rgb`); None: full size.
-    ImageTooLarge over ``max_pixels``; decoding errors (OSError, ValueError, SyntaxError, PIL's
+    The result's ``info["original_size"]`` is the (width, height) of the file. ImageTooLarge over
+    ``max_pixels``; decoding errors (OSError, ValueError, SyntaxError, PIL's
     UnidentifiedImageError) are left to the caller, who knows the request or line to name."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
@@ -85,16 +86,31 @@ def decode_rgb(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, what: str | None
         if width < 1 or height < 1:
             raise ValueError(f"empty image ({width}x{height})")
         if side is not None:
-            return reduced_rgb(image, side)
-        image.load()
-        return image.convert("RGB")
+            rgb = reduced_rgb(image, side)
+        else:
+            image.load()
+            rgb = image.convert("RGB")
+    rgb.info["original_size"] = (width, height)
+    return rgb
+
+
+#: modes ``Image.reduce`` averages directly; others are converted first (1-bit to 8-bit grey,
+#: palette and 16-bit to RGB), so that a palette's indices are never averaged
+_REDUCIBLE = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK", "YCbCr": "YCbCr", "I": "I",
+              "F": "F", "1": "L"}
 
 
 def reduced_rgb(image, side: int):
     """``image`` decoded to RGB at the smallest size that still has ``side`` pixels on its shorter
-    side: JPEGs are decoded at 1/2 .. 1/8 scale (``draft``), other formats are decoded whole and
-    shrunk by an integer factor (``reduce``) before anything else is done with them."""
+    side. JPEGs are decoded at 1/2 .. 1/8 scale (``draft``): their full size is never in memory.
+    Other formats (PNG, ...) are decoded whole in their own mode (1 byte a pixel for 1-bit and
+    grey images, 4 for RGB) and shrunk by an integer factor (``reduce``, a box average) before
+    the conversion to RGB: a 1-bit or grey image never has a full-size RGB copy (a palette
+    image is converted to RGB first, as its indices cannot be averaged)."""
     image.draft("RGB", (side, side))
-    rgb = image.convert("RGB")
-    factor = min(rgb.size) // max(1, side)
-    return rgb.reduce(factor) if factor >= 2 else rgb
+    factor = min(image.size) // max(1, side)
+    if factor < 2:
+        return image.convert("RGB")
+    mode = _REDUCIBLE.get(image.mode, "RGB")
+    work = image if image.mode == mode else image.convert(mode)
+    return work.reduce(factor).convert("RGB")
