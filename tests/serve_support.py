@@ -101,6 +101,28 @@ def coco_milvus_index(base: Path) -> Path:
     return out
 
 
+def benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_folder_index(base: Path) -> Path:
+    """An index of a folder of 6 generated pictures, encoded by an untrained tiny model (seconds)."""
+    from adah.index import build_index
+    from test_index import make_checkpoint, make_folder
+
+    ckpt = make_checkpoint(base / "model.pt")
+    folder = make_folder(base / "mine")
+    build_index(ckpt, base / "idx", data=folder, progress=False)
+    return base / "idx"
+
+
 class Server:
     """``adah serve --index DIR --port 0`` in a subprocess; ``url`` once it answers /api/health."""
 

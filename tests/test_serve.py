@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import socket
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def public(hits: list[dict]) -> list[dict]:
     out = []
     for h in hits:
         h = dict(h)
-        h["thumbnail"] = f"/api/thumbnail/{h['row']}" if h.pop("image_path") else None
+        h["thumbnail"] = f"/api/thumbnail/{h['row']}?id={quote(h['id'], safe='')}" if h.pop("image_path") else None
         out.append(h)
     return out
 
@@ -140,6 +141,8 @@ def test_thumbnail(client, index):
     assert_error(client.get("/api/thumbnail/-1"), 404, "no row -1")
     assert_error(client.get("/api/thumbnail/3?size=4000"), 422, "size must be in 16..512")
     assert_error(client.get("/api/thumbnail/abc"), 422, "row")
+    assert client.get(f"/api/thumbnail/3?id={quote(index.item(3)['id'], safe='')}").content == r.content
+    assert_error(client.get("/api/thumbnail/3?id=nope"), 404, "row 3 no longer holds item 'nope'")
 
 
 # --------------------------------------------------------------------------- limits and errors

@@ -14,20 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from adah.index import Index, build_index
+from adah.index import Index
 from adah.serve import Limits, create_app
-from test_index import make_checkpoint, make_folder
+from serve_support import benchmark, tiny_folder_index
 
 SMALL_CACHE = 300_000
 
 
 @pytest.fixture(scope="module")
 def folder_index(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("serve-safety")
-    ckpt = make_checkpoint(base / "model.pt")
-    folder = make_folder(base / "mine")
-    build_index(ckpt, base / "idx", data=folder, progress=False)
-    return base / "idx"
+    return tiny_folder_index(tmp_path_factory.mktemp("serve-safety"))
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +33,7 @@ def client(folder_index):
         yield c
 
 
-def bilevel_png(side: int) -> bytes:
-    """A ``side`` x ``side`` 1-bit PNG: a few KB on the wire, ``side``^2 pixels decoded."""
-    image = Image.new("1", (side, side), 0)
-    image.paste(1, (0, 0, side // 2, side))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+bilevel_png = benchmark("bench_serve_memory").bilevel_png  # a side x side 1-bit PNG: a few KB, side^2 pixels
 
 
 # --------------------------------------------------------------------------- case 6: bounded memory
@@ -107,3 +97,26 @@ def test_the_bounds_are_settings_shown_in_info(client):
     assert limits["thumbnail_cache_bytes"] == SMALL_CACHE
     assert (limits["max_decodes"], limits["decode_side"], limits["max_image_pixels"]) == (2, 512, 40_000_000)
 
+
+# --------------------------------------------------------------------------- case 8: thumbnails after a remove
+def test_a_thumbnail_url_never_shows_another_item_after_a_remove(folder_index, tmp_path):
+    import shutil
+
+    from adah.index.update import remove_items
+
+    idx = tmp_path / "idx"
+    shutil.copytree(folder_index, idx)
+    with Index.load(idx) as ix, TestClient(create_app(ix, watch_seconds=0.0)) as c:
+        hits = c.post("/api/search/text", json={"text": "red_circle", "k": 6}).json()["hits"]
+        first = next(h for h in hits if h["row"] == 0)
+        assert first["thumbnail"] == f"/api/thumbnail/0?id={first['id']}"
+        before = c.get(first["thumbnail"])
+        assert before.status_code == 200 and before.headers["cache-control"] == "no-cache"
+        etag = before.headers["etag"]
+        assert c.get(first["thumbnail"], headers={"If-None-Match": etag}).status_code == 304
+        remove_items(idx, [first["id"]])
+        gone = c.get(first["thumbnail"])
+        assert gone.status_code == 404 and "no longer holds item" in gone.json()["error"]
+        by_row = c.get("/api/thumbnail/0", headers={"If-None-Match": etag})  # a cached copy is not confirmed
+        assert by_row.status_code == 200 and by_row.headers["etag"] != etag
+        assert by_row.content != before.content

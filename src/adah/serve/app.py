@@ -11,7 +11,8 @@ HTML page.
 ``POST /api/search/image``  multipart upload (field ``image``; fields or query ``k``, ``target``),
                             or the raw bytes with ``Content-Type: image/...``
 ``POST /api/attention``     an upload like the above -> PNG overlay, or JSON with ``format=json``
-``GET /api/thumbnail/{row}`` PNG thumbnail of an indexed image file (``size``, default 128)
+``GET /api/thumbnail/{row}`` PNG thumbnail of an indexed image file (``size``, default 128;
+                            ``id``: 404 unless the row holds that item; ETag, ``no-cache``)
 ``POST /api/reload``        switch to the index folder's new version now (loopback only; the
                             service also notices one by itself within ``watch_seconds``)
 ==========================  ===============================================================

@@ -4,6 +4,7 @@ decoder :func:`adah.utils.images.decode_rgb`), thumbnails of indexed image files
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -91,6 +92,13 @@ class Thumbnails:
         self.cache = ByteCache(max_bytes)
         self.decoder = decoder
         self._source_lock = threading.Lock()
+
+    @staticmethod
+    def etag(item_id: str, path: str, size: int) -> str:
+        """An HTTP ETag naming the item, its image file's identity (path, time, size) and the
+        thumbnail size; 404 when the file is gone."""
+        key = "\0".join([item_id, path, *map(str, file_stamp(path)), str(size)])
+        return '"' + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32] + '"'
 
     def png(self, path: str, size: int) -> bytes:
         """The PNG of the image file at ``path``, centre-cropped to ``size`` x ``size``."""

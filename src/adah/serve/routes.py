@@ -11,7 +11,9 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
-from fastapi import APIRouter, Request
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -91,11 +93,17 @@ def explain_words(index) -> bool:
     return getattr(cfg, "text_encoder", "bow_mlp") != "bow_mlp" and bool(getattr(cfg, "text_attention", False))
 
 
+def thumbnail_url(hit: dict) -> str | None:
+    """The URL of a hit's thumbnail: its row and its item id (``?id=``), so that a URL made
+    before the index changed is refused (404) rather than showing the item now in that row."""
+    return f"/api/thumbnail/{hit['row']}?id={quote(str(hit['id']), safe='')}" if hit.get("image_path") else None
+
+
 def answer(result, started: float) -> dict:
     """A SearchResult as the API shows it: a thumbnail URL per hit instead of server paths."""
     out = result.to_dict()
     for hit in out["hits"]:
-        hit["thumbnail"] = f"/api/thumbnail/{hit['row']}" if hit.get("image_path") else None
+        hit["thumbnail"] = thumbnail_url(hit)
         for key in HIDDEN_HIT_FIELDS:
             hit.pop(key, None)
     out["count"] = len(out["hits"])
@@ -184,7 +192,10 @@ async def attention(request: Request) -> Response:
 
 
 @router.get("/api/thumbnail/{row}")
-async def thumbnail(request: Request, row: int, size: int = 128) -> Response:
+async def thumbnail(request: Request, row: int, size: int = 128, item_id: str | None = Query(None, alias="id")):
+    """The PNG of row ``row``'s image. With ``id`` (as in search answers), 404 unless the row
+    still holds that item. Browsers revalidate every time (``no-cache``) against an ETag of the
+    item, its file and the size: a cached picture is shown only while it is still right."""
     svc = service(request)
     index = svc.current()
     if not 0 <= row < len(index):
@@ -192,8 +203,14 @@ async def thumbnail(request: Request, row: int, size: int = 128) -> Response:
     lo, hi = THUMBNAIL_SIZES
     if not lo <= size <= hi:
         raise HTTPException(422, f"size must be in {lo}..{hi}, got {size}")
-    path = index.item(row).get("image_path")
-    if not path:
+    item = index.item(row)
+    if item_id is not None and str(item["id"]) != item_id:
+        raise HTTPException(404, f"row {row} no longer holds item {item_id!r} (the index changed): search again")
+    if not item.get("image_path"):
         raise HTTPException(404, f"row {row} has no image file to show")
-    png = await run_in_threadpool(svc.thumbnails.png, path, size)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    etag = svc.thumbnails.etag(str(item["id"]), item["image_path"], size)
+    headers = {"Cache-Control": "no-cache", "ETag": etag}
+    if etag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers=headers)
+    png = await run_in_threadpool(svc.thumbnails.png, item["image_path"], size)
+    return Response(png, media_type="image/png", headers=headers)
