@@ -10,13 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from adah.index import Index
 from adah.serve import Limits, create_app
-from serve_support import benchmark, tiny_folder_index
+from serve_support import Server, benchmark, tiny_folder_index
 
 SMALL_CACHE = 300_000
 
@@ -120,3 +121,28 @@ def test_a_thumbnail_url_never_shows_another_item_after_a_remove(folder_index, t
         by_row = c.get("/api/thumbnail/0", headers={"If-None-Match": etag})  # a cached copy is not confirmed
         assert by_row.status_code == 200 and by_row.headers["etag"] != etag
         assert by_row.content != before.content
+
+
+# --------------------------------------------------------------------------- case 12: a client gone mid-body
+def test_a_client_that_disconnects_mid_body_is_one_info_line(folder_index):
+    import socket
+    from urllib.parse import urlsplit
+
+    server = Server(folder_index, "--log-level", "info")
+    try:
+        address = urlsplit(server.url)
+        for path, ctype in [("/api/search/image", "image/png"), ("/api/search/text", "application/json")]:
+            with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                             f"Content-Length: 100000\r\n\r\n".encode() + b"x" * 1000)
+                time.sleep(0.3)
+        health = httpx2.get(f"{server.url}/api/health", timeout=10)
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    log = "".join(server.output)
+    assert health.status_code == 200
+    assert "Traceback" not in log and "internal error" not in log and "unexpected" not in log, log[-3000:]
+    gone = [line for line in log.splitlines() if "disconnected" in line]
+    assert len(gone) == 2 and all("INFO" in line for line in gone), log[-3000:]
+    assert "/api/search/image" in gone[0] and "/api/search/text" in gone[1]

@@ -55,6 +55,7 @@ def serve(
 
     from adah.index import Index
     from adah.serve import Limits, create_app, is_loopback
+    from adah.serve.errors import log_config
 
     if log_level not in LOG_LEVELS:
         raise AdahError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -70,7 +71,8 @@ def serve(
     typer.echo(f"index {index}: {info.get('count', len(loaded))} items, {info.get('bits')} bits")
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     typer.echo(f"serving http://{shown}:{sock.getsockname()[1]}/ (Ctrl+C to stop)")
-    server = uvicorn.Server(uvicorn.Config(create_app(loaded, limits=limits), log_level=log_level))
+    server = uvicorn.Server(uvicorn.Config(create_app(loaded, limits=limits), log_level=log_level,
+                                           log_config=log_config(log_level)))
     try:
         server.run(sockets=[sock])
     finally:

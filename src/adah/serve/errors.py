@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("adah.serve")
 
@@ -18,8 +19,16 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """HTTP errors and invalid parameters as JSON; anything unexpected as a JSON 500 naming no
-    internals (the traceback goes to the server log)."""
+    """HTTP errors and invalid parameters as JSON; a client gone before its body arrived as one
+    info line in the log; anything unexpected as a JSON 500 naming no internals (the traceback
+    goes to the server log)."""
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request, _exc: ClientDisconnect):  # nobody is left to answer: one line, no traceback
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s disconnected before sending the whole request body (%s %s)", client, request.method,
+                 request.url.path)
+        return error_response(400, "the client disconnected before sending the whole request body")
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request, exc: HTTPException):
@@ -34,6 +43,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request, exc: RequestValidationError):
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
         return error_response(422, "; ".join(parts) or "invalid request")
+
+
+def log_config(level: str = "info") -> dict:
+    """uvicorn's logging configuration with the service's own logger (``adah``) added at
+    ``level``, written by uvicorn's handler: its info lines (a client gone mid-body) show."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["adah"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 class BodyLimit:
