@@ -71,7 +71,9 @@ def test_health_info_and_page(client, index):
     assert info["count"] == 159 and info["bits"] == 32 and info["modalities"] == ["image", "text"]
     assert info["collection"]["name"] == "coco_mini" and info["can_search"] == {"text": True, "image": True}
     assert info["limits"] == {"max_body_bytes": 300_000, "max_k": 50, "max_text_chars": 200,
-                              "max_image_pixels": 2_000_000, "default_k": 10}
+                              "max_image_pixels": 2_000_000, "default_k": 10, "decode_side": 512, "max_decodes": 2,
+                              "thumbnail_cache_bytes": 64 * 2**20}
+    assert info["model"]["checkpoint"] == "best.pt" and info["path"] == "coco_index"
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]

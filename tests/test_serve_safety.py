@@ -146,3 +146,12 @@ def test_a_client_that_disconnects_mid_body_is_one_info_line(folder_index):
     gone = [line for line in log.splitlines() if "disconnected" in line]
     assert len(gone) == 2 and all("INFO" in line for line in gone), log[-3000:]
     assert "/api/search/image" in gone[0] and "/api/search/text" in gone[1]
+
+
+# --------------------------------------------------------------------------- case 14: no server paths in /api/info
+def test_info_shows_no_absolute_path(client, folder_index):
+    r = client.get("/api/info")
+    info = r.json()
+    assert info["model"]["checkpoint"] == "model.pt" and info["path"] == "idx"
+    assert str(folder_index.parent) not in r.text and '"/' not in r.text
+    assert info["count"] == 6 and info["model"]["fingerprint"]

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from urllib.parse import quote
@@ -111,6 +112,25 @@ def answer(result, started: float) -> dict:
     return out
 
 
+def public_info(index) -> dict:
+    """``index.info()`` without this machine's paths: the index folder by its name, the
+    checkpoint relative to the index folder when inside it and by its file name otherwise, a
+    collection source that is a path by its name."""
+    info = index.info()
+    folder = Path(info["path"]) if info.get("path") else None
+    if folder is not None:
+        info["path"] = folder.name
+    model, collection = dict(info.get("model") or {}), dict(info.get("collection") or {})
+    if model.get("checkpoint"):
+        checkpoint = Path(model["checkpoint"])
+        inside = folder is not None and checkpoint.is_absolute() and checkpoint.is_relative_to(folder)
+        model["checkpoint"] = str(checkpoint.relative_to(folder)) if inside else checkpoint.name
+    source = collection.get("source")
+    if isinstance(source, str) and Path(source).is_absolute():
+        collection["source"] = Path(source).name
+    return {**info, "model": model, "collection": collection}
+
+
 @lru_cache(maxsize=1)
 def _page_html() -> str:
     return resources.files("adah.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -130,7 +150,7 @@ def health(request: Request) -> dict:
 @router.get("/api/info")
 def info(request: Request) -> dict:
     svc = service(request)
-    return jsonable_encoder({**svc.current().info(), "limits": dataclasses.asdict(svc.limits)})
+    return jsonable_encoder({**public_info(svc.current()), "limits": dataclasses.asdict(svc.limits)})
 
 
 @router.post("/api/reload")
