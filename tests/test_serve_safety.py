@@ -149,8 +149,9 @@ def test_a_client_that_disconnects_mid_body_is_one_info_line(folder_index):
 
 
 # --------------------------------------------------------------------------- case 14: no server paths in /api/info
-def test_info_shows_no_absolute_path(client, folder_index):
-    r = client.get("/api/info")
+def test_info_shows_no_absolute_path(folder_index):
+    with Index.load(folder_index) as ix, TestClient(create_app(ix)) as c:
+        r = c.get("/api/info")
     info = r.json()
     assert info["model"]["checkpoint"] == "model.pt" and info["path"] == "idx"
     assert str(folder_index.parent) not in r.text and '"/' not in r.text
