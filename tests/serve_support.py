@@ -17,7 +17,8 @@ import httpx2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = (ROOT / ".." / "shared" / "data").resolve()
+#: the shared data sets (ADAH_TEST_DATA overrides: a git worktree lives elsewhere than the main checkout)
+DATA_ROOT = Path(os.environ.get("ADAH_TEST_DATA") or ROOT / ".." / "shared" / "data").resolve()
 COCO = DATA_ROOT / "coco_mini"
 ARTIFACTS = Path(os.environ.get("ADAH_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 #: coco_mini words the tests query with (all in its vocabulary)
@@ -98,6 +99,28 @@ def coco_milvus_index(base: Path) -> Path:
     if p.returncode:
         raise RuntimeError(f"adah index copy --backend milvus failed:\n{p.stderr[-3000:]}")
     return out
+
+
+def benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_folder_index(base: Path) -> Path:
+    """An index of a folder of 6 generated pictures, encoded by an untrained tiny model (seconds)."""
+    from adah.index import build_index
+    from test_index import make_checkpoint, make_folder
+
+    ckpt = make_checkpoint(base / "model.pt")
+    folder = make_folder(base / "mine")
+    build_index(ckpt, base / "idx", data=folder, progress=False)
+    return base / "idx"
 
 
 class Server:

@@ -18,8 +18,8 @@ from PIL import Image
 
 from adah.index import Index, build_index
 from adah.serve import create_app
-from serve_support import Server
-from test_index import make_checkpoint, make_folder
+from serve_support import Server, tiny_folder_index
+from test_index import make_checkpoint
 
 SURROGATE = b'{"text": "dog \\ud800", "k": 3}'
 DEEP = b'{"text": "dog", "k": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
@@ -29,11 +29,7 @@ HOSTILE = {"lone surrogate": SURROGATE, "200,000 nested arrays": DEEP, "5,000-di
 
 @pytest.fixture(scope="module")
 def folder_index(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("hardening-serve")
-    ckpt = make_checkpoint(base / "model.pt")
-    folder = make_folder(base / "mine")
-    build_index(ckpt, base / "idx", data=folder, progress=False)
-    return base / "idx"
+    return tiny_folder_index(tmp_path_factory.mktemp("hardening-serve"))
 
 
 @pytest.fixture(scope="module")

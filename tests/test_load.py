@@ -4,25 +4,14 @@ latency; asserts every answer is right and none failed (speed goals live in benc
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from adah.index import Index
-from serve_support import COCO_WORDS, ROOT, Server, coco_index, needs_coco
+from serve_support import COCO_WORDS, Server, benchmark, coco_index, needs_coco
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, needs_coco]
 
 REQUESTS, CONCURRENCY = 1000, 8
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("load_serve", ROOT / "benchmarks" / "load_serve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_1000_requests_over_8_connections(tmp_path_factory):
@@ -32,7 +21,7 @@ def test_1000_requests_over_8_connections(tmp_path_factory):
     assert len(words) >= 8
     server = Server(index_dir)
     try:
-        report = load_module().run_load(server.url, requests=REQUESTS, concurrency=CONCURRENCY, words=words)
+        report = benchmark("load_serve").run_load(server.url, requests=REQUESTS, concurrency=CONCURRENCY, words=words)
     finally:
         server.stop()
     print("\n" + report.table())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import socket
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -14,10 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adah.cli import app as cli_app
-from adah.cli.serve import is_loopback
 from adah.errors import AdahError
 from adah.index import Index, UnknownWordsError
-from adah.serve import Limits, create_app
+from adah.serve import Limits, create_app, is_loopback
 from serve_support import COCO, coco_index, needs_coco
 
 pytestmark = [pytest.mark.slow, needs_coco]
@@ -43,7 +43,7 @@ def public(hits: list[dict]) -> list[dict]:
     out = []
     for h in hits:
         h = dict(h)
-        h["thumbnail"] = f"/api/thumbnail/{h['row']}" if h.pop("image_path") else None
+        h["thumbnail"] = f"/api/thumbnail/{h['row']}?id={quote(h['id'], safe='')}" if h.pop("image_path") else None
         out.append(h)
     return out
 
@@ -71,7 +71,9 @@ def test_health_info_and_page(client, index):
     assert info["count"] == 159 and info["bits"] == 32 and info["modalities"] == ["image", "text"]
     assert info["collection"]["name"] == "coco_mini" and info["can_search"] == {"text": True, "image": True}
     assert info["limits"] == {"max_body_bytes": 300_000, "max_k": 50, "max_text_chars": 200,
-                              "max_image_pixels": 2_000_000, "default_k": 10}
+                              "max_image_pixels": 2_000_000, "default_k": 10, "decode_side": 512, "max_decodes": 2,
+                              "thumbnail_cache_bytes": 64 * 2**20}
+    assert info["model"]["checkpoint"] == "best.pt" and info["path"] == "coco_index"
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -141,6 +143,8 @@ def test_thumbnail(client, index):
     assert_error(client.get("/api/thumbnail/-1"), 404, "no row -1")
     assert_error(client.get("/api/thumbnail/3?size=4000"), 422, "size must be in 16..512")
     assert_error(client.get("/api/thumbnail/abc"), 422, "row")
+    assert client.get(f"/api/thumbnail/3?id={quote(index.item(3)['id'], safe='')}").content == r.content
+    assert_error(client.get("/api/thumbnail/3?id=nope"), 404, "row 3 no longer holds item 'nope'")
 
 
 # --------------------------------------------------------------------------- limits and errors

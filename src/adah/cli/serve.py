@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 
@@ -11,18 +10,7 @@ import typer
 from adah.cli.common import _friendly_errors, app
 from adah.errors import AdahError
 
-LOOPBACK_NAMES = ("localhost",)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -52,18 +40,28 @@ def serve(
     max_body_mb: float = typer.Option(10.0, min=0.001, help="Largest request body, in MiB (413 above)."),
     max_k: int = typer.Option(100, min=1, help="Largest top-k a request may ask for (422 above)."),
     max_text: int = typer.Option(1000, min=1, help="Longest query text in characters (422 above)."),
+    max_image_pixels: int = typer.Option(40_000_000, min=1, help="Largest upload, width x height from its header (413 "
+                                         "above)."),
+    decode_side: int = typer.Option(512, min=1, help="Uploads are decoded reduced to this many pixels on the shorter "
+                                    "side (or the model's input size when larger)."),
+    max_decodes: int = typer.Option(2, min=1, help="Images decoded at the same time; other requests wait (each takes "
+                                    "up to ~4 bytes a pixel)."),
+    thumbnail_cache_mb: float = typer.Option(64.0, min=0.001, help="Thumbnail cache size in MiB (PNGs and the "
+                                             "reduced pictures they are cut from)."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info or debug."),
 ) -> None:
     """Serve the search page at http://HOST:PORT/ and its JSON API (/api/...)."""
     import uvicorn
 
     from adah.index import Index
-    from adah.serve import Limits, create_app
+    from adah.serve import Limits, create_app, is_loopback
+    from adah.serve.errors import log_config
 
     if log_level not in LOG_LEVELS:
         raise AdahError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_k=max_k, max_text_chars=max_text,
-                    default_k=min(10, max_k))
+                    default_k=min(10, max_k), max_image_pixels=max_image_pixels, decode_side=decode_side,
+                    max_decodes=max_decodes, thumbnail_cache_bytes=int(thumbnail_cache_mb * 2**20))
     if not is_loopback(host):
         typer.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can query "
                    "the index and read its thumbnails and captions (there is no authentication)", err=True)
@@ -73,7 +71,8 @@ def serve(
     typer.echo(f"index {index}: {info.get('count', len(loaded))} items, {info.get('bits')} bits")
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     typer.echo(f"serving http://{shown}:{sock.getsockname()[1]}/ (Ctrl+C to stop)")
-    server = uvicorn.Server(uvicorn.Config(create_app(loaded, limits=limits), log_level=log_level))
+    server = uvicorn.Server(uvicorn.Config(create_app(loaded, limits=limits), log_level=log_level,
+                                           log_config=log_config(log_level)))
     try:
         server.run(sockets=[sock])
     finally:

@@ -34,13 +34,13 @@ import torch
 
 from adah.data.vocab import Vocabulary, tokenize
 from adah.errors import AdahError
-from adah.utils.images import ImageTooLarge, open_image
+from adah.utils.images import QUERY_MAX_PIXELS, ImageTooLarge, decode_rgb
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, make_backend, pack_pm1
 from adah.models import binarize
 
 TARGETS = ("image", "text")
-MAX_IMAGE_PIXELS = 40_000_000  # decoded size limit for query images (decompression bombs)
+MAX_IMAGE_PIXELS = QUERY_MAX_PIXELS  # decoded size limit for query images (decompression bombs)
 
 
 class QueryError(AdahError):
@@ -588,12 +588,7 @@ def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:
         else:
             raise ImageQueryError(f"an image query must be a path, bytes, a PIL image or an array, "
                                   f"got {type(image).__name__}")
-        with open_image(source, max_pixels=MAX_IMAGE_PIXELS, what=what) as im:
-            w, h = im.size
-            if w < 1 or h < 1:
-                raise ImageQueryError(f"{what}: empty image ({w}x{h})")
-            im.load()
-            return _resize(im.convert("RGB"), size, resize)
+        return _resize(decode_rgb(source, max_pixels=MAX_IMAGE_PIXELS, what=what), size, resize)
     except ImageQueryError:
         raise
     except ImageTooLarge as exc:
