@@ -135,3 +135,82 @@ def test_sizes_that_blow_memory_are_refused(key, value, match):
 
 def test_bits_at_the_bound_is_accepted():
     ModelConfig(bits=MAX_BITS).validate()
+
+
+# -- case 2: study runs keyed by their full config ----------------------------------------------------
+
+def _study_config(**overrides) -> Config:
+    return tiny_config(**{"data.num_items": 200, "data.num_query": 20, "data.num_train": 100,
+                          "train.max_batches_per_epoch": 1, **overrides})
+
+
+def _fake_result(study, cfg: Config, out: Path, variant: str, lr_trained: float) -> None:
+    """A finished run's result.json as adah writes it, trained at ``lr_trained``."""
+    from adah.data.base import Split
+
+    trained = study.variant_config(cfg.override({"train.lr": lr_trained}), variant, bits=16, seed=0)
+    run = out / variant / "bits16-seed0"
+    run.mkdir(parents=True)
+    result = {"variant": variant, "bits": 16, "seed": 0, "config": json.loads(json.dumps(trained.to_dict())),
+              "split_sha256": Split.load(out / "split.json").digest(),
+              "best_epoch": 1, "val_map": 0.5, "test_map": {"i2t": 0.4, "t2i": 0.6}, "test_map_mean": 0.5,
+              "final": {}, "history": [{"epoch": 1, "val_map": 0.5}]}
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def test_study_never_reuses_a_run_trained_with_another_config(tmp_path, monkeypatch):
+    import sys
+
+    from adah.experiments import study
+
+    out = tmp_path / "study"
+    cfg = _study_config()
+    study.run_study(cfg, out, variants=("paper",), seeds=1, bits=(16,), progress=False, finished_only=True)
+    for v in ("none", "paper"):
+        _fake_result(study, cfg, out, v, lr_trained=1e-3)
+
+    class Retrained(Exception):
+        pass
+
+    def refuse(*a, **k):
+        raise Retrained
+
+    monkeypatch.setattr(sys.modules["adah.training.trainer"], "train", refuse)
+    # the same config: read, not trained; study.json records the config each run was trained with
+    same = study.run_study(cfg, out, variants=("paper",), seeds=1, bits=(16,), progress=False)
+    assert len(same.runs) == 2 and {r["config"]["train"]["lr"] for r in same.runs} == {1e-3}
+    saved = json.loads((out / "study.json").read_text())
+    assert [r["config"]["train"]["lr"] for r in saved["runs"]] == [1e-3, 1e-3]
+    # another learning rate: the finished runs are stale
+    changed = cfg.override({"train.lr": 0.01})
+    # a study that trains nothing reports no run of another config, in its table or its JSON
+    stale = study.run_study(changed, out, variants=("paper",), seeds=1, bits=(16,), progress=False, finished_only=True)
+    assert stale.runs == [] and json.loads((out / "study.json").read_text())["runs"] == []
+    result, why = study.finished_run(out / "paper" / "bits16-seed0",
+                                     study.variant_config(changed, "paper", bits=16, seed=0), saved["split_sha256"])
+    assert result is None and "train.lr: 0.001 -> 0.01" in why  # named with what changed
+    # nor keeps another config's runs of the variants not named this time
+    assert study._kept_runs(out, changed, saved["split_sha256"], ("none",), (16,), 1) == []
+    assert len(study._kept_runs(out, cfg, saved["split_sha256"], ("none",), (16,), 1)) == 1
+    # and trains them again
+    with pytest.raises(Retrained):
+        study.run_one(changed, "paper", 16, 0, str(out / "split.json"), str(out / "paper" / "bits16-seed0"))
+    with pytest.raises(Retrained):
+        study.run_study(changed, out, variants=("paper",), seeds=1, bits=(16,), progress=False)
+
+
+def test_study_result_without_a_config_is_not_reused(tmp_path, monkeypatch):
+    import sys
+
+    from adah.experiments import study
+
+    out = tmp_path / "study"
+    cfg = _study_config()
+    study.run_study(cfg, out, variants=("paper",), seeds=1, bits=(16,), progress=False, finished_only=True)
+    _fake_result(study, cfg, out, "paper", lr_trained=1e-3)
+    path = out / "paper" / "bits16-seed0" / "result.json"
+    legacy = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("config", "split_sha256")}
+    path.write_text(json.dumps(legacy))  # written before runs were keyed by their config: unknown config
+    monkeypatch.setattr(sys.modules["adah.training.trainer"], "train", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        study.run_one(cfg, "paper", 16, 0, str(out / "split.json"), str(path.parent))
