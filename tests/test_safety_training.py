@@ -214,3 +214,59 @@ def test_study_result_without_a_config_is_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules["adah.training.trainer"], "train", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         study.run_one(cfg, "paper", 16, 0, str(out / "split.json"), str(path.parent))
+
+
+# -- case 5: CSV read with strict quoting --------------------------------------------------------------
+
+def _csv(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "items.csv"
+    path.write_text("\n".join(["image,text,labels", *lines]) + "\n")
+    return path
+
+
+ROWS = [f"img{i}.jpg,caption number {i},lab{i % 3}" for i in range(1, 11)]  # file lines 2 to 11
+
+
+def test_csv_stray_quotes_swallowing_rows_name_the_line(tmp_path):
+    from adah.data.folder import read_list_file
+
+    rows = list(ROWS)
+    rows[2] = rows[2].replace(",caption", ',"caption')  # line 4: a quote before the text
+    rows[5] += '"'  # line 7: one at its end; together they made one field of lines 4 to 7
+    with pytest.raises(AdahError, match=r"items.csv: line 4: a quoted field runs on to line 7 \(a stray quote"):
+        read_list_file(_csv(tmp_path, rows), labels_required=False)  # as adah fit reads: 7 items before
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda rows: rows.__setitem__(4, 'img5.jpg,"a "big" dog",lab1'), r"line 6: bad quoting"),  # quote not doubled
+    (lambda rows: rows.__setitem__(8, 'img9.jpg,"never closed,lab1'), r"lines 10-11: bad quoting"),  # open at EOF
+    (lambda rows: rows.__setitem__(3, 'img4.jpg,"caption, four'), r"lines 5-11: bad quoting"),  # swallows the rest
+    (lambda rows: rows.__setitem__(1, "img2.jpg,no labels column"), r"line 3: 2 values, fewer than the 3 header"),
+])
+def test_csv_bad_quoting_is_an_error_naming_the_line(tmp_path, change, match):
+    from adah.data.folder import read_list_file
+
+    rows = list(ROWS)
+    change(rows)
+    with pytest.raises(AdahError, match=match):
+        read_list_file(_csv(tmp_path, rows))
+
+
+def test_csv_good_quoting_still_reads(tmp_path):
+    from adah.data.folder import read_list_file
+
+    rows = list(ROWS)
+    rows[0] = 'img1.jpg,"a dog, a ""big"" one",lab1'
+    rows[1] = 'img2.jpg,a 5" screen,lab2'  # a quote inside an unquoted field is a character
+    items = read_list_file(_csv(tmp_path, rows))
+    assert len(items) == 10 and [it.line for it in items] == list(range(2, 12))
+    assert items[0].text == 'a dog, a "big" one' and items[1].text == 'a 5" screen'
+
+
+def test_image_name_too_long_names_the_line(tmp_path):
+    from adah.data.folder import read_folder
+
+    rows = list(ROWS)
+    rows[0] = f"{'x' * 300}.jpg,caption,lab1"
+    with pytest.raises(AdahError, match=r"items.csv: line 2: image path '.*': File name too long"):
+        read_folder(_csv(tmp_path, rows))
