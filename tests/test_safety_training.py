@@ -270,3 +270,78 @@ def test_image_name_too_long_names_the_line(tmp_path):
     rows[0] = f"{'x' * 300}.jpg,caption,lab1"
     with pytest.raises(AdahError, match=r"items.csv: line 2: image path '.*': File name too long"):
         read_folder(_csv(tmp_path, rows))
+
+
+# -- case 14: eval --split, one photo, add --data scenes, --quiet ----------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_data):
+    data, split = tiny_data
+    run = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(**{"data.num_items": 200, "data.seed": 3, "train.max_batches_per_epoch": 1})
+    trainer_mod.train(cfg, data, split, run)
+    return run, split
+
+
+def test_eval_split_whose_queries_the_model_trained_on_is_refused(tiny_run, tmp_path):
+    from adah.data.base import Split
+    from adah.evaluation.checkpoint_eval import evaluate_checkpoint
+
+    run, split = tiny_run
+    other = random_split(200, num_query=40, num_train=120, val_fraction=0.1, seed=11)  # another run's split
+    leaked = np.intersect1d(other.query, np.concatenate([split.train, split.val])).size
+    assert leaked > 0
+    other.save(tmp_path / "other.json")
+    with pytest.raises(AdahError, match=rf"other.json: {leaked} of its 40 query rows .* are training or validation"):
+        evaluate_checkpoint(run / "best.pt", split_path=tmp_path / "other.json", out=tmp_path / "e.json")
+    assert not (tmp_path / "e.json").exists()
+    # a split that queries only unseen rows (here: the held-out queries, against the training rows) is scored
+    unseen = Split(query=split.query, retrieval=split.train, train=split.train, val=split.val)
+    unseen.save(tmp_path / "unseen.json")
+    report, _ = evaluate_checkpoint(run / "best.pt", split_path=tmp_path / "unseen.json", out=tmp_path / "u.json")
+    assert report.num_query == 40 and report.num_db == len(split.train)
+
+
+def test_a_split_of_one_item_says_how_many_are_needed():
+    with pytest.raises(AdahError, match=r"split: the data has 1 item\(s\); a split needs at least 3"):
+        random_split(1, num_query=1, num_train=0)
+
+
+def test_scenes_with_another_datasets_options_names_them():
+    from adah.config import DataConfig
+    from adah.data.registry import load_dataset
+
+    # what `adah index add --data scenes` asks of a model trained on a folder
+    cfg = DataConfig(name="scenes", num_items=50, options={"path": "/x/items.jsonl", "image_size": 32, "resize": "stretch"})
+    with pytest.raises(AdahError, match=r"data.options: unknown option\(s\) \['path', 'resize'\] for dataset 'scenes'; "
+                                        r"known: \[.*'noise_tags'"):
+        load_dataset(cfg)
+
+
+def test_quiet_draws_no_minilm_bar(tmp_path, monkeypatch):
+    from adah.config import DataConfig
+    from adah.features.dataset import load_dataset
+    from adah.models import minilm
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "items.jsonl").write_text("".join(json.dumps({"image": f"{i}.png", "text": f"a dog number {i}",
+                                                            "labels": ["dog"]}) + "\n" for i in range(6)))
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def embed(self, texts, *, batch_size=64, progress=False):
+        asked.append(progress)
+        raise Stop
+
+    monkeypatch.setattr(minilm.SentenceTokens, "embed", embed)
+    options = {"path": str(folder), "modalities": "text", "text_features": str(tmp_path / "tokens")}
+    with pytest.raises(Stop):
+        load_dataset(DataConfig(name="folder", options=options), progress=False)
+    cfg = tiny_config(**{"data.name": "folder", "data.options": options})
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "c.json"), "--quiet", "--out",
+                                      str(tmp_path / "run")])
+    assert isinstance(result.exception, Stop) and asked == [False, False]
