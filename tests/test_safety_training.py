@@ -20,14 +20,7 @@ from adah.errors import AdahError
 from adah.training import trainer as trainer_mod
 from adah.training.checkpoint import load_checkpoint
 from conftest import tiny_config
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+from test_hardening_cli import one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -470,16 +470,7 @@ def read_folder(
 
     images = None
     if modalities == "both":
-        base = list_file.parent
-        paths = [Path(it.image) if Path(it.image).is_absolute() else base / it.image for it in items]
-        for p, it in zip(paths, items):
-            try:
-                found = p.is_file()
-            except OSError as exc:  # e.g. "File name too long"
-                raise AdahError(f"{list_file}: line {it.line}: image path {str(p)[:200]!r}: "
-                                f"{exc.strerror or exc}") from None
-            if not found:
-                raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
+        paths = _image_paths(items, list_file)
         images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize,
                             max_pixels=max_image_pixels)
         if load_images == "eager":
@@ -488,6 +479,20 @@ def read_folder(
     data = CrossModalData(images, texts, labels, label_names=names, name=name, text_vocabulary=vocab,
                           raw_texts=texts_raw)
     return FolderDataset(data=data, vocabulary=vocab, splits=splits, list_file=list_file)
+
+
+def _image_paths(items: list[Item], list_file: Path) -> list[Path]:
+    """Each item's image file (relative to the list file's folder); AdahError naming the line of
+    the first one that is not there or that the OS refuses as a path (e.g. "File name too long")."""
+    paths = [Path(it.image) if Path(it.image).is_absolute() else list_file.parent / it.image for it in items]
+    for p, it in zip(paths, items):
+        try:
+            found = p.is_file()
+        except OSError as exc:
+            raise AdahError(f"{list_file}: line {it.line}: image path {str(p)[:200]!r}: {exc.strerror or exc}") from None
+        if not found:
+            raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
+    return paths
 
 
 def read_split_column(path: str | os.PathLike, *, split_field: str = "split", **fields) -> list[str] | None:
