@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
+from test_hardening_cli import one_line_error
 from typer.testing import CliRunner
 
 from adah.cli import app
@@ -19,8 +21,6 @@ from adah.data.scenes import make_scenes
 from adah.errors import AdahError
 from adah.training import trainer as trainer_mod
 from adah.training.checkpoint import load_checkpoint
-from conftest import tiny_config
-from test_hardening_cli import one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,10 @@ class ModelConfig:
     freeze_backbone: bool = False  # backbone conv layers fixed (no gradient, BatchNorm in eval mode); cached maps need it
     image_fc_dims: tuple[int, ...] = (512, 512)  # fc6, fc7 when the backbone brings none
     mask_position: str = "before_pool"  # image mask on the conv maps before or after pool5
-    image_size: int = 0  # input side in pixels; 0: the backbone's default (set from the data)
+    image_size: int = 0  # input side in pixels, at most MAX_IMAGE_SIZE; 0: the backbone's default (set from the data)
     image_dim: int = 0  # feature size when images are given as vectors (backbone "mlp"; set from the data)
     text_dim: int = 0
-    text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
+    text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000 (each at most MAX_LAYER_SIZE)
     dropout: float = 0.0
     text_encoder: str = "bow_mlp"  # E for text, a name in TEXT_ENCODERS: bow_mlp (the paper) | minilm (needs data.options.text_features)
 
@@ -115,7 +115,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 64
-    lr: float = 2e-4
+    lr: float = 2e-4  # both in (0, MAX_LR]
     attention_lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
