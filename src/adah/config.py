@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,23 +17,31 @@ from adah.errors import AdahError
 
 ATTENTION_VARIANTS = ("none", "image", "text", "both")
 NO_IMAGE_BACKBONE = "none"  # model.image_backbone for a text-only model
+# Upper bounds on the sizes that set how much memory a model takes (ModelConfig.validate): far above
+# any published setting (the paper: 16 to 128 bits; E_T's 8192 units; 448 px photos), low enough
+# that a typo (model.bits=1000000) is refused with a message instead of exhausting memory.
+MAX_BITS = 4096  # model.bits: code length
+MAX_LAYER_SIZE = 65536  # each of model.text_hidden, model.image_fc_dims
+MAX_IMAGE_SIZE = 4096  # model.image_size: input side in pixels
+MAX_LR = 10.0  # train.lr, train.attention_lr: Adam moves each weight by about lr a step; above 10 it is noise
+FLOAT32_MAX = 3.4028234663852886e38  # config numbers reach PyTorch as float32: larger ones are inf there
 
 
 @dataclass
 class ModelConfig:
     """Architecture. ``text_dim`` is set from the data when 0."""
 
-    bits: int = 32
+    bits: int = 32  # code length, 1 to MAX_BITS (4096)
     attention: str = "both"  # none | image | text | both (the paper's Table 4)
     image_backbone: str = "small_cnn"  # a name in adah.models.backbones.list_backbones()
     image_weights: str | None = None  # backbone weights: None (random), "DEFAULT", or a file path
     freeze_backbone: bool = False  # backbone conv layers fixed (no gradient, BatchNorm in eval mode); cached maps need it
     image_fc_dims: tuple[int, ...] = (512, 512)  # fc6, fc7 when the backbone brings none
     mask_position: str = "before_pool"  # image mask on the conv maps before or after pool5
-    image_size: int = 0  # input side in pixels; 0: the backbone's default (set from the data)
+    image_size: int = 0  # input side in pixels, at most MAX_IMAGE_SIZE; 0: the backbone's default (set from the data)
     image_dim: int = 0  # feature size when images are given as vectors (backbone "mlp"; set from the data)
     text_dim: int = 0
-    text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
+    text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000 (each at most MAX_LAYER_SIZE)
     dropout: float = 0.0
     text_encoder: str = "bow_mlp"  # E for text, a name in TEXT_ENCODERS: bow_mlp (the paper) | minilm (needs data.options.text_features)
 
@@ -40,8 +49,11 @@ class ModelConfig:
         if not isinstance(self.text_encoder, str) or not self.text_encoder:
             raise AdahError(f"model.text_encoder must be a name in adah.models.text_encoders.TEXT_ENCODERS, "
                             f"got {self.text_encoder!r}")
-        if self.bits <= 0:
-            raise AdahError(f"model.bits must be a positive integer, got {self.bits}")
+        if not 0 < self.bits <= MAX_BITS:
+            raise AdahError(f"model.bits must be an integer in [1, {MAX_BITS}] (the code length), got {self.bits}")
+        if not 0 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise AdahError(f"model.image_size must be in [0, {MAX_IMAGE_SIZE}] pixels (0: the backbone's default), "
+                            f"got {self.image_size}")
         if self.attention not in ATTENTION_VARIANTS:
             raise AdahError(f"model.attention must be one of {ATTENTION_VARIANTS}, got {self.attention!r}")
         if self.image_backbone == NO_IMAGE_BACKBONE and self.image_attention:
@@ -51,8 +63,10 @@ class ModelConfig:
             raise AdahError(f"model.mask_position must be 'before_pool' or 'after_pool', got {self.mask_position!r}")
         for name in ("text_hidden", "image_fc_dims"):
             dims = getattr(self, name)
-            if not isinstance(dims, (tuple, list)) or not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
-                raise AdahError(f"model.{name} must be a non-empty list of positive layer sizes, got {dims!r}")
+            if not isinstance(dims, (tuple, list)) or not dims or any(
+                    not isinstance(d, int) or not 0 < d <= MAX_LAYER_SIZE for d in dims):
+                raise AdahError(f"model.{name} must be a non-empty list of layer sizes in [1, {MAX_LAYER_SIZE}], "
+                                f"got {dims!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise AdahError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -101,7 +115,7 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 64
-    lr: float = 2e-4
+    lr: float = 2e-4  # both in (0, MAX_LR]
     attention_lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
@@ -137,8 +151,9 @@ class TrainConfig:
             raise AdahError(f"train.min_steps must be >= 0 (0: one pass over the data an epoch), got {self.min_steps}")
         if self.batch_size < 2:
             raise AdahError(f"train.batch_size must be at least 2 to form triplets, got {self.batch_size}")
-        if self.lr <= 0 or self.attention_lr <= 0:
-            raise AdahError("train.lr and train.attention_lr must be positive")
+        if not (0 < self.lr <= MAX_LR and 0 < self.attention_lr <= MAX_LR):
+            raise AdahError(f"train.lr and train.attention_lr must be in (0, {MAX_LR}], got {self.lr} and "
+                            f"{self.attention_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise AdahError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -231,6 +246,10 @@ class Config:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
 
     def validate(self) -> "Config":
+        for section in dataclasses.fields(self):  # a Config built in Python, not parsed by from_dict
+            values = dataclasses.asdict(getattr(self, section.name))
+            for name, value in values.items():
+                check_finite(value, f"{section.name}.{name}")
         self.model.validate()
         self.loss.validate()
         self.train.validate()
@@ -358,8 +377,27 @@ def _section_from_dict(section_cls, raw: Any, where: str):
     return section_cls(**values)
 
 
+def check_finite(value: Any, where: str) -> None:
+    """AdahError when ``value`` (a number, or numbers inside lists and objects) is NaN, infinite
+    or too large for float32 (what PyTorch computes in).
+
+    Run on numbers after they are parsed: JSON's ``NaN`` and ``Infinity``, and ``1e400``, which
+    parses to inf, would otherwise pass checks such as ``lr > 0`` and train an all-NaN model."""
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise AdahError(f"{where} must be a finite number (at most {FLOAT32_MAX:.4g} in size: float32), "
+                        f"got {value!r}")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            check_finite(v, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{where}.{k}")
+
+
 def _coerce(default: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against the type of the field's default; JSON lists become tuples."""
+    """Check ``value`` against the type of the field's default; JSON lists become tuples; numbers
+    must be finite (:func:`check_finite`)."""
+    check_finite(value, where)
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     if isinstance(default, tuple):

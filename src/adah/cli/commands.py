@@ -86,7 +86,7 @@ def train_cmd(
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
     cfg = with_label_policy(cfg)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, progress=cfg.train.progress)
     split = make_split(cfg.data, len(data))
     main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process locks and reports
     with run_folder_lock(out) if main else contextlib.nullcontext():

@@ -206,6 +206,9 @@ def random_split(
     """DCMH-style protocol: ``num_query`` random queries, the rest is the retrieval set, and
     ``num_train`` training rows drawn from the retrieval set, of which ``val_fraction`` is held
     out as validation rows."""
+    if num_items < 3:
+        raise AdahError(f"split: the data has {num_items} item(s); a split needs at least 3 (1 query and 2 "
+                        "training rows)")
     if num_query <= 0 or num_query >= num_items:
         raise AdahError(f"split: num_query must be in [1, {num_items - 1}], got {num_query}")
     if num_train <= 1 or num_train > num_items - num_query:

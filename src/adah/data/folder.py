@@ -6,7 +6,9 @@ A list file, one item a row, beside (or above) the images:
   ``{"image": "images/1.jpg", "text": "a dog on a sofa", "labels": ["dog", "sofa"], "split": "train"}``;
   ``labels`` is a list of names (or one name).
 * CSV / TSV (``.csv``, ``.tsv``) with a header row: the labels column holds names separated by
-  ``label_sep`` (default ``;``).
+  ``label_sep`` (default ``;``). Quoting is strict: every row is one line with as many values as
+  the header; a field may be quoted (``"a dog, a ""big"" one"``) but not run over several lines,
+  so a stray quote is an error naming its line instead of rows merged into one field.
 
 Image paths are relative to the list file's folder (absolute paths work too). Field names are
 options (``image_field``, ``text_field``, ``labels_field``, ``split_field``), so e.g.
@@ -217,18 +219,59 @@ def _jsonl_rows(path: Path, encoding: str = "utf-8") -> list[tuple[int, dict]]:
     return rows
 
 
+class _CountedLines:
+    """The lines of a text for :mod:`csv`, counting how many the reader has taken."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = io.StringIO(text, newline="")  # split on \n, \r\n, \r only, ends kept
+        self.taken = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._lines.readline()
+        if not line:
+            raise StopIteration
+        self.taken += 1
+        return line
+
+
 def _csv_rows(path: Path, delimiter: str, encoding: str = "utf-8") -> list[tuple[int, dict]]:
-    with io.StringIO(read_text(path, encoding), newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise AdahError(f"{path}: empty file; expected a header row")
-        rows = []
-        for row in reader:
-            if None in row:
-                raise AdahError(f"{path}: line {reader.line_num}: more values than header columns {reader.fieldnames}")
-            if not any((v or "").strip() for v in row.values()):
-                continue
-            rows.append((reader.line_num, {k: v for k, v in row.items() if v is not None}))
+    """CSV / TSV rows with strict quoting: a row is one line with as many values as the header.
+    A stray quote (a quoted field left open, a quote inside one not doubled, a quoted field
+    running over several lines) raises AdahError naming the line it opened on, never merging
+    rows into one field."""
+    lines = _CountedLines(read_text(path, encoding))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    header, rows = None, []
+    while True:
+        start = lines.taken + 1
+        try:
+            values = next(reader, None)
+        except csv.Error as exc:
+            where = f"line {start}" if lines.taken <= start else f"lines {start}-{lines.taken}"
+            raise AdahError(f"{path}: {where}: bad quoting ({exc}); a field that starts with a quote must end "
+                            'with one, and a quote inside it must be doubled ("")') from None
+        if values is None:
+            break
+        if lines.taken > start:
+            raise AdahError(f"{path}: line {start}: a quoted field runs on to line {lines.taken} (a stray quote?); "
+                            "a field may not hold a line break: close the quote on its line, or use a JSONL list "
+                            "file for text with line breaks")
+        if header is None:
+            if values:
+                header = values
+            continue
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            more = "more" if len(values) > len(header) else "fewer"
+            raise AdahError(f"{path}: line {start}: {len(values)} values, {more} than the {len(header)} header "
+                            f"columns {header}")
+        rows.append((start, dict(zip(header, values))))
+    if header is None:
+        raise AdahError(f"{path}: empty file; expected a header row")
     return rows
 
 
@@ -427,11 +470,7 @@ def read_folder(
 
     images = None
     if modalities == "both":
-        base = list_file.parent
-        paths = [Path(it.image) if Path(it.image).is_absolute() else base / it.image for it in items]
-        for p, it in zip(paths, items):
-            if not p.is_file():
-                raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
+        paths = _image_paths(items, list_file)
         images = FileImages(paths, [it.line for it in items], list_file, size=image_size, resize=resize,
                             max_pixels=max_image_pixels)
         if load_images == "eager":
@@ -440,6 +479,20 @@ def read_folder(
     data = CrossModalData(images, texts, labels, label_names=names, name=name, text_vocabulary=vocab,
                           raw_texts=texts_raw)
     return FolderDataset(data=data, vocabulary=vocab, splits=splits, list_file=list_file)
+
+
+def _image_paths(items: list[Item], list_file: Path) -> list[Path]:
+    """Each item's image file (relative to the list file's folder); AdahError naming the line of
+    the first one that is not there or that the OS refuses as a path (e.g. "File name too long")."""
+    paths = [Path(it.image) if Path(it.image).is_absolute() else list_file.parent / it.image for it in items]
+    for p, it in zip(paths, items):
+        try:
+            found = p.is_file()
+        except OSError as exc:
+            raise AdahError(f"{list_file}: line {it.line}: image path {str(p)[:200]!r}: {exc.strerror or exc}") from None
+        if not found:
+            raise AdahError(f"{list_file}: line {it.line}: image file not found: {p}")
+    return paths
 
 
 def read_split_column(path: str | os.PathLike, *, split_field: str = "split", **fields) -> list[str] | None:

@@ -96,12 +96,16 @@ def resolve_data_root(root: str | os.PathLike | None) -> Path:
 def _call(fn, args: tuple, options: dict, dataset: str, extra: tuple[str, ...] = ()):
     """``fn(*args, **options)`` after checking every option is a keyword of ``fn``."""
     params = inspect.signature(fn).parameters
-    known = [k for k, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    _check_options(options, [k for k, p in params.items() if p.kind == p.KEYWORD_ONLY], dataset, extra)
+    return fn(*args, **options)
+
+
+def _check_options(options: dict, known: list[str], dataset: str, extra: tuple[str, ...] = ()) -> None:
+    """AdahError naming the options a dataset's reader does not take, and those it does."""
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise AdahError(f"data.options: unknown option(s) {unknown} for dataset {dataset!r}; known: "
-                        f"{sorted(known + list(extra) + list(_SPLIT_OPTIONS))}")
-    return fn(*args, **options)
+                        f"{sorted([*known, *extra, *_SPLIT_OPTIONS])}")
 
 
 def _reader_options(cfg: DataConfig) -> dict:
@@ -139,8 +143,11 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
 
 
 def _read_scenes(cfg: DataConfig, options: dict) -> CrossModalData:
+    from dataclasses import fields
+
     from adah.data.scenes import ScenesConfig, make_scenes
 
+    _check_options(options, [f.name for f in fields(ScenesConfig) if f.name not in ("num_items", "seed")], "scenes")
     try:
         scenes_cfg = ScenesConfig(num_items=cfg.num_items, seed=cfg.seed, **options)
     except TypeError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from adah.training.checkpoint import load_model
 from adah.data.base import Split
 from adah.features.dataset import load_dataset
@@ -109,7 +111,8 @@ def evaluate_checkpoint(
     device: str = "cpu",
 ) -> tuple[RetrievalReport, Path]:
     """Encode the split's queries and retrieval set, score ``directions``, write JSON to ``out``
-    (default ``eval.json`` beside the checkpoint). Refuses data that differs from training."""
+    (default ``eval.json`` beside the checkpoint). Refuses data that differs from training, and a
+    split whose queries the model trained on (:func:`evaluation_split`)."""
     bad = [d for d in directions if d not in DIRECTIONS]
     if bad or not directions:
         raise AdahError(f"unknown direction(s) {bad or directions}; choose from {', '.join(DIRECTIONS)}")
@@ -123,8 +126,7 @@ def evaluate_checkpoint(
     data = load_dataset(config.data)
     if payload.get("data_fingerprint") not in (None, data.fingerprint()):
         raise AdahError(f"{checkpoint}: the dataset rebuilt from its config differs from the one it was trained on")
-    split_path = Path(split_path) if split_path else checkpoint.parent / "split.json"
-    split = Split.load(split_path, num_items=len(data))
+    split, split_path = evaluation_split(checkpoint, payload, split_path, len(data))
     q = encode(model, data, split.query, device=dev)
     db = encode(model, data, split.retrieval, device=dev)
     report = evaluate_codes(q, db, directions=directions, topk=topk, pr_curves=True)
@@ -134,3 +136,25 @@ def evaluate_checkpoint(
         "split_sha256": split.digest(), "config": config.to_dict(), **report.to_dict(),
     }, indent=2))
     return report, out
+
+
+def evaluation_split(checkpoint: Path, payload: dict, split_path: str | Path | None, num_items: int) -> tuple[Split, Path]:
+    """The split to score ``checkpoint`` on: its own (``split.json`` beside it) by default; another
+    one (``--split``) only when none of its query rows is a row the model trained on or chose its
+    epoch with, checked against the training split the checkpoint records (by its sha256)."""
+    own = checkpoint.parent / "split.json"
+    split_path = Path(split_path) if split_path else own
+    split = Split.load(split_path, num_items=num_items)
+    trained_sha = payload.get("split_sha256")
+    if trained_sha is None or split.digest() == trained_sha:
+        return split, split_path
+    trained = Split.load(own, num_items=num_items) if own.is_file() else None
+    if trained is None or trained.digest() != trained_sha:
+        raise AdahError(f"{split_path}: not the split {checkpoint} was trained on, and that split ({own}, sha256 "
+                        f"{trained_sha}) is not there to check the queries are rows the model never saw")
+    seen = np.intersect1d(split.query, np.concatenate([trained.train, trained.val]))
+    if seen.size:
+        raise AdahError(f"{split_path}: {seen.size} of its {len(split.query)} query rows (e.g. row {int(seen[0])}) are "
+                        f"training or validation rows of {checkpoint} (another run's or data set's split?); score it "
+                        f"on unseen rows, e.g. its own {own}")
+    return split, split_path

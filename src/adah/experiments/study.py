@@ -8,8 +8,10 @@ T->I and their mean, next to ``none``, with the validation MAP that selects), ``
 (every run), ``study.png`` (validation MAP and mask density per epoch of each variant), and each
 run's folder with its ``metrics.jsonl`` and ``training.png``.
 
-Runs are independent and resumable: a run whose ``result.json`` exists is read, not retrained,
-so an interrupted study continues where it stopped; the table and JSON also keep the finished
+Runs are independent and resumable: a run whose ``result.json`` exists and records the same full
+config and split as this time is read, not retrained, so an interrupted study continues where it
+stopped; a run whose config or split changed trains again (each result, and so ``study.json``,
+records the config it was trained with); the table and JSON also keep the finished
 runs in ``OUT`` of variants not named this time (at the seeds and code lengths asked for), so a
 study continued with a subset of its variants does not drop the rest. ``jobs > 1`` trains runs
 in parallel processes (for a many-core machine or a GPU).
@@ -279,9 +281,38 @@ def _data(config: Config):
     return _DATA_CACHE[key]
 
 
+def _run_key(cfg: Config, split_sha256: str) -> dict:
+    """What a finished run is keyed by: its full config (as JSON) and the split it trained on."""
+    return {"config": json.loads(json.dumps(cfg.to_dict())), "split_sha256": split_sha256}
+
+
+def finished_run(run_dir: str | Path, cfg: Config, split_sha256: str) -> tuple[dict | None, str]:
+    """The run's ``result.json`` when it was trained with exactly ``cfg`` on the split
+    ``split_sha256``; else None and why not ("" when there is no result)."""
+    done = Path(run_dir) / "result.json"
+    if not done.is_file():
+        return None, ""
+    try:
+        result = json.loads(done.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, f"{done} is unreadable"
+    key = _run_key(cfg, split_sha256)
+    if not isinstance(result, dict) or "config" not in result:
+        return None, f"{done} records no config (written by an older adah)"
+    if result.get("split_sha256") != key["split_sha256"]:
+        return None, f"{done} was trained on another split"
+    if result["config"] != key["config"]:
+        old, new = result["config"], key["config"]
+        diff = [f"{sec}.{k}: {old.get(sec, {}).get(k)!r} -> {v!r}" for sec in new for k, v in new[sec].items()
+                if not isinstance(old.get(sec), dict) or old[sec].get(k) != v]
+        return None, f"{done} was trained with another config ({'; '.join(diff[:4]) or 'other keys'})"
+    return result, ""
+
+
 def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str, run_dir: str,
             threads: int = 0) -> dict:
-    """Train one (variant, bits, seed) and score it; reads result.json instead if it exists."""
+    """Train one (variant, bits, seed) and score it; reads result.json instead when it records the
+    same full config and split (:func:`finished_run`), else trains again."""
     import torch
 
     from adah.evaluation.retrieval import encode, evaluate_codes
@@ -289,13 +320,17 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    cfg = variant_config(config, variant, bits=bits, seed=seed)
+    split_sha256 = Split.load(split_path).digest()
+    result, stale = finished_run(run_dir, cfg, split_sha256)
+    if result is not None:
+        return result
+    if stale:
+        tqdm.write(f"training {variant} bits {bits} seed {seed} again: {stale}")
     if threads:
         torch.set_num_threads(threads)
     data, masks = _data(config)
     split = Split.load(split_path, num_items=len(data))
-    cfg = variant_config(config, variant, bits=bits, seed=seed)
     diags = (object_diagnostics(data, masks, split.val if len(split.val) else split.train),) if masks is not None else ()
     if run_dir.exists():  # an interrupted run: start it again
         import shutil
@@ -307,7 +342,8 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
     db = encode(result.model, data, split.retrieval, device=device)
     report = evaluate_codes(q, db, directions=DIRECTIONS)
     last = result.history[-1] if result.history else {}
-    out = {"variant": variant, "bits": bits, "seed": seed, "best_epoch": result.best_epoch,
+    out = {"variant": variant, "bits": bits, "seed": seed, **_run_key(cfg, split.digest()),
+           "best_epoch": result.best_epoch,
            "val_map": result.best_val_map, "test_map": {d: report.map[d] for d in DIRECTIONS},
            "test_map_mean": float(np.mean([report.map[d] for d in DIRECTIONS])),
            "final": {k: v for k, v in last.items() if k.startswith(("diag_", "mask_", "g_gain"))},
@@ -341,7 +377,8 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
         split.save(saved)
     tasks = [(v, b, s) for b in bits for s in range(seeds) for v in variants]
     if finished_only:
-        tasks = [t for t in tasks if (out / t[0] / f"bits{t[1]}-seed{t[2]}" / "result.json").is_file()]
+        tasks = [(v, b, s) for v, b, s in tasks if finished_run(
+            out / v / f"bits{b}-seed{s}", variant_config(config, v, bits=b, seed=s), split.digest())[0]]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     args = lambda v, b, s: (config, v, b, s, str(saved), str(out / v / f"bits{b}-seed{s}"), threads)  # noqa: E731
     runs = []
@@ -361,7 +398,7 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
             bar.update(1)
             bar.set_postfix(last=f"{t[0]} {runs[-1]['test_map_mean']:.4f}")
     bar.close()
-    kept = _kept_runs(out, variants, bits, seeds)
+    kept = _kept_runs(out, config, split.digest(), variants, bits, seeds)
     variants = (*variants, *dict.fromkeys(r["variant"] for r in kept))
     runs += kept
     order = {v: i for i, v in enumerate(variants)}
@@ -379,19 +416,24 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
     return StudyResult(runs, table_md, results_json, png, recommended)
 
 
-def _kept_runs(out: Path, variants: tuple[str, ...], bits: tuple[int, ...], seeds: int) -> list[dict]:
+def _kept_runs(out: Path, config: Config, split_sha256: str, variants: tuple[str, ...], bits: tuple[int, ...],
+               seeds: int) -> list[dict]:
     """Finished runs in ``out`` of variants not asked for this time, at the code lengths and seeds
     asked for: a study continued with fewer variants keeps the others in its table and JSON
-    instead of dropping them (they trained on the same saved split)."""
+    instead of dropping them; only runs trained with this study's config on its split
+    (:func:`finished_run`), the others are left out with a note."""
     kept = []
     for v in VARIANTS:  # the registry's order, so the table's order does not depend on the file system
         if v in variants:
             continue
         for b in bits:
             for s in range(seeds):
-                path = out / v / f"bits{b}-seed{s}" / "result.json"
-                if path.is_file():
-                    kept.append(json.loads(path.read_text()))
+                result, stale = finished_run(out / v / f"bits{b}-seed{s}", variant_config(config, v, bits=b, seed=s),
+                                             split_sha256)
+                if result is not None:
+                    kept.append(result)
+                elif stale:
+                    tqdm.write(f"left out of the table: {stale}")
     return kept
 
 

@@ -16,7 +16,7 @@ from adah.features.image_cache import attach_cache, without_cache
 from adah.features.text_cache import DEFAULT_MAX_TOKENS, attach_text_cache
 
 
-def load_dataset(cfg: DataConfig) -> CrossModalData:
+def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CrossModalData:
     """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
 
     ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
@@ -24,11 +24,12 @@ def load_dataset(cfg: DataConfig) -> CrossModalData:
     cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config.
     ``options.text_features``: a folder for the MiniLM token embeddings of the texts
     (:mod:`adah.features.text_cache`; made on first use, reused after), at most
-    ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
+    ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words.
+    ``progress``: a progress bar while those embeddings are first computed (off for ``--quiet``)."""
     if isinstance(cfg.options, dict) and cfg.options.get("text_features"):
         rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
         return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
-                                 max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
+                                 max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS), progress=progress)
     if isinstance(cfg.options, dict) and "features" in cfg.options:
         if not cfg.options["features"]:
             return load_dataset(without_cache(cfg))

@@ -76,14 +76,15 @@ class SentenceTokens:
         """(n, max_tokens, 384) float32 token embeddings (zero rows past each text's pieces) and
         each text's word pieces."""
         import torch
-        from tqdm.auto import tqdm
+
+        from adah.utils.progress import progress_bar
 
         model, tok = self._load()
         texts = [_check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
         out = np.zeros((len(texts), self.max_tokens, DIM), dtype=np.float32)
         pieces: list[list[str]] = []
-        for start in tqdm(range(0, len(texts), batch_size), desc="text tokens minilm", unit="batch",
-                          disable=not progress, leave=False):
+        for start in progress_bar(range(0, len(texts), batch_size), desc="text tokens minilm", unit="batch",
+                                  disable=not progress, leave=False):
             chunk = texts[start : start + batch_size]
             enc = tok(chunk, padding=True, truncation=True, max_length=self.max_tokens + 2, return_tensors="pt")
             with torch.no_grad():

@@ -295,6 +295,7 @@ class Trainer:
                 stats.update(self.max_step(*batch))
                 self.step += 1
             st["pos"] += 1
+            check_finite_training(self, stats)
             for k, v in stats.items():
                 st["sums"][k] = st["sums"].get(k, 0.0) + v
                 st["counts"][k] = st["counts"].get(k, 0) + 1
@@ -305,6 +306,7 @@ class Trainer:
                     and self.dist.is_main):
                 self.save_resumable()
         bar.close()
+        check_finite_training(self)  # before the epoch's validation, best.pt and checkpoint
         self._set_mask_mode(False)  # validation, diagnostics and test codes use the hard mask
         self.epoch += 1
         self._set_learning_rates()
@@ -426,7 +428,9 @@ class Trainer:
     def save_resumable(self) -> Path:
         """Everything needed to continue exactly: weights, both optimizers, counters, the epoch's
         order and position, every RNG state, the best score so far. Keeps the newest
-        ``train.keep_checkpoints`` files and points ``last.pt`` at the newest."""
+        ``train.keep_checkpoints`` files and points ``last.pt`` at the newest. Never writes
+        non-finite weights (:func:`check_finite_training`)."""
+        check_finite_training(self)
         path = self.run_dir / "checkpoints" / f"step-{self.step:09d}.pt"
         save_checkpoint(
             path, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
@@ -464,6 +468,25 @@ class Trainer:
         self.probe_masks = {k: np.unpackbits(v, axis=1, count=shapes[k][1]).astype(bool)
                             for k, v in (payload.get("probe_masks") or {}).items()}
         self._set_learning_rates()  # the rate of the epoch in progress follows from completed epochs
+
+
+def check_finite_training(trainer: Trainer, stats: dict[str, float] | None = None) -> None:
+    """Stop training with a one-line AdahError naming the epoch and step when a step's logged
+    loss terms (``stats``) or, without ``stats``, the model's weights are NaN or infinite; the
+    checkpoints already written (all from finite weights) are kept, nothing more is written."""
+    if stats is not None:
+        bad = sorted(k for k, v in stats.items() if not math.isfinite(v))
+        bad.sort(key=lambda k: k != "objective")  # the objective first, then up to two terms
+        what = f"loss term(s) {', '.join(f'{k}={stats[k]}' for k in bad[:3])}{' ...' if len(bad) > 3 else ''}"
+    else:
+        bad = [n for n, p in trainer.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        what = f"{len(bad)} weight tensor(s) (e.g. {bad[0] if bad else ''})"
+    if not bad:
+        return
+    kept = list_checkpoints(trainer.run_dir)
+    tail = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was written"
+    raise AdahError(f"training stopped at epoch {trainer.epoch + 1}, step {trainer.step}: {what} not finite "
+                    f"(NaN or infinite); {tail}; lower train.lr / train.attention_lr or check the data")
 
 
 # config fields that may change between a run and its resumption
