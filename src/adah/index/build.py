@@ -9,6 +9,7 @@ so memory stays bounded by the batch size, not the collection size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,6 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
-from adah.utils.locks import exclusive, lock_file_beside
 from adah.utils.progress import progress_bar
 from adah.models import ADAH, binarize
 
@@ -239,20 +239,28 @@ def build_index(
     ``split`` or split.json beside the checkpoint); modalities: the code sets to write
     (default: every one the model and the data have); force: replace an existing index;
     publish: see :func:`write_index` (the Milvus backend, :mod:`adah.index.milvus`)."""
-    from adah.training.checkpoint import load_model
+    from adah.utils.distributed import DistContext
     from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
-    store.check_destination(out, overwrite=force)
     dev = resolve_device(device)
-    from adah.utils.distributed import DistContext
-
     ctx = DistContext.from_env(use_cuda=dev.type == "cuda")  # torchrun --nproc_per_node N: sharded
     if ctx.enabled and dev.type == "cuda":
         dev = torch.device("cuda", ctx.local_rank)
+    # the writer lock before anything is read (rank 0 writes; the other ranks only encode)
+    with store.writer_lock(out) if ctx.is_main else contextlib.nullcontext():
+        store.check_destination(out, overwrite=force)
+        return _build(checkpoint, out, ctx, dev, t0, data=data, rows=rows, split=split, modalities=modalities,
+                      overrides=overrides, batch_size=batch_size, force=force, progress=progress, publish=publish)
+
+
+def _build(checkpoint: Path, out: Path, ctx, dev: torch.device, t0: float, *, data, rows, split, modalities,
+           overrides, batch_size: int, force: bool, progress: bool, publish) -> BuildResult:
+    from adah.training.checkpoint import load_model
+
     model, config, payload = load_model(checkpoint, dev)
     coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides)
     data_ = coll.data
@@ -350,7 +358,6 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     returns manifest fields to add (the Milvus backend copies the codes to a new collection
     there, so the manifest is the pointer that switches readers to it)."""
     out = Path(out)
-    store.check_destination(out, overwrite=force)
     fingerprint = model.get("fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise AdahError("write_index: model['fingerprint'] must be a non-empty string")
@@ -358,7 +365,8 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     if bad or not modalities:
         raise AdahError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
     nbytes = code_bytes(bits)
-    with exclusive(lock_file_beside(out), f"index {out}"):  # one build of a destination at a time
+    with store.writer_lock(out):  # one writer of a destination at a time (held already by build/add/remove/copy)
+        store.check_destination(out, overwrite=force)
         store.remove_stale_builds(out)  # left by a build that was killed: its owner is gone (we hold the lock)
         return _write_locked(out, batches, bits=bits, nbytes=nbytes, modalities=modalities, model=model,
                              collection=collection, vocabulary=vocabulary, fingerprint=fingerprint, extra=extra,

@@ -32,6 +32,13 @@ Writes go to a hidden staging folder beside ``DIR`` that is swapped into place w
 reader, or a process killed at any moment, sees the old index or the new one, never a mix or a
 half-written file. ``adah index add`` / ``remove`` (:mod:`adah.index.update`) write a whole new
 version the same way; ``generation`` in the manifest counts them (absent in a fresh build: 0).
+
+Every writer of an index folder (build, add, remove, copy) holds :func:`writer_lock` from
+before it reads anything (the old version, the destination) until the new version is in place:
+one lock file beside the folder (``.NAME.adah.lock``), the same for every writer, so an update
+never writes a version derived from one that another writer has replaced meanwhile. A second
+writer is refused at once, naming the holder's PID. The folder holds only what adah wrote: a
+version is never written over a folder holding anything else (:func:`check_destination`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -307,6 +316,42 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
         f.flush()
         os.fsync(f.fileno())
     return manifest
+
+
+# --------------------------------------------------------------------------- writer lock
+_HELD: dict[tuple[str, int], int] = {}  # (lock path, thread id) -> depth: re-entry by the holder
+_HELD_GUARD = threading.Lock()
+
+
+@contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """The one lock every writer of the index folder ``folder`` holds, from before it reads the
+    current version until its new version is in place (see the module docstring). Re-entrant in
+    the holding thread (``build_index`` takes it, then ``write_index`` inside it); another
+    process or thread is refused at once with :class:`adah.utils.locks.LockBusy`."""
+    from adah.utils.locks import exclusive, lock_file_beside
+
+    path = lock_file_beside(Path(folder).absolute())
+    key = (str(path), threading.get_ident())
+    with _HELD_GUARD:
+        depth = _HELD.get(key, 0)
+        if depth:
+            _HELD[key] = depth + 1
+    if depth:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[key] -= 1
+        return
+    with exclusive(path, f"index {folder}"):
+        with _HELD_GUARD:
+            _HELD[key] = 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
 
 
 # --------------------------------------------------------------------------- atomic folder

@@ -17,7 +17,6 @@ manifest switches readers to it (:mod:`adah.index.milvus`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from dataclasses import dataclass
@@ -49,23 +48,6 @@ class UpdateResult:
     manifest: dict
 
 
-@contextlib.contextmanager
-def update_lock(folder: Path) -> Iterator[None]:
-    """One add/remove at a time per index: an exclusive lock on a file beside the folder (two
-    updates at once would each copy the old version and one would lose the other's items)."""
-    lock_path = folder.parent / f".{folder.name}.update.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AdahError(f"{folder}: another `adah index add/remove` is updating this index; try again when it "
-                            "has finished") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def _open_current(folder: Path):
     """The current version, verified (codes in memory, metadata memory-mapped), without a model."""
     from adah.index.core import Index
@@ -83,7 +65,9 @@ def _old_rows(index, keep: np.ndarray | None = None) -> Iterable[tuple[dict[str,
 
 
 def _history(manifest: dict, entry: dict) -> list[dict]:
-    return (list(manifest.get("updates") or []) + [entry])[-MAX_UPDATES_KEPT:]
+    """The manifest's ``updates`` plus ``entry``, which names the version it was made from
+    (``parent``: that version's manifest sha256)."""
+    return (list(manifest.get("updates") or []) + [{**entry, "parent": manifest.get("sha256")}])[-MAX_UPDATES_KEPT:]
 
 
 def _publisher(manifest: dict):
@@ -113,7 +97,7 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     if data is None or not str(data).strip():
         raise AdahError("--data: give the new items (a folder or list file in the folder format, or a dataset name)")
     store.read_manifest(folder)  # a clear error before taking the lock beside a folder that is not there
-    with update_lock(folder), _open_current(folder) as current:
+    with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         dev = resolve_device(device)
         net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
@@ -181,7 +165,7 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
         raise AdahError(f"ids must be a non-empty list of non-empty strings, got {ids[:5]!r}")
     wanted = set(ids)
     store.read_manifest(folder)
-    with update_lock(folder), _open_current(folder) as current:
+    with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         if current._meta is None:
             raise AdahError(f"{folder}: the index has no metadata, so no ids to remove by")
@@ -224,9 +208,20 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
     if backend == "local" and (uri is not None or name is not None):
         raise AdahError("uri and collection name are for the milvus backend")
     store.read_manifest(src)
-    if src.resolve() == out.resolve():
-        raise AdahError(f"{out}: the copy must go to another folder than its source")
-    store.check_destination(out, overwrite=force)
+    a, b = src.resolve(), out.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise AdahError(f"{out}: the copy must go to a folder outside its source {src} (and not around it)")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(store.writer_lock(out))  # both locks before anything is read
+        stack.enter_context(store.writer_lock(src))
+        store.check_destination(out, overwrite=force)
+        written, target, old, generation = _copy_locked(src, out, backend, uri, name, index_type, nlist, force)
+    if target is not None:
+        target.drop_replaced(old, written.get("milvus"))
+    return UpdateResult(out, 0, 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+def _copy_locked(src: Path, out: Path, backend: str, uri, name, index_type: str, nlist: int, force: bool):
     target, old = None, None
     if backend == "milvus":
         from adah.index import milvus
@@ -243,9 +238,7 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
             publish=target.publish if target is not None else None,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "copy", "from": str(src.resolve()), "backend": backend, "at": when})})
-    if target is not None:
-        target.drop_replaced(old, written.get("milvus"))
-    return UpdateResult(out, 0, 0, written["count"], generation, time.perf_counter() - t0, written)
+    return written, target, old, generation
 
 
 __all__ = ["UpdateResult", "add_items", "copy_index", "remove_items"]

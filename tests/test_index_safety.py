@@ -1,0 +1,123 @@
+"""Nothing silently wrong, nothing lost, in an index folder (issue 29, cases 3, 4, 11, 14):
+one writer lock for build / add / remove / copy taken before anything is read; item ids unique
+by construction and checked on every path; an index folder never deletes what it did not write;
+the multihash backend refuses code lengths it cannot serve. Uses an untrained tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from adah.cli import app
+from adah.errors import AdahError
+from adah.index import Index, build_index, store
+from adah.index.update import add_items, copy_index, remove_items
+from adah.utils.locks import LockBusy
+
+from test_index import make_checkpoint, make_folder
+
+HERE = Path(__file__).parent
+SRC = HERE.parent / "src"
+ENV = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+@pytest.fixture()
+def base_index(ckpt, tmp_path) -> Path:
+    out = tmp_path / "idx"
+    build_index(ckpt, out, progress=False, batch_size=32)
+    return out
+
+
+def _ids(folder: Path) -> list[str]:
+    with Index.load(folder, model=None) as index:
+        return [index.item(r)["id"] for r in range(len(index))]
+
+
+# --------------------------------------------------------------------------- case 3: one lock
+_PAUSED_ADD = """
+import sys, time
+from pathlib import Path
+import adah.index.update as update
+real = update.load_collection
+def paused(*args, **kwargs):  # the old version is open: wait until the parent says go
+    print("read", flush=True)
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.05)
+    return real(*args, **kwargs)
+update.load_collection = paused
+update.add_items(sys.argv[1], sys.argv[2], progress=False)
+print("added", flush=True)
+"""
+
+
+def test_a_build_cannot_slip_in_while_an_add_holds_the_old_version(base_index, ckpt, tmp_path):
+    """Issue 29 case 3: `index add` read the old version, then `index build --force` replaced
+    it, then the add wrote old + new items: the build was silently undone. Now the add holds
+    the one writer lock from before it reads, so the build is refused while it runs."""
+    new_items, rebuilt, go = make_folder(tmp_path / "new"), make_folder(tmp_path / "other", n=4), tmp_path / "go"
+    before = store.read_manifest(base_index)["sha256"]
+    p = subprocess.Popen([sys.executable, "-c", _PAUSED_ADD, str(base_index), str(new_items), str(go)], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "read", p.stderr.read()[-2000:]
+        errors = []
+        for attempt in (lambda: build_index(ckpt, base_index, data=rebuilt, force=True, progress=False),
+                        lambda: remove_items(base_index, ["0"])):
+            try:
+                attempt()
+                errors.append(None)
+            except AdahError as exc:
+                errors.append(exc)
+    finally:
+        go.touch()
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and out.strip().endswith("added"), err[-2000:]
+    # whatever ran, the index must hold every version that reported success: never a lost write
+    assert errors[0] is not None, "the build succeeded and the add then silently undid it"
+    assert all(isinstance(e, LockBusy) and "in use by another adah process" in str(e) for e in errors), errors
+    ids = _ids(base_index)
+    assert len(ids) == 96 and ids[-6:] == [f"x{i}" for i in range(6)]
+    assert store.read_manifest(base_index)["updates"][-1]["parent"] == before
+
+
+def test_every_writer_takes_the_same_lock(base_index, ckpt, tmp_path):
+    """build, add, remove and copy (its source and its destination) are all refused while
+    another process holds the index's writer lock, and change nothing."""
+    from adah.utils.locks import exclusive, lock_file_beside
+
+    before = store.read_manifest(base_index)["sha256"]
+    folder = make_folder(tmp_path / "new")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom adah.index import store\n"
+                               "with store.writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+                               str(base_index)], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        attempts = [lambda: build_index(ckpt, base_index, force=True, progress=False),
+                    lambda: add_items(base_index, folder, progress=False),
+                    lambda: remove_items(base_index, ["3"]),
+                    lambda: copy_index(base_index, tmp_path / "copy"),
+                    lambda: copy_index(tmp_path / "copy0", base_index, force=True)]
+        build_index(ckpt, tmp_path / "copy0", progress=False)
+        for attempt in attempts:
+            with pytest.raises(LockBusy, match=f"PID {holder.pid}"):
+                attempt()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert store.read_manifest(base_index)["sha256"] == before and not (tmp_path / "copy").exists()
+    with exclusive(lock_file_beside(base_index), "x"):  # the same file as before (old scripts' view)
+        with pytest.raises(LockBusy):
+            remove_items(base_index, ["3"])
