@@ -121,3 +121,74 @@ def test_every_writer_takes_the_same_lock(base_index, ckpt, tmp_path):
     with exclusive(lock_file_beside(base_index), "x"):  # the same file as before (old scripts' view)
         with pytest.raises(LockBusy):
             remove_items(base_index, ["3"])
+
+
+# --------------------------------------------------------------------------- case 4: ids
+def _jsonl_folder(root: Path, rows: list[dict]) -> Path:
+    from PIL import Image
+
+    (root / "photos").mkdir(parents=True)
+    for i, row in enumerate(rows):
+        Image.new("RGB", (40, 40), (30 * i, 90, 200 - 30 * i)).save(root / "photos" / f"p{i}.png")
+        row.update(image=f"photos/p{i}.png", text=f"red_circle picture {i}", labels=["thing"])
+    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_generated_ids_never_collide_with_given_ones(ckpt, tmp_path):
+    """Issue 29 case 4: row 1 with id "2" and row 2 without one made two items with id 2, and
+    `index remove --ids 2` removed both."""
+    folder = _jsonl_folder(tmp_path / "mine", [{"id": "2"}, {}, {"id": "a,b"}])
+    out = tmp_path / "idx"
+    build_index(ckpt, out, data=folder, progress=False)
+    assert _ids(out) == ["2", "2-2", "a,b"]
+    r = CliRunner().invoke(app, ["index", "remove", "--index", str(out), "--ids", "2"])
+    assert r.exit_code == 0 and "removed 1 items" in r.stdout, r.output
+    assert _ids(out) == ["2-2", "a,b"]
+    # an id holding the separator is removed through --ids-file (one id per line)
+    (tmp_path / "ids.txt").write_text("a,b\n\n")
+    r = CliRunner().invoke(app, ["index", "remove", "--index", str(out), "--ids-file", str(tmp_path / "ids.txt")])
+    assert r.exit_code == 0 and "removed 1 items" in r.stdout, r.output
+    assert _ids(out) == ["2-2"]
+    # adding items without ids to an index: their generated ids avoid the index's own
+    add_items(out, _jsonl_folder(tmp_path / "more", [{}, {}]), progress=False)
+    assert _ids(out) == ["2-2", "1", "2"]
+    add_items(out, _jsonl_folder(tmp_path / "again", [{}, {"id": "7"}]), progress=False)
+    assert _ids(out) == ["2-2", "1", "2", "1-2", "7"]
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ([{"id": "p"}, {"id": None}], "items.jsonl: line 2: field 'id' is null"),
+    ([{"id": "p"}, {"id": " "}], "items.jsonl: line 2: field 'id'"),
+    ([{"id": ["p"]}], "items.jsonl: line 1: field 'id'"),
+    ([{"id": "p"}, {}, {"id": "p"}], "'p' on lines 1, 3"),
+])
+def test_bad_ids_are_refused_naming_file_and_line(ckpt, tmp_path, rows, needle):
+    folder = _jsonl_folder(tmp_path / "mine", rows)
+    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--data", str(folder), "--out",
+                                 str(tmp_path / "idx"), "--quiet"])
+    assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.output
+    assert not (tmp_path / "idx").exists()
+
+
+def test_ids_are_checked_where_every_index_is_written(tmp_path):
+    from adah.index import write_index
+
+    codes = np.zeros((2, 1), dtype=np.uint8)
+    for records, needle in (([{"id": "a"}, {"id": "a"}], "rows 0 and 1 both have id 'a'"),
+                            ([{"id": "a"}, {"id": None}], "row 1: 'id' must be a non-empty string")):
+        with pytest.raises(AdahError, match=needle):
+            write_index(tmp_path / "idx", [({"image": codes}, records)], bits=8, modalities=("image",),
+                        model={"fingerprint": "f"}, collection={"name": "x"})
+        assert not (tmp_path / "idx").exists()
+
+
+def test_remove_takes_exactly_one_of_ids_and_ids_file(base_index, tmp_path):
+    runner = CliRunner()
+    (tmp_path / "empty.txt").write_text("\n \n")
+    for args, needle in (([], "exactly one of --ids and --ids-file"),
+                         (["--ids", "1", "--ids-file", str(tmp_path / "empty.txt")], "exactly one of"),
+                         (["--ids-file", str(tmp_path / "empty.txt")], "no ids in it"),
+                         (["--ids-file", str(tmp_path / "missing.txt")], "cannot read it")):
+        r = runner.invoke(app, ["index", "remove", "--index", str(base_index), *args])
+        assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.output

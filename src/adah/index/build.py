@@ -74,17 +74,60 @@ def _text_of_bow(data: CrossModalData, row: int) -> str | None:
     return " ".join(words[c] for c in cols)
 
 
-def _default_record(data: CrossModalData) -> Callable[[int], dict]:
+def fresh_id(base: str, taken: set[str] | frozenset[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first not in ``taken`` (generated ids never
+    collide with given ones)."""
+    rid, n = base, 1
+    while rid in taken:
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
+
+
+def item_ids(rows: list[tuple[int, dict]], id_field: str | None, where: Path,
+             taken: frozenset[str] = frozenset()) -> list[str]:
+    """One unique id per raw row of a list file: the row's ``id_field`` (a non-empty string or
+    an integer; in a CSV an empty cell counts as absent), else its 1-based position, made unique
+    against every given id and ``taken`` (the ids of an index being added to). A null, empty,
+    non-scalar or repeated given id is refused naming the file and line."""
+    csv_file = where.suffix.lower() not in (".jsonl", ".ndjson")
+    given: dict[str, int] = {}
+    ids: list[str | None] = []
+    for line, raw in rows:
+        value = raw.get(id_field) if id_field else None
+        if not id_field or id_field not in raw or (csv_file and value == ""):
+            ids.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            raise AdahError(f"{where}: line {line}: field '{id_field}' is {json.dumps(value)}; an id must be a "
+                            "non-empty string or an integer (or leave the field out to have one made)")
+        rid = str(value).strip()
+        if rid in given:
+            raise AdahError(f"{where}: line {line}: id {rid!r} is also the id of line {given[rid]}; ids must be unique")
+        given[rid] = line
+        ids.append(rid)
+    used = set(given) | set(taken)
+    out = []
+    for i, rid in enumerate(ids):
+        if rid is None:
+            rid = fresh_id(str(i + 1), used)
+            used.add(rid)
+        out.append(rid)
+    return out
+
+
+def _default_record(data: CrossModalData, taken: frozenset[str] = frozenset()) -> Callable[[int], dict]:
     def record(row: int) -> dict:
         text = _text_of_bow(data, row)
-        return {"id": str(row), "image": None, "text": text, "caption": text}
+        return {"id": fresh_id(str(row), taken), "image": None, "text": text, "caption": text}
 
     return record
 
 
-def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dict], Path]:
-    """Records from the raw rows of a list file: ``id`` (field ``id``, else the line number),
-    image path, full text and caption (the first of ``captions`` when the row has them)."""
+def _folder_records(list_file: Path, options: dict,
+                    taken: frozenset[str] = frozenset()) -> tuple[Callable[[int], dict], Path]:
+    """Records from the raw rows of a list file: ``id`` (:func:`item_ids`), image path, full
+    text and caption (the first of ``captions`` when the row has them)."""
     from adah.data.folder import _csv_rows, _jsonl_rows, find_list_file
 
     list_file = find_list_file(list_file)
@@ -93,11 +136,11 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
     suffix = list_file.suffix.lower()
     encoding = options.get("encoding", "utf-8")
     if suffix in (".jsonl", ".ndjson"):
-        rows = [row for _, row in _jsonl_rows(list_file, encoding)]
+        numbered = _jsonl_rows(list_file, encoding)
     else:
-        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","),
-                                             encoding)]
-    id_field = options.get("id_field", "id")
+        numbered = _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","), encoding)
+    rows = [row for _, row in numbered]
+    ids = item_ids(numbered, options.get("id_field", "id"), list_file, taken)
 
     def record(i: int) -> dict:
         raw = rows[i]
@@ -107,8 +150,7 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
         captions = raw.get("captions")
         caption = captions[0] if isinstance(captions, list) and captions and isinstance(captions[0], str) else text
         image = raw.get(image_field) if image_field else None
-        item_id = str(raw.get(id_field, i + 1) if id_field else i + 1).strip()
-        return {"id": item_id, "image": image if isinstance(image, str) else None,
+        return {"id": ids[i], "image": image if isinstance(image, str) else None,
                 "text": text if isinstance(text, str) else None, "caption": caption}
 
     return record, list_file.parent.resolve()
@@ -134,8 +176,9 @@ def _select_rows(rows: str | np.ndarray, n: int, split_path: Path | None) -> tup
 
 def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: str | Path | None = None,
                     rows: str | np.ndarray = "all", split: str | Path | None = None,
-                    overrides: dict[str, Any] | None = None) -> Collection:
-    """The collection to index (see the module docstring for the three kinds of ``data``)."""
+                    overrides: dict[str, Any] | None = None, taken_ids: frozenset[str] = frozenset()) -> Collection:
+    """The collection to index (see the module docstring for the three kinds of ``data``);
+    ``taken_ids``: ids the generated ones must avoid (those of the index being added to)."""
     from adah.training.checkpoint import text_vocabulary_of
     from adah.data.registry import DATASETS, load_dataset
 
@@ -168,7 +211,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
             warnings.simplefilter("ignore")  # items with no known word keep an all-zero row
             ds = read_folder(path, vocabulary=vocab, on_empty="warn", name=path.stem if path.is_file() else path.name,
                              **options)
-        record, root = _folder_records(ds.list_file, options)
+        record, root = _folder_records(ds.list_file, options, taken_ids)
         from adah.models.text_encoders import get_text_encoder
 
         if get_text_encoder(config.model.text_encoder).token_level:
@@ -193,11 +236,11 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
         raise AdahError(f"{checkpoint}: the dataset rebuilt from its config differs from the one it was trained on")
     split_path = Path(split) if split else (checkpoint.parent / "split.json" if same else None)
     picked, how = _select_rows(rows, len(dataset), split_path)
-    record, root, resize = _default_record(dataset), None, "stretch"
+    record, root, resize = _default_record(dataset, taken_ids), None, "stretch"
     if cfg_data.name == "folder":  # ids, image paths and captions from the list file
         from adah.data.registry import _folder_list_file
 
-        record, root = _folder_records(_folder_list_file(cfg_data), cfg_data.options or {})
+        record, root = _folder_records(_folder_list_file(cfg_data), cfg_data.options or {}, taken_ids)
         resize = (cfg_data.options or {}).get("resize", "stretch")
     return Collection(dataset, picked, dataset.name, f"dataset {cfg_data.name!r} ({how})",
                       vocab or dataset.text_vocabulary, image_root=root, record=record, image_resize=resize,
@@ -381,6 +424,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
         writers = {m: store.BinaryWriter(staging.path / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
                                          row_bytes=nbytes, fingerprint=fingerprint) for m in modalities}
         meta = store.MetaWriter(staging.path, fingerprint)
+        seen: dict[str, int] = {}
         for codes, records in batches:
             if sorted(codes) != sorted(modalities):
                 raise AdahError(f"write_index: a batch holds codes for {sorted(codes)}, expected {sorted(modalities)}")
@@ -390,6 +434,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
                     raise AdahError(f"write_index: {len(c)} {m} codes but {len(records)} metadata rows in a batch")
                 writers[m].append(c)
             for rec in records:
+                _check_id(rec, meta.count, seen)
                 meta.append(rec)
         for w in writers.values():
             w.close()
@@ -414,6 +459,17 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
         staging.discard()
         raise
     return manifest
+
+
+def _check_id(record: dict, row: int, seen: dict[str, int]) -> None:
+    """Every row written has an id, a non-empty string that no other row of the index has."""
+    rid = record.get("id")
+    if not isinstance(rid, str) or not rid.strip():
+        raise AdahError(f"write_index: row {row}: 'id' must be a non-empty string, got {rid!r}")
+    if rid in seen:
+        raise AdahError(f"write_index: rows {seen[rid]} and {row} both have id {rid!r}: ids must be unique (an "
+                        "index written by an older adah may hold such rows: rebuild it with `adah index build`)")
+    seen[rid] = row
 
 
 def describe(manifest: dict) -> str:

@@ -101,7 +101,8 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
         manifest = current.manifest
         dev = resolve_device(device)
         net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
-        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split)
+        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
+        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen))
         modalities = current.modalities
         if "image" in modalities and not coll.data.has_images:
             raise AdahError(f"{data}: the new items have no images but the index holds image codes")
@@ -118,7 +119,6 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
         new_root = str(coll.image_root) if coll.image_root else None
         if old_root is None and new_root is not None:
             old_coll["image_root"] = old_root = new_root
-        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
 
         def new_rows():
             for codes, records in encode_batches(net, coll, modalities, new_labels, dev, batch_size=batch_size,
@@ -149,6 +149,22 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     if target is not None:
         target.drop_replaced(manifest.get("milvus"), written.get("milvus"))
     return UpdateResult(folder, len(coll.rows), 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+def read_ids_file(path: str | os.PathLike) -> list[str]:
+    """The item ids in a text file, one per line (surrounding blanks dropped, blank lines
+    skipped): removal by ids that contain a comma. AdahError naming the file when it cannot be
+    read or holds no id."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdahError(f"--ids-file {path}: cannot read it as UTF-8 text ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+    ids = [line.strip() for line in text.split("\n") if line.strip()]
+    if not ids:
+        raise AdahError(f"--ids-file {path}: no ids in it (expected one item id per line)")
+    return ids
 
 
 def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
