@@ -192,3 +192,33 @@ def test_remove_takes_exactly_one_of_ids_and_ids_file(base_index, tmp_path):
                          (["--ids-file", str(tmp_path / "missing.txt")], "cannot read it")):
         r = runner.invoke(app, ["index", "remove", "--index", str(base_index), *args])
         assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.output
+
+
+# --------------------------------------------------------------------------- case 11: foreign content
+def test_an_index_folder_never_deletes_what_adah_did_not_write(base_index, ckpt, tmp_path):
+    """Issue 29 case 11: `index copy --index A --out A/sub` was accepted, and the next
+    `index remove --index A` deleted A/sub (a new version replaces the whole folder)."""
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", "copy", "--index", str(base_index), "--out", str(base_index / "sub")])
+    assert r.exit_code == 2 and "outside its source" in r.stderr and r.stderr.count("\n") == 1, r.output
+    assert not (base_index / "sub").exists()
+    r = runner.invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(base_index / "sub"), "--quiet"])
+    assert r.exit_code == 2 and "inside the index folder" in r.stderr, r.output
+    assert not (base_index / "sub").exists()
+    # something put there by hand is never deleted: every writer refuses and changes nothing
+    (base_index / "notes.txt").write_text("mine")
+    (base_index / "sub").mkdir()
+    before = store.read_manifest(base_index)["sha256"]
+    for args in (["index", "remove", "--index", str(base_index), "--ids", "3"],
+                 ["index", "add", "--index", str(base_index), "--data", str(make_folder(tmp_path / "new"))],
+                 ["index", "build", "--model", str(ckpt), "--out", str(base_index), "--force", "--quiet"],
+                 ["index", "copy", "--index", str(tmp_path / "other"), "--out", str(base_index), "--force"]):
+        if args[1] == "copy":
+            build_index(ckpt, tmp_path / "other", progress=False)
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "notes.txt, sub, which adah did not write" in r.stderr, (args, r.output)
+    assert (base_index / "notes.txt").read_text() == "mine" and (base_index / "sub").is_dir()
+    assert store.read_manifest(base_index)["sha256"] == before
+    (base_index / "notes.txt").unlink()
+    (base_index / "sub").rmdir()
+    assert remove_items(base_index, ["3"]).count == 89

@@ -359,13 +359,28 @@ def _looks_like_index(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
+WRITTEN = frozenset({MANIFEST, META, OFFSETS, *CODE_FILES.values()})  # all an index folder ever holds
+
+
 def check_destination(out: Path, *, overwrite: bool = True) -> None:
-    """Refuse to replace a folder that is not an adah index (or any index when not ``overwrite``)."""
+    """Refuse to replace a folder that is not an adah index (or any index when not ``overwrite``),
+    an index folder holding anything adah did not write (a new version replaces the whole folder:
+    it would be lost), and a destination inside another index folder."""
+    out = Path(out)
+    inside = next((p for p in Path(os.path.abspath(out)).parents if _looks_like_index(p)), None)
+    if inside is not None:
+        raise AdahError(f"{out}: inside the index folder {inside}, which holds only what adah writes there; "
+                        "choose a folder outside it")
     if not out.exists():
         return
     if not out.is_dir():
         raise AdahError(f"{out}: exists and is not a folder; choose another --out")
     if _looks_like_index(out):
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise AdahError(f"{out}: the index folder also holds {shown}, which adah did not write; a new version "
+                            "replaces the whole folder, so move those out of it first (nothing was changed)")
         if not overwrite:
             raise AdahError(f"{out}: an index exists already; pass --force to replace it")
         return
