@@ -222,3 +222,54 @@ def test_an_index_folder_never_deletes_what_adah_did_not_write(base_index, ckpt,
     (base_index / "notes.txt").unlink()
     (base_index / "sub").rmdir()
     assert remove_items(base_index, ["3"]).count == 89
+
+
+# --------------------------------------------------------------------------- case 14
+@pytest.mark.parametrize("bits", [7, 1000])
+def test_multihash_never_answers_with_no_hits(bits):
+    """Issue 29 case 14: the multihash backend returned 0 hits (exit 0) on 7-bit and 1000-bit
+    indexes: no item lay in any probed bucket. Such a query is now answered exactly."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    db = rng.choice(np.array([-1, 1], np.int8), size=(90, bits))
+    db[:, : min(bits, 7)] = -1  # every item far from the query in its first bits
+    index = Index.from_codes(bits=bits, image=db, packed=False, backend="multihash")
+    query = rng.choice(np.array([-1, 1], np.int8), size=(1, bits))
+    query[:, : min(bits, 7)] = 1
+    dist, rows = index.search_codes(query, target="image", k=5, packed=False)
+    exact = Index.from_codes(bits=bits, image=db, packed=False, backend="numpy")
+    want_d, want_r = exact.search_codes(query, target="image", k=5, packed=False)
+    assert (rows >= 0).all() and rows.shape == (1, 5)
+    np.testing.assert_array_equal(dist, want_d)
+    np.testing.assert_array_equal(rows, want_r)
+    assert index.backends["image"].fallbacks == 1
+
+
+def test_add_rows_query_uses_the_split_beside_a_folder_models_checkpoint(ckpt, tmp_path):
+    """Issue 29 case 14: `index add --rows query` said split.json was missing when it was there
+    (beside the checkpoint of a model trained on that very folder)."""
+    import dataclasses
+
+    from adah.training.checkpoint import load_model
+
+    folder = make_folder(tmp_path / "photos", n=8)
+    model, config, payload = load_model(ckpt, "cpu")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, name="folder",
+                                                                  options={"path": str(folder)}))
+    own = tmp_path / "fit" / "best.pt"
+    own.parent.mkdir()
+    from adah.training.checkpoint import save_checkpoint
+
+    save_checkpoint(own, model=model, config=config, epoch=0,
+                    text_vocabulary=payload["text_vocabulary"])
+    (own.parent / "split.json").write_text(json.dumps({"query": [1, 6], "retrieval": [0, 2, 3, 4, 5, 7],
+                                                       "train": [0, 2, 3, 4], "val": [5, 7]}))
+    build_index(own, tmp_path / "idx", data=folder, rows="retrieval", progress=False)
+    r = CliRunner().invoke(app, ["index", "add", "--index", str(tmp_path / "idx"), "--data", str(folder),
+                                 "--rows", "query", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert _ids(tmp_path / "idx") == ["x0", "x2", "x3", "x4", "x5", "x7", "x1", "x6"]
+    # another folder: the message says what to pass
+    r = CliRunner().invoke(app, ["index", "add", "--index", str(tmp_path / "idx"), "--data",
+                                 str(make_folder(tmp_path / "else")), "--rows", "query", "--quiet"])
+    assert r.exit_code == 2 and "pass --split FILE" in r.stderr, r.output

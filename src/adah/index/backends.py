@@ -218,10 +218,13 @@ class MultiHashBackend(_FaissBackend):
     each a hash table; a query looks up its substrings with up to ``nflip`` bits flipped and
     ranks the candidates found by their exact full distance. Sublinear but approximate: rows
     outside every probed bucket are missed (row -1 when fewer than k are found). Measure its
-    recall against the exact backends (``recall_at_k``) before relying on it."""
+    recall against the exact backends (``recall_at_k``) before relying on it. A query whose
+    probes find nothing at all (short codes with few items, long codes whose substrings all
+    differ) is answered by exact search instead of with no hits (counted in ``fallbacks``)."""
 
     name = "multihash"
     exact = False
+    fallbacks = 0
 
     def __init__(self, packed: np.ndarray, bits: int, *, nhash: int | None = None, b: int | None = None,
                  nflip: int = 1) -> None:
@@ -241,6 +244,15 @@ class MultiHashBackend(_FaissBackend):
         self.index.nflip = self.nflip
         if len(self.codes):
             self.index.add(self.codes)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, rows = super().search(queries, k)
+        empty = np.flatnonzero((rows < 0).all(axis=1)) if rows.shape[1] else np.empty(0, np.int64)
+        if len(empty):  # nothing in any probed bucket: exact search rather than no answer
+            dist, rows = np.array(dist, copy=True), np.array(rows, copy=True)
+            dist[empty], rows[empty] = numpy_knn(queries[empty], self.codes, k)
+            self.fallbacks += len(empty)
+        return dist, rows
 
 
 def make_backend(packed: np.ndarray, bits: int, backend: str = "auto", **options) -> HammingBackend:

@@ -167,7 +167,8 @@ def _select_rows(rows: str | np.ndarray, n: int, split_path: Path | None) -> tup
     if rows == "all":
         return np.arange(n, dtype=np.int64), "all"
     if split_path is None:
-        raise AdahError(f"rows={rows!r} needs a split file (split.json beside the checkpoint, or --split)")
+        raise AdahError(f"rows={rows!r} needs a split file: pass --split FILE (the split.json beside the checkpoint "
+                        "is used by default only when the items are the model's own training data)")
     if not Path(split_path).is_file():
         raise AdahError(f"rows={rows!r} needs a split file: {split_path} not found (pass --split)")
     split = Split.load(split_path, num_items=n)
@@ -221,7 +222,8 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
             max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
             tokens, _ = SentenceTokens(max_tokens).embed(list(ds.data.raw_texts), progress=True)
             ds.data = dataclasses.replace(ds.data, texts=tokens, text_vocabulary=None, vocabulary=[])
-        picked, how = _select_rows(rows, len(ds.data), Path(split) if split else None)
+        own = _own_split(checkpoint, config.data, ds.list_file) if config.data.name == "folder" else None
+        picked, how = _select_rows(rows, len(ds.data), Path(split) if split else own)
         # only the model's own vocabulary can encode query text for it (None: text queries refused)
         return Collection(ds.data, picked, ds.data.name, f"{ds.list_file.resolve()} ({how})", vocab,
                           image_root=root, record=record, image_resize=options.get("resize", "stretch"))
@@ -245,6 +247,18 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
     return Collection(dataset, picked, dataset.name, f"dataset {cfg_data.name!r} ({how})",
                       vocab or dataset.text_vocabulary, image_root=root, record=record, image_resize=resize,
                       same_as_training=same)
+
+
+def _own_split(checkpoint: Path, cfg_data, list_file: Path) -> Path | None:
+    """split.json beside the checkpoint when ``list_file`` is the model's own training folder
+    (its split describes those rows), else None."""
+    from adah.data.registry import _folder_list_file
+
+    try:
+        own = _folder_list_file(cfg_data).resolve()
+    except (AdahError, OSError):
+        return None
+    return checkpoint.parent / "split.json" if own == Path(list_file).resolve() else None
 
 
 # --------------------------------------------------------------------------- build
