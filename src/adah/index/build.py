@@ -359,13 +359,13 @@ def _build(checkpoint: Path, out: Path, ctx, dev: torch.device, t0: float, *, da
     manifest = write_index(
         out, batches,
         bits=bits, modalities=modalities, force=force, publish=publish,
-        model={"fingerprint": fingerprint, "checkpoint": str(checkpoint.resolve()), "epoch": payload.get("epoch"),
-               "config": config.to_dict()},
+        model=store.record_path({"fingerprint": fingerprint, "epoch": payload.get("epoch"), "config": config.to_dict()},
+                                "checkpoint", checkpoint, out),
         vocabulary=coll.vocabulary.to_dict() if coll.vocabulary is not None else None,
-        collection={"name": coll.name, "source": coll.source, "label_names": label_names,
-                    "image_root": str(coll.image_root) if coll.image_root else None,
-                    "image_resize": coll.image_resize,
-                    "data_fingerprint": data_.fingerprint() if coll.same_as_training else None})
+        collection=store.record_path({"name": coll.name, "source": coll.source, "label_names": label_names,
+                                      "image_resize": coll.image_resize,
+                                      "data_fingerprint": data_.fingerprint() if coll.same_as_training else None},
+                                     "image_root", coll.image_root, out))
     if ctx.enabled:
         sharded.remove_shards(out, fingerprint, coll, modalities, batch_size)
         ctx.barrier()
@@ -463,7 +463,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
             "format": store.FORMAT, "version": store.FORMAT_VERSION, "bits": bits, "count": meta.count,
             "modalities": list(modalities), "model": model, "vocabulary": vocabulary, "collection": collection,
             "files": files, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "adah_version": __version__, **(extra or {}),
+            "adah_version": __version__, "replaces": store.current_digest(out), **(extra or {}),
         }
         if publish is not None:
             fields.update(publish(staging.path, fields))

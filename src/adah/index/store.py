@@ -4,9 +4,11 @@
 
     {"format": "adah-index", "version": 1, "bits": 32, "count": 2700,
      "modalities": ["image", "text"],            # which code files exist
-     "model": {"fingerprint": "<32 hex>", "checkpoint": "/abs/best.pt", "config": {...}, ...},
+     "model": {"fingerprint": "<32 hex>", "checkpoint": "/abs/best.pt", "checkpoint_relative": "../best.pt",
+               "config": {...}, ...},
      "vocabulary": {...} | null,                  # adah.data.vocab.Vocabulary.to_dict()
-     "collection": {"name": ..., "label_names": [...], "image_root": "/abs" | null, ...},
+     "collection": {"name": ..., "label_names": [...], "image_root": "/abs" | null,
+                    "image_root_relative": "../../photos" | null, ...},
      "files": {"image.codes": {"bytes": ..., "sha256": ...}, ...},
      "created": "...", "adah_version": "...",
      "sha256": "<sha256 of this object without this field, canonical JSON>"}
@@ -20,6 +22,11 @@ per item; ``meta.offsets``: ``count + 1`` little-endian uint64 byte offsets into
 
 ``meta.jsonl``: one JSON object a line: ``id``, ``row`` (row in the source dataset), ``image``
 (path relative to ``collection.image_root``, or null), ``text``, ``caption``, ``labels``.
+
+Paths (the checkpoint, the image root) are recorded twice: relative to the index folder
+(``*_relative``, used first: a folder moved, copied or mounted elsewhere together with what it
+points at works as before) and absolute as built (used when the relative one is not there, e.g.
+the index folder moved alone; the only form in indexes written before: they still load).
 
 Reading checks, in order: the manifest parses and says ``adah-index``; its version is one this
 adah reads; its own checksum; each file's size (truncation) and sha256 (corruption); each
@@ -277,6 +284,17 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def current_digest(folder: Path) -> str | None:
+    """The manifest sha256 of the version in ``folder`` (None when there is none or it does not
+    parse): what a new version records as ``replaces``, under the writer lock, so the versions
+    of a folder form one chain (each replaced at most once)."""
+    try:
+        digest = json.loads((Path(folder) / MANIFEST).read_bytes()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
 def version_stamp(folder: Path) -> tuple | None:
     """(inode, size, mtime) of ``folder/index.json``: changes whenever a new version is swapped
     in (every write makes a new manifest file); None when there is none."""
@@ -316,6 +334,31 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
         f.flush()
         os.fsync(f.fileno())
     return manifest
+
+
+# --------------------------------------------------------------------------- portable paths
+def record_path(section: dict, key: str, path: str | os.PathLike | None, folder: str | os.PathLike) -> dict:
+    """``section`` with ``key`` set to ``path`` made absolute and ``key_relative`` to it relative
+    to the index folder ``folder`` (None for both when ``path`` is None)."""
+    out = dict(section)
+    if path is None:
+        out[key], out[f"{key}_relative"] = None, None
+        return out
+    target = Path(path).resolve()
+    out[key] = str(target)
+    out[f"{key}_relative"] = Path(os.path.relpath(target, Path(folder).resolve())).as_posix()
+    return out
+
+
+def recorded_path(section: dict, key: str, folder: str | os.PathLike) -> Path | None:
+    """The path ``section`` records under ``key`` for the index folder ``folder``: the relative
+    form when it exists there, else the absolute one (see the module docstring); None when none."""
+    relative, absolute = section.get(f"{key}_relative"), section.get(key)
+    if isinstance(relative, str) and relative:
+        here = Path(os.path.normpath(Path(folder).absolute() / relative))
+        if here.exists() or not absolute:
+            return here
+    return Path(absolute) if isinstance(absolute, str) and absolute else None
 
 
 # --------------------------------------------------------------------------- writer lock

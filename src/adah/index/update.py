@@ -70,6 +70,19 @@ def _history(manifest: dict, entry: dict) -> list[dict]:
     return (list(manifest.get("updates") or []) + [{**entry, "parent": manifest.get("sha256")}])[-MAX_UPDATES_KEPT:]
 
 
+def _paths_for(manifest: dict, src: Path, out: Path) -> tuple[dict, dict]:
+    """The manifest's ``model`` and ``collection`` sections with their paths (checkpoint, image
+    root), as found from the index folder ``src``, recorded for the folder ``out`` (relative to
+    it and absolute: :func:`adah.index.store.record_path`; an index written before relative
+    paths gains them)."""
+    sections = []
+    for name, key in (("model", "checkpoint"), ("collection", "image_root")):
+        section = dict(manifest[name])
+        found = store.recorded_path(section, key, src)
+        sections.append(store.record_path(section, key, found, out) if found is not None else section)
+    return sections[0], sections[1]
+
+
 def _publisher(manifest: dict):
     """The Milvus publish hook when this index lives on Milvus, else None."""
     if not manifest.get("milvus"):
@@ -111,14 +124,14 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
                             f"model reads {config.model.text_dim}")
         if len(coll.rows) == 0:
             raise AdahError(f"{data}: no items to add")
-        old_coll = dict(manifest["collection"])
-        label_names = list(old_coll.get("label_names") or [])
+        label_names = list(manifest["collection"].get("label_names") or [])
         new_labels = list(coll.data.label_names) or [str(i) for i in range(coll.data.num_labels)]
         label_names += [name for name in new_labels if name not in label_names]
-        old_root = old_coll.get("image_root")
-        new_root = str(coll.image_root) if coll.image_root else None
+        model_section, old_coll = _paths_for(manifest, folder, folder)
+        old_coll["label_names"] = label_names
+        old_root, new_root = current.image_root, coll.image_root
         if old_root is None and new_root is not None:
-            old_coll["image_root"] = old_root = new_root
+            old_coll, old_root = store.record_path(old_coll, "image_root", new_root, folder), new_root
 
         def new_rows():
             for codes, records in encode_batches(net, coll, modalities, new_labels, dev, batch_size=batch_size,
@@ -130,7 +143,8 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
                                         "it first with `adah index remove`, or give the new item another id)")
                     seen.add(rid)
                     if rec.get("image") and new_root and new_root != old_root and not Path(rec["image"]).is_absolute():
-                        rec["image"] = str(Path(new_root) / rec["image"])
+                        # relative to the index's image root, so the index stays portable
+                        rec["image"] = Path(os.path.relpath(Path(new_root) / rec["image"], old_root)).as_posix()
                 yield codes, records
 
         def batches():
@@ -139,10 +153,9 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
 
         generation = int(manifest.get("generation") or 0) + 1
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        old_coll["label_names"] = label_names
         publish, target = _publisher(manifest)
         written = write_index(
-            folder, batches(), bits=current.bits, modalities=modalities, model=manifest["model"],
+            folder, batches(), bits=current.bits, modalities=modalities, model=model_section,
             collection=old_coll, vocabulary=manifest.get("vocabulary"), force=True, publish=publish,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "add", "count": len(coll.rows), "source": coll.source, "at": when})})
@@ -197,9 +210,10 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
         generation = int(manifest.get("generation") or 0) + 1
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
         publish, target = _publisher(manifest)
+        model_section, collection = _paths_for(manifest, folder, folder)
         written = write_index(
             folder, _old_rows(current, keep), bits=current.bits, modalities=current.modalities,
-            model=manifest["model"], collection=manifest["collection"], vocabulary=manifest.get("vocabulary"),
+            model=model_section, collection=collection, vocabulary=manifest.get("vocabulary"),
             force=True, publish=publish,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "remove", "count": int(found.sum()), "at": when})})
@@ -248,9 +262,10 @@ def _copy_locked(src: Path, out: Path, backend: str, uri, name, index_type: str,
         manifest = current.manifest
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
         generation = int(manifest.get("generation") or 0)
+        model_section, collection = _paths_for(manifest, src, out)
         written = write_index(
-            out, _old_rows(current), bits=current.bits, modalities=current.modalities, model=manifest["model"],
-            collection=manifest["collection"], vocabulary=manifest.get("vocabulary"), force=force,
+            out, _old_rows(current), bits=current.bits, modalities=current.modalities, model=model_section,
+            collection=collection, vocabulary=manifest.get("vocabulary"), force=force,
             publish=target.publish if target is not None else None,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "copy", "from": str(src.resolve()), "backend": backend, "at": when})})
