@@ -22,23 +22,12 @@ from adah.index import Index, build_index, store
 from adah.index.update import add_items, copy_index, remove_items
 from adah.utils.locks import LockBusy
 
-from test_index import make_checkpoint, make_folder
+from test_index import make_folder
+from test_index_update import base_index, ckpt  # noqa: F401  (fixtures: a tiny model, a 90-item index)
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
 ENV = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
-
-
-@pytest.fixture()
-def base_index(ckpt, tmp_path) -> Path:
-    out = tmp_path / "idx"
-    build_index(ckpt, out, progress=False, batch_size=32)
-    return out
 
 
 def _ids(folder: Path) -> list[str]:
@@ -273,3 +262,108 @@ def test_add_rows_query_uses_the_split_beside_a_folder_models_checkpoint(ckpt, t
     r = CliRunner().invoke(app, ["index", "add", "--index", str(tmp_path / "idx"), "--data",
                                  str(make_folder(tmp_path / "else")), "--rows", "query", "--quiet"])
     assert r.exit_code == 2 and "pass --split FILE" in r.stderr, r.output
+
+
+# --------------------------------------------------------------------------- under load
+_WRITER = """
+import json, random, sys, time
+from adah.errors import AdahError
+from adah.index import Index, IndexFormatError, build_index
+from adah.index.update import add_items, remove_items
+from adah.utils.locks import LockBusy
+index, ckpt, plan, log, seed = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+rng = random.Random(seed)
+
+def pick_id():  # read without the lock, as a user would: a version swapped in meanwhile is read again
+    while True:
+        try:
+            with Index.load(index, model=None) as current:
+                return current.item(rng.randrange(len(current)))["id"]
+        except (IndexFormatError, OSError):
+            time.sleep(0.01)
+
+for op, arg in plan:
+    for attempt in range(200):  # a busy index is retried; anything else is recorded
+        try:
+            if op == "build":
+                m = build_index(ckpt, index, data=arg, force=True, progress=False).manifest
+            elif op == "add":
+                m = add_items(index, arg, progress=False).manifest
+            else:
+                m = remove_items(index, [pick_id()]).manifest
+            entry = {"op": op, "ok": True, "sha": m["sha256"], "replaces": m.get("replaces"),
+                     "parent": (m.get("updates") or [{}])[-1].get("parent") if op != "build" else None}
+        except LockBusy:
+            time.sleep(rng.uniform(0.02, 0.2))
+            continue
+        except AdahError as exc:  # the id picked was removed meanwhile: pick another
+            if "not in the index" not in str(exc):
+                raise
+            time.sleep(rng.uniform(0.02, 0.2))
+            continue
+        with open(log, "a") as f:
+            f.write(json.dumps(entry) + "\\n")
+        break
+"""
+
+
+def _logged(logs: list[Path]) -> list[dict]:
+    return [json.loads(line) for log in logs if log.exists() for line in log.read_text().splitlines()]
+
+
+def _with_ids(folder: Path, prefix: str) -> Path:
+    (folder / "items.jsonl").write_text((folder / "items.jsonl").read_text().replace('"x', f'"{prefix}'))
+    return folder
+
+
+@pytest.mark.slow
+def test_index_under_concurrent_writers_and_queries(ckpt, base_index, tmp_path):
+    """Issue 29: three processes build, add and remove on one index (bounded: three operations
+    each) while the service answers queries and thumbnails. After every query round the folder
+    holds exactly one of the versions some writer reported (its manifest sha256), loadable and
+    verified; the versions form one chain (each replaced at most once, each update made from the
+    version it replaced); the service never answers 5xx."""
+    from fastapi.testclient import TestClient
+
+    from adah.serve import create_app
+
+    writers, logs, procs = 3, [tmp_path / f"log{i}" for i in range(3)], []
+    first = store.read_manifest(base_index)["sha256"]
+    for w in range(writers):
+        plan = [["build", str(_with_ids(make_folder(tmp_path / f"b{w}", n=4), f"b{w}-"))],
+                ["add", str(_with_ids(make_folder(tmp_path / f"a{w}", n=3), f"a{w}-"))], ["remove", None]]
+        plan = plan[w:] + plan[:w]  # each writer starts with another operation
+        procs.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(base_index), str(ckpt), json.dumps(plan),
+                                       str(logs[w]), str(w)], env=ENV, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    statuses, seen, deadline = [], {first}, time.monotonic() + 240
+    with Index.load(base_index) as index, TestClient(create_app(index, watch_seconds=0.0)) as client:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            r = client.post("/api/search/text", json={"text": "red_circle sunset", "k": 5})
+            statuses.append(r.status_code)
+            for hit in r.json().get("hits", [])[:1] if r.status_code == 200 else []:
+                if hit.get("thumbnail"):
+                    statuses.append(client.get(hit["thumbnail"]).status_code)
+            statuses += [client.get("/api/health").status_code, client.get("/api/info").status_code]
+            on_disk = store.read_manifest(base_index)["sha256"]
+            wait = time.monotonic() + 30  # a writer logs its version just after swapping it in
+            while on_disk not in seen | {e["sha"] for e in _logged(logs)} and time.monotonic() < wait:
+                time.sleep(0.05)
+            seen |= {e["sha"] for e in _logged(logs)}
+            assert on_disk in seen, "the folder holds a version no writer reported"
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err[-3000:]
+    assert statuses and max(statuses) < 500, sorted(set(statuses))
+    done = _logged(logs)
+    assert len(done) == 3 * writers and all(e["ok"] for e in done)
+    replaced = [e["replaces"] for e in done]
+    assert len(set(replaced)) == len(replaced) and first in replaced  # one chain from the first version
+    for e in done:
+        if e["op"] != "build":
+            assert e["parent"] == e["replaces"], "an update was made from a version that was not current"
+    last = store.read_manifest(base_index)["sha256"]
+    assert last in {e["sha"] for e in done} and last not in replaced
+    with Index.load(base_index) as final:  # every checksum verified
+        ids = [final.item(r)["id"] for r in range(len(final))]
+        assert len(ids) == len(set(ids)) and final.search_text("red_circle", k=3).hits
