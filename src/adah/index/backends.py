@@ -19,6 +19,7 @@ from numbers import Integral
 import numpy as np
 
 from adah.errors import AdahError
+from adah.evaluation.packing import pack_bits, to_words, word_distances
 
 BACKENDS = ("auto", "faiss", "numpy", "multihash", "milvus")  # milvus: adah.index.milvus
 _NUMPY_CHUNK_PAIRS = 1 << 24  # query x row pairs per numpy distance block (~128 MiB of int64)
@@ -71,13 +72,11 @@ def pack_pm1(codes, bits: int | None = None, what: str = "codes") -> np.ndarray:
     if bits is not None and arr.shape[1] != bits:
         raise AdahError(f"{what}: expected {bits} bits per code, found {arr.shape[1]}")
     if arr.dtype == np.bool_:
-        return np.packbits(arr, axis=1)
+        return pack_bits(arr)
     if not np.issubdtype(arr.dtype, np.number):
         raise AdahError(f"{what}: codes must be numeric -1/+1 values, found dtype {arr.dtype}")
-    if np.all((arr == 1) | (arr == -1)):
-        return np.packbits(arr > 0, axis=1)
-    if np.all((arr == 0) | (arr == 1)):
-        return np.packbits(arr > 0, axis=1)
+    if np.all((arr == 1) | (arr == -1)) or np.all((arr == 0) | (arr == 1)):
+        return pack_bits(arr)
     raise AdahError(f"{what}: codes must hold only -1/+1 (or 0/1) values")
 
 
@@ -87,24 +86,9 @@ def check_k(k) -> int:
     return int(k)
 
 
-def _words(packed: np.ndarray) -> np.ndarray:
-    """(n, nbytes) uint8 -> (n, ceil(nbytes/8)) uint64, zero padded (popcount per word)."""
-    n, nbytes = packed.shape
-    width = -(-nbytes // 8) * 8
-    if width == nbytes:
-        return np.ascontiguousarray(packed).view(np.uint64)
-    out = np.zeros((n, width), dtype=np.uint8)
-    out[:, :nbytes] = packed
-    return out.view(np.uint64)
-
-
 def hamming_distances(queries: np.ndarray, db: np.ndarray) -> np.ndarray:
     """(m, n) int64 Hamming distances between packed codes (numpy; the reference)."""
-    q, d = _words(queries), _words(db)
-    out = np.zeros((q.shape[0], d.shape[0]), dtype=np.int64)
-    for w in range(q.shape[1]):
-        out += np.bitwise_count(q[:, w, None] ^ d[None, :, w])
-    return out
+    return word_distances(to_words(queries), to_words(db))
 
 
 def numpy_knn(queries: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +101,13 @@ def numpy_knn(queries: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, 
     rows_out = np.empty((m, k), dtype=np.int64)
     if m == 0 or k == 0:
         return dist_out, rows_out
-    dbw = _words(db)
-    qw = _words(queries)
+    dbw = to_words(db)
+    qw = to_words(queries)
     row_ids = np.arange(n, dtype=np.int64)
     step = max(1, _NUMPY_CHUNK_PAIRS // max(n, 1))
     for start in range(0, m, step):
         stop = min(m, start + step)
-        dist = np.zeros((stop - start, n), dtype=np.int64)
-        for w in range(dbw.shape[1]):
-            dist += np.bitwise_count(qw[start:stop, w, None] ^ dbw[None, :, w])
+        dist = word_distances(qw[start:stop], dbw)
         key = dist * n + row_ids  # unique per row: sorting it sorts by (distance, row)
         if k < n:
             part = np.argpartition(key, k - 1, axis=1)[:, :k]
