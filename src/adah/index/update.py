@@ -239,7 +239,9 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
         raise AdahError("uri and collection name are for the milvus backend")
     store.read_manifest(src)
     a, b = src.resolve(), out.resolve()
-    if a == b or a in b.parents or b in a.parents:
+    if a == b:
+        raise AdahError(f"{out}: the copy must go to another folder than its source")
+    if a in b.parents or b in a.parents:
         raise AdahError(f"{out}: the copy must go to a folder outside its source {src} (and not around it)")
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.writer_lock(out))  # both locks before anything is read
