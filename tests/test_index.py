@@ -339,7 +339,7 @@ def test_another_model_is_refused(built, tmp_path):
 
 def test_missing_model_says_how_to_fix(copy_of, tmp_path):
     _rewrite_manifest(copy_of, model={**json.loads((copy_of / "index.json").read_text())["model"],
-                                      "checkpoint": str(tmp_path / "moved.pt")})
+                                      "checkpoint": str(tmp_path / "moved.pt"), "checkpoint_relative": None})
     with pytest.raises(AdahError, match="moved.pt\\) is not there; pass the checkpoint explicitly"):
         Index.load(copy_of)
 

@@ -110,12 +110,16 @@ def add_cmd(
 @_friendly_errors
 def remove_cmd(
     index: Path = typer.Option(..., help="An index folder to remove items from (a new version, written atomically)."),
-    ids: str = typer.Option(..., help="Comma-separated item ids (the 'id' of each hit)."),
+    ids: Optional[str] = typer.Option(None, help="Comma-separated item ids (the 'id' of each hit)."),
+    ids_file: Optional[Path] = typer.Option(None, help="A text file of item ids, one per line (for ids that "
+                                            "contain a comma)."),
 ) -> None:
     """Drop items by id (every id must be in the index)."""
-    from adah.index.update import remove_items
+    from adah.index.update import read_ids_file, remove_items
 
-    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    if (ids is None) == (ids_file is None):
+        raise AdahError("give exactly one of --ids and --ids-file")
+    wanted = read_ids_file(ids_file) if ids_file is not None else [i.strip() for i in ids.split(",") if i.strip()]
     if not wanted:
         raise AdahError("--ids: give at least one item id (comma-separated)")
     result = remove_items(index, wanted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -49,6 +50,9 @@ def serve(
     thumbnail_cache_mb: float = typer.Option(64.0, min=0.001, help="Thumbnail cache size in MiB (PNGs and the "
                                              "reduced pictures they are cut from)."),
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info or debug."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint (default: the one the "
+                                              "index was built with; its fingerprint must match)."),
+    model: Optional[Path] = typer.Option(None, "--model", hidden=True, help="Old name of --checkpoint."),
 ) -> None:
     """Serve the search page at http://HOST:PORT/ and its JSON API (/api/...)."""
     import uvicorn
@@ -65,7 +69,9 @@ def serve(
     if not is_loopback(host):
         typer.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can query "
                    "the index and read its thumbnails and captions (there is no authentication)", err=True)
-    loaded = Index.load(index)
+    if checkpoint is not None and model is not None:
+        raise AdahError("give --checkpoint once (--model is its old name)")
+    loaded = Index.load(index, model=checkpoint or model or "auto")
     sock = bind(host, port)
     info = loaded.info()
     typer.echo(f"index {index}: {info.get('count', len(loaded))} items, {info.get('bits')} bits")

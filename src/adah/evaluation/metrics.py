@@ -40,6 +40,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from adah.evaluation.packing import pack_bits, to_words
+
 __all__ = [
     "PackedCodes",
     "pack_codes",
@@ -77,7 +79,7 @@ class PackedCodes:
 def pack_codes(codes: Any) -> PackedCodes:
     """Pack ``(n, bits)`` ±1 codes (array or tensor) into :class:`PackedCodes`."""
     c = _check_pm1(codes, "codes")
-    return PackedCodes(np.packbits(c > 0, axis=1), c.shape[1])
+    return PackedCodes(pack_bits(c), c.shape[1])
 
 
 # --------------------------------------------------------------------------------------
@@ -95,14 +97,6 @@ def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, found {value!r}")
     return int(value)
-
-
-def _to_words(bytes_: np.ndarray) -> np.ndarray:
-    """``(n, nbytes)`` uint8 -> ``(n, ceil(nbytes / 8))`` uint64, zero padded."""
-    n, nbytes = bytes_.shape
-    padded = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
-    padded[:, :nbytes] = bytes_
-    return padded.view(np.uint64)
 
 
 def _check_pm1(x: Any, name: str) -> np.ndarray:
@@ -130,7 +124,7 @@ def _check_codes(x: Any, name: str) -> tuple[np.ndarray, int, tuple[int, ...]]:
     """Return ``(words, bits, shape)``: packed uint64 ``(n, ceil(bits / 64))`` codes."""
     if not isinstance(x, PackedCodes):
         codes = _check_pm1(x, name)
-        return _to_words(np.packbits(codes > 0, axis=1)), codes.shape[1], codes.shape
+        return to_words(pack_bits(codes)), codes.shape[1], codes.shape
     data, bits = np.asarray(x.data), _check_positive_int(x.bits, f"{name}.bits")
     if data.dtype != np.uint8 or data.ndim != 2:
         raise ValueError(
@@ -146,7 +140,7 @@ def _check_codes(x: Any, name: str) -> tuple[np.ndarray, int, tuple[int, ...]]:
         )
     data = data.copy()
     data[:, -1] &= np.uint8((0xFF << (-bits % 8)) & 0xFF)  # clear the padding bits
-    return _to_words(data), bits, x.shape
+    return to_words(data), bits, x.shape
 
 
 def _check_labels(x: Any, name: str, n_rows: int, codes_name: str) -> tuple[np.ndarray, int]:
@@ -163,7 +157,7 @@ def _check_labels(x: Any, name: str, n_rows: int, codes_name: str) -> tuple[np.n
         raise ValueError(f"{name} must be numeric multi-hot labels, found dtype {labels.dtype}")
     if labels.dtype != np.bool_ and not np.all(labels >= 0):
         raise ValueError(f"{name} must be non-negative multi-hot labels (negative or NaN found)")
-    return _to_words(np.packbits(labels > 0, axis=1)), labels.shape[1]
+    return to_words(pack_bits(labels)), labels.shape[1]
 
 
 def _validate(

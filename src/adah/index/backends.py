@@ -19,6 +19,7 @@ from numbers import Integral
 import numpy as np
 
 from adah.errors import AdahError
+from adah.evaluation.packing import pack_bits, to_words, word_distances
 from adah.utils.registry import Registry
 
 BACKENDS = ("auto", "faiss", "numpy", "multihash", "milvus")  # milvus: adah.index.milvus
@@ -72,13 +73,11 @@ def pack_pm1(codes, bits: int | None = None, what: str = "codes") -> np.ndarray:
     if bits is not None and arr.shape[1] != bits:
         raise AdahError(f"{what}: expected {bits} bits per code, found {arr.shape[1]}")
     if arr.dtype == np.bool_:
-        return np.packbits(arr, axis=1)
+        return pack_bits(arr)
     if not np.issubdtype(arr.dtype, np.number):
         raise AdahError(f"{what}: codes must be numeric -1/+1 values, found dtype {arr.dtype}")
-    if np.all((arr == 1) | (arr == -1)):
-        return np.packbits(arr > 0, axis=1)
-    if np.all((arr == 0) | (arr == 1)):
-        return np.packbits(arr > 0, axis=1)
+    if np.all((arr == 1) | (arr == -1)) or np.all((arr == 0) | (arr == 1)):
+        return pack_bits(arr)
     raise AdahError(f"{what}: codes must hold only -1/+1 (or 0/1) values")
 
 
@@ -88,24 +87,9 @@ def check_k(k) -> int:
     return int(k)
 
 
-def _words(packed: np.ndarray) -> np.ndarray:
-    """(n, nbytes) uint8 -> (n, ceil(nbytes/8)) uint64, zero padded (popcount per word)."""
-    n, nbytes = packed.shape
-    width = -(-nbytes // 8) * 8
-    if width == nbytes:
-        return np.ascontiguousarray(packed).view(np.uint64)
-    out = np.zeros((n, width), dtype=np.uint8)
-    out[:, :nbytes] = packed
-    return out.view(np.uint64)
-
-
 def hamming_distances(queries: np.ndarray, db: np.ndarray) -> np.ndarray:
     """(m, n) int64 Hamming distances between packed codes (numpy; the reference)."""
-    q, d = _words(queries), _words(db)
-    out = np.zeros((q.shape[0], d.shape[0]), dtype=np.int64)
-    for w in range(q.shape[1]):
-        out += np.bitwise_count(q[:, w, None] ^ d[None, :, w])
-    return out
+    return word_distances(to_words(queries), to_words(db))
 
 
 def numpy_knn(queries: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +102,13 @@ def numpy_knn(queries: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, 
     rows_out = np.empty((m, k), dtype=np.int64)
     if m == 0 or k == 0:
         return dist_out, rows_out
-    dbw = _words(db)
-    qw = _words(queries)
+    dbw = to_words(db)
+    qw = to_words(queries)
     row_ids = np.arange(n, dtype=np.int64)
     step = max(1, _NUMPY_CHUNK_PAIRS // max(n, 1))
     for start in range(0, m, step):
         stop = min(m, start + step)
-        dist = np.zeros((stop - start, n), dtype=np.int64)
-        for w in range(dbw.shape[1]):
-            dist += np.bitwise_count(qw[start:stop, w, None] ^ dbw[None, :, w])
+        dist = word_distances(qw[start:stop], dbw)
         key = dist * n + row_ids  # unique per row: sorting it sorts by (distance, row)
         if k < n:
             part = np.argpartition(key, k - 1, axis=1)[:, :k]
@@ -232,11 +214,14 @@ class MultiHashBackend(_FaissBackend):
     each a hash table; a query looks up its substrings with up to ``nflip`` bits flipped and
     ranks the candidates found by their exact full distance. Sublinear but approximate: rows
     outside every probed bucket are missed (row -1 when fewer than k are found). Measure its
-    recall against the exact backends (``recall_at_k``) before relying on it."""
+    recall against the exact backends (``recall_at_k``) before relying on it. A query whose
+    probes find nothing at all (short codes with few items, long codes whose substrings all
+    differ) is answered by exact search instead of with no hits (counted in ``fallbacks``)."""
 
     name = "multihash"
     exact = False
     options = ("nhash", "b", "nflip")
+    fallbacks = 0
 
     def __init__(self, packed: np.ndarray, bits: int, *, nhash: int | None = None, b: int | None = None,
                  nflip: int = 1) -> None:
@@ -256,6 +241,15 @@ class MultiHashBackend(_FaissBackend):
         self.index.nflip = self.nflip
         if len(self.codes):
             self.index.add(self.codes)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, rows = super().search(queries, k)
+        empty = np.flatnonzero((rows < 0).all(axis=1)) if rows.shape[1] else np.empty(0, np.int64)
+        if len(empty):  # nothing in any probed bucket: exact search rather than no answer
+            dist, rows = np.array(dist, copy=True), np.array(rows, copy=True)
+            dist[empty], rows[empty] = numpy_knn(queries[empty], self.codes, k)
+            self.fallbacks += len(empty)
+        return dist, rows
 
 
 def make_backend(packed: np.ndarray, bits: int, backend: str = "auto", **options) -> HammingBackend:

@@ -9,6 +9,7 @@ so memory stays bounded by the batch size, not the collection size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,6 @@ from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import check_packed, code_bytes
-from adah.utils.locks import exclusive, lock_file_beside
 from adah.utils.progress import progress_bar
 from adah.models import ADAH, binarize
 
@@ -74,17 +74,60 @@ def _text_of_bow(data: CrossModalData, row: int) -> str | None:
     return " ".join(words[c] for c in cols)
 
 
-def _default_record(data: CrossModalData) -> Callable[[int], dict]:
+def fresh_id(base: str, taken: set[str] | frozenset[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first not in ``taken`` (generated ids never
+    collide with given ones)."""
+    rid, n = base, 1
+    while rid in taken:
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
+
+
+def item_ids(rows: list[tuple[int, dict]], id_field: str | None, where: Path,
+             taken: frozenset[str] = frozenset()) -> list[str]:
+    """One unique id per raw row of a list file: the row's ``id_field`` (a non-empty string or
+    an integer; in a CSV an empty cell counts as absent), else its 1-based position, made unique
+    against every given id and ``taken`` (the ids of an index being added to). A null, empty,
+    non-scalar or repeated given id is refused naming the file and line."""
+    csv_file = where.suffix.lower() not in (".jsonl", ".ndjson")
+    given: dict[str, int] = {}
+    ids: list[str | None] = []
+    for line, raw in rows:
+        value = raw.get(id_field) if id_field else None
+        if not id_field or id_field not in raw or (csv_file and value == ""):
+            ids.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            raise AdahError(f"{where}: line {line}: field '{id_field}' is {json.dumps(value)}; an id must be a "
+                            "non-empty string or an integer (or leave the field out to have one made)")
+        rid = str(value).strip()
+        if rid in given:
+            raise AdahError(f"{where}: line {line}: id {rid!r} is also the id of line {given[rid]}; ids must be unique")
+        given[rid] = line
+        ids.append(rid)
+    used = set(given) | set(taken)
+    out = []
+    for i, rid in enumerate(ids):
+        if rid is None:
+            rid = fresh_id(str(i + 1), used)
+            used.add(rid)
+        out.append(rid)
+    return out
+
+
+def _default_record(data: CrossModalData, taken: frozenset[str] = frozenset()) -> Callable[[int], dict]:
     def record(row: int) -> dict:
         text = _text_of_bow(data, row)
-        return {"id": str(row), "image": None, "text": text, "caption": text}
+        return {"id": fresh_id(str(row), taken), "image": None, "text": text, "caption": text}
 
     return record
 
 
-def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dict], Path]:
-    """Records from the raw rows of a list file: ``id`` (field ``id``, else the line number),
-    image path, full text and caption (the first of ``captions`` when the row has them)."""
+def _folder_records(list_file: Path, options: dict,
+                    taken: frozenset[str] = frozenset()) -> tuple[Callable[[int], dict], Path]:
+    """Records from the raw rows of a list file: ``id`` (:func:`item_ids`), image path, full
+    text and caption (the first of ``captions`` when the row has them)."""
     from adah.data.folder import _csv_rows, _jsonl_rows, find_list_file
 
     list_file = find_list_file(list_file)
@@ -93,11 +136,11 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
     suffix = list_file.suffix.lower()
     encoding = options.get("encoding", "utf-8")
     if suffix in (".jsonl", ".ndjson"):
-        rows = [row for _, row in _jsonl_rows(list_file, encoding)]
+        numbered = _jsonl_rows(list_file, encoding)
     else:
-        rows = [row for _, row in _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","),
-                                             encoding)]
-    id_field = options.get("id_field", "id")
+        numbered = _csv_rows(list_file, options.get("delimiter") or ("\t" if suffix == ".tsv" else ","), encoding)
+    rows = [row for _, row in numbered]
+    ids = item_ids(numbered, options.get("id_field", "id"), list_file, taken)
 
     def record(i: int) -> dict:
         raw = rows[i]
@@ -107,8 +150,7 @@ def _folder_records(list_file: Path, options: dict) -> tuple[Callable[[int], dic
         captions = raw.get("captions")
         caption = captions[0] if isinstance(captions, list) and captions and isinstance(captions[0], str) else text
         image = raw.get(image_field) if image_field else None
-        item_id = str(raw.get(id_field, i + 1) if id_field else i + 1).strip()
-        return {"id": item_id, "image": image if isinstance(image, str) else None,
+        return {"id": ids[i], "image": image if isinstance(image, str) else None,
                 "text": text if isinstance(text, str) else None, "caption": caption}
 
     return record, list_file.parent.resolve()
@@ -125,7 +167,8 @@ def _select_rows(rows: str | np.ndarray, n: int, split_path: Path | None) -> tup
     if rows == "all":
         return np.arange(n, dtype=np.int64), "all"
     if split_path is None:
-        raise AdahError(f"rows={rows!r} needs a split file (split.json beside the checkpoint, or --split)")
+        raise AdahError(f"rows={rows!r} needs a split file: pass --split FILE (the split.json beside the checkpoint "
+                        "is used by default only when the items are the model's own training data)")
     if not Path(split_path).is_file():
         raise AdahError(f"rows={rows!r} needs a split file: {split_path} not found (pass --split)")
     split = Split.load(split_path, num_items=n)
@@ -134,8 +177,9 @@ def _select_rows(rows: str | np.ndarray, n: int, split_path: Path | None) -> tup
 
 def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: str | Path | None = None,
                     rows: str | np.ndarray = "all", split: str | Path | None = None,
-                    overrides: dict[str, Any] | None = None) -> Collection:
-    """The collection to index (see the module docstring for the three kinds of ``data``)."""
+                    overrides: dict[str, Any] | None = None, taken_ids: frozenset[str] = frozenset()) -> Collection:
+    """The collection to index (see the module docstring for the three kinds of ``data``);
+    ``taken_ids``: ids the generated ones must avoid (those of the index being added to)."""
     from adah.training.checkpoint import text_vocabulary_of
     from adah.data.registry import DATASETS
     from adah.features.dataset import load_dataset
@@ -169,7 +213,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
             warnings.simplefilter("ignore")  # items with no known word keep an all-zero row
             ds = read_folder(path, vocabulary=vocab, on_empty="warn", name=path.stem if path.is_file() else path.name,
                              **options)
-        record, root = _folder_records(ds.list_file, options)
+        record, root = _folder_records(ds.list_file, options, taken_ids)
         from adah.models.text_encoders import get_text_encoder
 
         if get_text_encoder(config.model.text_encoder).token_level:
@@ -179,7 +223,8 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
             max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
             tokens, _ = SentenceTokens(max_tokens).embed(list(ds.data.raw_texts), progress=True)
             ds.data = dataclasses.replace(ds.data, texts=tokens, text_vocabulary=None, vocabulary=[])
-        picked, how = _select_rows(rows, len(ds.data), Path(split) if split else None)
+        own = _own_split(checkpoint, config.data, ds.list_file) if config.data.name == "folder" else None
+        picked, how = _select_rows(rows, len(ds.data), Path(split) if split else own)
         # only the model's own vocabulary can encode query text for it (None: text queries refused)
         return Collection(ds.data, picked, ds.data.name, f"{ds.list_file.resolve()} ({how})", vocab,
                           image_root=root, record=record, image_resize=options.get("resize", "stretch"))
@@ -194,15 +239,27 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
         raise AdahError(f"{checkpoint}: the dataset rebuilt from its config differs from the one it was trained on")
     split_path = Path(split) if split else (checkpoint.parent / "split.json" if same else None)
     picked, how = _select_rows(rows, len(dataset), split_path)
-    record, root, resize = _default_record(dataset), None, "stretch"
+    record, root, resize = _default_record(dataset, taken_ids), None, "stretch"
     if cfg_data.name == "folder":  # ids, image paths and captions from the list file
         from adah.data.registry import _folder_list_file
 
-        record, root = _folder_records(_folder_list_file(cfg_data), cfg_data.options or {})
+        record, root = _folder_records(_folder_list_file(cfg_data), cfg_data.options or {}, taken_ids)
         resize = (cfg_data.options or {}).get("resize", "stretch")
     return Collection(dataset, picked, dataset.name, f"dataset {cfg_data.name!r} ({how})",
                       vocab or dataset.text_vocabulary, image_root=root, record=record, image_resize=resize,
                       same_as_training=same)
+
+
+def _own_split(checkpoint: Path, cfg_data, list_file: Path) -> Path | None:
+    """split.json beside the checkpoint when ``list_file`` is the model's own training folder
+    (its split describes those rows), else None."""
+    from adah.data.registry import _folder_list_file
+
+    try:
+        own = _folder_list_file(cfg_data).resolve()
+    except (AdahError, OSError):
+        return None
+    return checkpoint.parent / "split.json" if own == Path(list_file).resolve() else None
 
 
 # --------------------------------------------------------------------------- build
@@ -240,20 +297,28 @@ def build_index(
     ``split`` or split.json beside the checkpoint); modalities: the code sets to write
     (default: every one the model and the data have); force: replace an existing index;
     publish: see :func:`write_index` (the Milvus backend, :mod:`adah.index.milvus`)."""
-    from adah.training.checkpoint import load_model
+    from adah.utils.distributed import DistContext
     from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise AdahError(f"batch_size must be a positive integer, got {batch_size!r}")
-    store.check_destination(out, overwrite=force)
     dev = resolve_device(device)
-    from adah.utils.distributed import DistContext
-
     ctx = DistContext.from_env(use_cuda=dev.type == "cuda")  # torchrun --nproc_per_node N: sharded
     if ctx.enabled and dev.type == "cuda":
         dev = torch.device("cuda", ctx.local_rank)
+    # the writer lock before anything is read (rank 0 writes; the other ranks only encode)
+    with store.writer_lock(out) if ctx.is_main else contextlib.nullcontext():
+        store.check_destination(out, overwrite=force)
+        return _build(checkpoint, out, ctx, dev, t0, data=data, rows=rows, split=split, modalities=modalities,
+                      overrides=overrides, batch_size=batch_size, force=force, progress=progress, publish=publish)
+
+
+def _build(checkpoint: Path, out: Path, ctx, dev: torch.device, t0: float, *, data, rows, split, modalities,
+           overrides, batch_size: int, force: bool, progress: bool, publish) -> BuildResult:
+    from adah.training.checkpoint import load_model
+
     model, config, payload = load_model(checkpoint, dev)
     coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides)
     data_ = coll.data
@@ -295,13 +360,13 @@ def build_index(
     manifest = write_index(
         out, batches,
         bits=bits, modalities=modalities, force=force, publish=publish,
-        model={"fingerprint": fingerprint, "checkpoint": str(checkpoint.resolve()), "epoch": payload.get("epoch"),
-               "config": config.to_dict()},
+        model=store.record_path({"fingerprint": fingerprint, "epoch": payload.get("epoch"), "config": config.to_dict()},
+                                "checkpoint", checkpoint, out),
         vocabulary=coll.vocabulary.to_dict() if coll.vocabulary is not None else None,
-        collection={"name": coll.name, "source": coll.source, "label_names": label_names,
-                    "image_root": str(coll.image_root) if coll.image_root else None,
-                    "image_resize": coll.image_resize,
-                    "data_fingerprint": data_.fingerprint() if coll.same_as_training else None})
+        collection=store.record_path({"name": coll.name, "source": coll.source, "label_names": label_names,
+                                      "image_resize": coll.image_resize,
+                                      "data_fingerprint": data_.fingerprint() if coll.same_as_training else None},
+                                     "image_root", coll.image_root, out))
     if ctx.enabled:
         sharded.remove_shards(out, fingerprint, coll, modalities, batch_size)
         ctx.barrier()
@@ -351,7 +416,6 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     returns manifest fields to add (the Milvus backend copies the codes to a new collection
     there, so the manifest is the pointer that switches readers to it)."""
     out = Path(out)
-    store.check_destination(out, overwrite=force)
     fingerprint = model.get("fingerprint")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise AdahError("write_index: model['fingerprint'] must be a non-empty string")
@@ -359,7 +423,8 @@ def write_index(out: str | Path, batches: Iterable[tuple[dict[str, np.ndarray], 
     if bad or not modalities:
         raise AdahError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
     nbytes = code_bytes(bits)
-    with exclusive(lock_file_beside(out), f"index {out}"):  # one build of a destination at a time
+    with store.writer_lock(out):  # one writer of a destination at a time (held already by build/add/remove/copy)
+        store.check_destination(out, overwrite=force)
         store.remove_stale_builds(out)  # left by a build that was killed: its owner is gone (we hold the lock)
         return _write_locked(out, batches, bits=bits, nbytes=nbytes, modalities=modalities, model=model,
                              collection=collection, vocabulary=vocabulary, fingerprint=fingerprint, extra=extra,
@@ -374,6 +439,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
         writers = {m: store.BinaryWriter(staging.path / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
                                          row_bytes=nbytes, fingerprint=fingerprint) for m in modalities}
         meta = store.MetaWriter(staging.path, fingerprint)
+        seen: dict[str, int] = {}
         for codes, records in batches:
             if sorted(codes) != sorted(modalities):
                 raise AdahError(f"write_index: a batch holds codes for {sorted(codes)}, expected {sorted(modalities)}")
@@ -383,6 +449,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
                     raise AdahError(f"write_index: {len(c)} {m} codes but {len(records)} metadata rows in a batch")
                 writers[m].append(c)
             for rec in records:
+                _check_id(rec, meta.count, seen)
                 meta.append(rec)
         for w in writers.values():
             w.close()
@@ -397,7 +464,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
             "format": store.FORMAT, "version": store.FORMAT_VERSION, "bits": bits, "count": meta.count,
             "modalities": list(modalities), "model": model, "vocabulary": vocabulary, "collection": collection,
             "files": files, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "adah_version": __version__, **(extra or {}),
+            "adah_version": __version__, "replaces": store.current_digest(out), **(extra or {}),
         }
         if publish is not None:
             fields.update(publish(staging.path, fields))
@@ -407,6 +474,17 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
         staging.discard()
         raise
     return manifest
+
+
+def _check_id(record: dict, row: int, seen: dict[str, int]) -> None:
+    """Every row written has an id, a non-empty string that no other row of the index has."""
+    rid = record.get("id")
+    if not isinstance(rid, str) or not rid.strip():
+        raise AdahError(f"write_index: row {row}: 'id' must be a non-empty string, got {rid!r}")
+    if rid in seen:
+        raise AdahError(f"write_index: rows {seen[rid]} and {row} both have id {rid!r}: ids must be unique (an "
+                        "index written by an older adah may hold such rows: rebuild it with `adah index build`)")
+    seen[rid] = row
 
 
 def describe(manifest: dict) -> str:

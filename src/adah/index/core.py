@@ -171,7 +171,8 @@ class Index:
         coll = self.manifest.get("collection", {})
         self.label_names: list[str] = list(coll.get("label_names", []))
         root = coll.get("image_root")
-        self.image_root = Path(root) if root else None
+        self.image_root = store.recorded_path(coll, "image_root", path) if path is not None else (
+            Path(root) if root else None)
         self._image_resize = coll.get("image_resize", "stretch")
         self._stamp: tuple | None = None
         self._load_options: dict = {"backend": backend, "device": str(self.device), **backend_options}
@@ -540,11 +541,11 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     from adah.training.checkpoint import load_model, text_vocabulary_of
     from adah.index.build import model_fingerprint
 
-    recorded = manifest["model"].get("checkpoint")
-    path = Path(recorded) if model == "auto" else Path(model)
-    if model == "auto" and (not recorded or not path.is_file()):
+    recorded = store.recorded_path(manifest["model"], "checkpoint", folder)
+    path = recorded if model == "auto" else Path(model)
+    if model == "auto" and (recorded is None or not path.is_file()):
         raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
-                        "explicitly (--model / Index.load(..., model=PATH))")
+                        "explicitly (--checkpoint / Index.load(..., model=PATH))")
     net, cfg, payload = load_model(path, device)
     got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
     if got != want:

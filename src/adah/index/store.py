@@ -4,9 +4,11 @@
 
     {"format": "adah-index", "version": 1, "bits": 32, "count": 2700,
      "modalities": ["image", "text"],            # which code files exist
-     "model": {"fingerprint": "<32 hex>", "checkpoint": "/abs/best.pt", "config": {...}, ...},
+     "model": {"fingerprint": "<32 hex>", "checkpoint": "/abs/best.pt", "checkpoint_relative": "../best.pt",
+               "config": {...}, ...},
      "vocabulary": {...} | null,                  # adah.data.vocab.Vocabulary.to_dict()
-     "collection": {"name": ..., "label_names": [...], "image_root": "/abs" | null, ...},
+     "collection": {"name": ..., "label_names": [...], "image_root": "/abs" | null,
+                    "image_root_relative": "../../photos" | null, ...},
      "files": {"image.codes": {"bytes": ..., "sha256": ...}, ...},
      "created": "...", "adah_version": "...",
      "sha256": "<sha256 of this object without this field, canonical JSON>"}
@@ -21,6 +23,11 @@ per item; ``meta.offsets``: ``count + 1`` little-endian uint64 byte offsets into
 ``meta.jsonl``: one JSON object a line: ``id``, ``row`` (row in the source dataset), ``image``
 (path relative to ``collection.image_root``, or null), ``text``, ``caption``, ``labels``.
 
+Paths (the checkpoint, the image root) are recorded twice: relative to the index folder
+(``*_relative``, used first: a folder moved, copied or mounted elsewhere together with what it
+points at works as before) and absolute as built (used when the relative one is not there, e.g.
+the index folder moved alone; the only form in indexes written before: they still load).
+
 Reading checks, in order: the manifest parses and says ``adah-index``; its version is one this
 adah reads; its own checksum; each file's size (truncation) and sha256 (corruption); each
 binary header's magic, version, kind, bits, count and fingerprint against the manifest. Any
@@ -32,6 +39,13 @@ Writes go to a hidden staging folder beside ``DIR`` that is swapped into place w
 reader, or a process killed at any moment, sees the old index or the new one, never a mix or a
 half-written file. ``adah index add`` / ``remove`` (:mod:`adah.index.update`) write a whole new
 version the same way; ``generation`` in the manifest counts them (absent in a fresh build: 0).
+
+Every writer of an index folder (build, add, remove, copy) holds :func:`writer_lock` from
+before it reads anything (the old version, the destination) until the new version is in place:
+one lock file beside the folder (``.NAME.adah.lock``), the same for every writer, so an update
+never writes a version derived from one that another writer has replaced meanwhile. A second
+writer is refused at once, naming the holder's PID. The folder holds only what adah wrote: a
+version is never written over a folder holding anything else (:func:`check_destination`).
 """
 
 from __future__ import annotations
@@ -44,6 +58,8 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -268,6 +284,17 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def current_digest(folder: Path) -> str | None:
+    """The manifest sha256 of the version in ``folder`` (None when there is none or it does not
+    parse): what a new version records as ``replaces``, under the writer lock, so the versions
+    of a folder form one chain (each replaced at most once)."""
+    try:
+        digest = json.loads((Path(folder) / MANIFEST).read_bytes()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
 def version_stamp(folder: Path) -> tuple | None:
     """(inode, size, mtime) of ``folder/index.json``: changes whenever a new version is swapped
     in (every write makes a new manifest file); None when there is none."""
@@ -309,18 +336,94 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
     return manifest
 
 
+# --------------------------------------------------------------------------- portable paths
+def record_path(section: dict, key: str, path: str | os.PathLike | None, folder: str | os.PathLike) -> dict:
+    """``section`` with ``key`` set to ``path`` made absolute and ``key_relative`` to it relative
+    to the index folder ``folder`` (None for both when ``path`` is None)."""
+    out = dict(section)
+    if path is None:
+        out[key], out[f"{key}_relative"] = None, None
+        return out
+    target = Path(path).resolve()
+    out[key] = str(target)
+    out[f"{key}_relative"] = Path(os.path.relpath(target, Path(folder).resolve())).as_posix()
+    return out
+
+
+def recorded_path(section: dict, key: str, folder: str | os.PathLike) -> Path | None:
+    """The path ``section`` records under ``key`` for the index folder ``folder``: the relative
+    form when it exists there, else the absolute one (see the module docstring); None when none."""
+    relative, absolute = section.get(f"{key}_relative"), section.get(key)
+    if isinstance(relative, str) and relative:
+        here = Path(os.path.normpath(Path(folder).absolute() / relative))
+        if here.exists() or not absolute:
+            return here
+    return Path(absolute) if isinstance(absolute, str) and absolute else None
+
+
+# --------------------------------------------------------------------------- writer lock
+_HELD: dict[tuple[str, int], int] = {}  # (lock path, thread id) -> depth: re-entry by the holder
+_HELD_GUARD = threading.Lock()
+
+
+@contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """The one lock every writer of the index folder ``folder`` holds, from before it reads the
+    current version until its new version is in place (see the module docstring). Re-entrant in
+    the holding thread (``build_index`` takes it, then ``write_index`` inside it); another
+    process or thread is refused at once with :class:`adah.utils.locks.LockBusy`."""
+    from adah.utils.locks import exclusive, lock_file_beside
+
+    path = lock_file_beside(Path(folder).absolute())
+    key = (str(path), threading.get_ident())
+    with _HELD_GUARD:
+        depth = _HELD.get(key, 0)
+        if depth:
+            _HELD[key] = depth + 1
+    if depth:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[key] -= 1
+        return
+    with exclusive(path, f"index {folder}"):
+        with _HELD_GUARD:
+            _HELD[key] = 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
+
+
 # --------------------------------------------------------------------------- atomic folder
 def _looks_like_index(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
+WRITTEN = frozenset({MANIFEST, META, OFFSETS, *CODE_FILES.values()})  # all an index folder ever holds
+
+
 def check_destination(out: Path, *, overwrite: bool = True) -> None:
-    """Refuse to replace a folder that is not an adah index (or any index when not ``overwrite``)."""
+    """Refuse to replace a folder that is not an adah index (or any index when not ``overwrite``),
+    an index folder holding anything adah did not write (a new version replaces the whole folder:
+    it would be lost), and a destination inside another index folder."""
+    out = Path(out)
+    inside = next((p for p in Path(os.path.abspath(out)).parents if _looks_like_index(p)), None)
+    if inside is not None:
+        raise AdahError(f"{out}: inside the index folder {inside}, which holds only what adah writes there; "
+                        "choose a folder outside it")
     if not out.exists():
         return
     if not out.is_dir():
         raise AdahError(f"{out}: exists and is not a folder; choose another --out")
     if _looks_like_index(out):
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise AdahError(f"{out}: the index folder also holds {shown}, which adah did not write; a new version "
+                            "replaces the whole folder, so move those out of it first (nothing was changed)")
         if not overwrite:
             raise AdahError(f"{out}: an index exists already; pass --force to replace it")
         return

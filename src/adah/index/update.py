@@ -17,7 +17,6 @@ manifest switches readers to it (:mod:`adah.index.milvus`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from dataclasses import dataclass
@@ -49,23 +48,6 @@ class UpdateResult:
     manifest: dict
 
 
-@contextlib.contextmanager
-def update_lock(folder: Path) -> Iterator[None]:
-    """One add/remove at a time per index: an exclusive lock on a file beside the folder (two
-    updates at once would each copy the old version and one would lose the other's items)."""
-    lock_path = folder.parent / f".{folder.name}.update.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AdahError(f"{folder}: another `adah index add/remove` is updating this index; try again when it "
-                            "has finished") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def _open_current(folder: Path):
     """The current version, verified (codes in memory, metadata memory-mapped), without a model."""
     from adah.index.core import Index
@@ -83,7 +65,22 @@ def _old_rows(index, keep: np.ndarray | None = None) -> Iterable[tuple[dict[str,
 
 
 def _history(manifest: dict, entry: dict) -> list[dict]:
-    return (list(manifest.get("updates") or []) + [entry])[-MAX_UPDATES_KEPT:]
+    """The manifest's ``updates`` plus ``entry``, which names the version it was made from
+    (``parent``: that version's manifest sha256)."""
+    return (list(manifest.get("updates") or []) + [{**entry, "parent": manifest.get("sha256")}])[-MAX_UPDATES_KEPT:]
+
+
+def _paths_for(manifest: dict, src: Path, out: Path) -> tuple[dict, dict]:
+    """The manifest's ``model`` and ``collection`` sections with their paths (checkpoint, image
+    root), as found from the index folder ``src``, recorded for the folder ``out`` (relative to
+    it and absolute: :func:`adah.index.store.record_path`; an index written before relative
+    paths gains them)."""
+    sections = []
+    for name, key in (("model", "checkpoint"), ("collection", "image_root")):
+        section = dict(manifest[name])
+        found = store.recorded_path(section, key, src)
+        sections.append(store.record_path(section, key, found, out) if found is not None else section)
+    return sections[0], sections[1]
 
 
 def _publisher(manifest: dict):
@@ -113,11 +110,12 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     if data is None or not str(data).strip():
         raise AdahError("--data: give the new items (a folder or list file in the folder format, or a dataset name)")
     store.read_manifest(folder)  # a clear error before taking the lock beside a folder that is not there
-    with update_lock(folder), _open_current(folder) as current:
+    with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         dev = resolve_device(device)
         net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
-        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split)
+        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
+        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen))
         modalities = current.modalities
         if "image" in modalities and not coll.data.has_images:
             raise AdahError(f"{data}: the new items have no images but the index holds image codes")
@@ -126,15 +124,14 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
                             f"model reads {config.model.text_dim}")
         if len(coll.rows) == 0:
             raise AdahError(f"{data}: no items to add")
-        old_coll = dict(manifest["collection"])
-        label_names = list(old_coll.get("label_names") or [])
+        label_names = list(manifest["collection"].get("label_names") or [])
         new_labels = list(coll.data.label_names) or [str(i) for i in range(coll.data.num_labels)]
         label_names += [name for name in new_labels if name not in label_names]
-        old_root = old_coll.get("image_root")
-        new_root = str(coll.image_root) if coll.image_root else None
+        model_section, old_coll = _paths_for(manifest, folder, folder)
+        old_coll["label_names"] = label_names
+        old_root, new_root = current.image_root, coll.image_root
         if old_root is None and new_root is not None:
-            old_coll["image_root"] = old_root = new_root
-        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
+            old_coll, old_root = store.record_path(old_coll, "image_root", new_root, folder), new_root
 
         def new_rows():
             for codes, records in encode_batches(net, coll, modalities, new_labels, dev, batch_size=batch_size,
@@ -146,7 +143,8 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
                                         "it first with `adah index remove`, or give the new item another id)")
                     seen.add(rid)
                     if rec.get("image") and new_root and new_root != old_root and not Path(rec["image"]).is_absolute():
-                        rec["image"] = str(Path(new_root) / rec["image"])
+                        # relative to the index's image root, so the index stays portable
+                        rec["image"] = Path(os.path.relpath(Path(new_root) / rec["image"], old_root)).as_posix()
                 yield codes, records
 
         def batches():
@@ -155,16 +153,31 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
 
         generation = int(manifest.get("generation") or 0) + 1
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        old_coll["label_names"] = label_names
         publish, target = _publisher(manifest)
         written = write_index(
-            folder, batches(), bits=current.bits, modalities=modalities, model=manifest["model"],
+            folder, batches(), bits=current.bits, modalities=modalities, model=model_section,
             collection=old_coll, vocabulary=manifest.get("vocabulary"), force=True, publish=publish,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "add", "count": len(coll.rows), "source": coll.source, "at": when})})
     if target is not None:
         target.drop_replaced(manifest.get("milvus"), written.get("milvus"))
     return UpdateResult(folder, len(coll.rows), 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+def read_ids_file(path: str | os.PathLike) -> list[str]:
+    """The item ids in a text file, one per line (surrounding blanks dropped, blank lines
+    skipped): removal by ids that contain a comma. AdahError naming the file when it cannot be
+    read or holds no id."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdahError(f"--ids-file {path}: cannot read it as UTF-8 text ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+    ids = [line.strip() for line in text.split("\n") if line.strip()]
+    if not ids:
+        raise AdahError(f"--ids-file {path}: no ids in it (expected one item id per line)")
+    return ids
 
 
 def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
@@ -181,7 +194,7 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
         raise AdahError(f"ids must be a non-empty list of non-empty strings, got {ids[:5]!r}")
     wanted = set(ids)
     store.read_manifest(folder)
-    with update_lock(folder), _open_current(folder) as current:
+    with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         if current._meta is None:
             raise AdahError(f"{folder}: the index has no metadata, so no ids to remove by")
@@ -197,9 +210,10 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
         generation = int(manifest.get("generation") or 0) + 1
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
         publish, target = _publisher(manifest)
+        model_section, collection = _paths_for(manifest, folder, folder)
         written = write_index(
             folder, _old_rows(current, keep), bits=current.bits, modalities=current.modalities,
-            model=manifest["model"], collection=manifest["collection"], vocabulary=manifest.get("vocabulary"),
+            model=model_section, collection=collection, vocabulary=manifest.get("vocabulary"),
             force=True, publish=publish,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "remove", "count": int(found.sum()), "at": when})})
@@ -224,9 +238,22 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
     if backend == "local" and (uri is not None or name is not None):
         raise AdahError("uri and collection name are for the milvus backend")
     store.read_manifest(src)
-    if src.resolve() == out.resolve():
+    a, b = src.resolve(), out.resolve()
+    if a == b:
         raise AdahError(f"{out}: the copy must go to another folder than its source")
-    store.check_destination(out, overwrite=force)
+    if a in b.parents or b in a.parents:
+        raise AdahError(f"{out}: the copy must go to a folder outside its source {src} (and not around it)")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(store.writer_lock(out))  # both locks before anything is read
+        stack.enter_context(store.writer_lock(src))
+        store.check_destination(out, overwrite=force)
+        written, target, old, generation = _copy_locked(src, out, backend, uri, name, index_type, nlist, force)
+    if target is not None:
+        target.drop_replaced(old, written.get("milvus"))
+    return UpdateResult(out, 0, 0, written["count"], generation, time.perf_counter() - t0, written)
+
+
+def _copy_locked(src: Path, out: Path, backend: str, uri, name, index_type: str, nlist: int, force: bool):
     target, old = None, None
     if backend == "milvus":
         from adah.index import milvus
@@ -237,15 +264,14 @@ def copy_index(index: str | os.PathLike, out: str | os.PathLike, *, backend: str
         manifest = current.manifest
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
         generation = int(manifest.get("generation") or 0)
+        model_section, collection = _paths_for(manifest, src, out)
         written = write_index(
-            out, _old_rows(current), bits=current.bits, modalities=current.modalities, model=manifest["model"],
-            collection=manifest["collection"], vocabulary=manifest.get("vocabulary"), force=force,
+            out, _old_rows(current), bits=current.bits, modalities=current.modalities, model=model_section,
+            collection=collection, vocabulary=manifest.get("vocabulary"), force=force,
             publish=target.publish if target is not None else None,
             extra={"generation": generation, "updates": _history(manifest, {
                 "op": "copy", "from": str(src.resolve()), "backend": backend, "at": when})})
-    if target is not None:
-        target.drop_replaced(old, written.get("milvus"))
-    return UpdateResult(out, 0, 0, written["count"], generation, time.perf_counter() - t0, written)
+    return written, target, old, generation
 
 
 __all__ = ["UpdateResult", "add_items", "copy_index", "remove_items"]
