@@ -54,7 +54,7 @@ def run(tmp_path_factory, runner):
 @pytest.fixture(scope="module")
 def evaluated(run, runner):
     out, _ = run
-    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--topk", "10"])
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--top-k", "10"])
     assert result.exit_code == 0, (result.output, result.exception)
     return out, result
 
@@ -183,7 +183,7 @@ def test_eval_subset_of_directions_and_custom_out(evaluated, runner, tmp_path):
     out, _ = evaluated
     full = json.loads((out / "eval.json").read_text())
     target = tmp_path / "only_t2i.json"
-    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--topk", "10",
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--top-k", "10",
                                  "--directions", "t2i", "--out", str(target)])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "T->I" in result.stdout and "I->T" not in result.stdout

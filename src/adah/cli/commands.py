@@ -10,10 +10,11 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import _friendly_errors, _parse_sets, app
+from adah.cli.common import DEVICE_HELP, _friendly_errors, _parse_sets, app
 from adah.utils.fileio import check_output_file, check_output_folder
 from adah.utils.locks import exclusive, lock_file_in
 
+QUIET_HELP = "No progress bars."
 PRESET_HELP = ("Replace G's settings by a preset: paper (the paper's literal G), salient_erase (the photo "
                "configs': erasing inside the object), adah (erasing over all cells) or attention_pool "
                "(scenes_demo's and wiki's).")
@@ -27,13 +28,14 @@ def run_folder_lock(out: Path):
 @app.command()
 @_friendly_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Folder for checkpoints, results.json and the PNGs."),
+    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Folder for checkpoints, results.json and the PNGs."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model (default: the scenes_demo config)."),
     seed: int = typer.Option(0, help="Seed for the data, the split and training."),
     num_items: Optional[int] = typer.Option(None, min=50, help="Scenes to generate (default 3000)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
-    """Generate the synthetic scenes, train ADAH and the no-attention variant, compare them."""
+    """Generate the synthetic scenes, train three models (ADAH with adah's default G, the
+    no-attention variant and ADAH with the paper's G), compare them."""
     from adah.recipes.demo import run_demo
 
     check_output_folder(out)
@@ -57,19 +59,19 @@ def demo(
 @_friendly_errors
 def train_cmd(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Path = typer.Option(Path("runs/train"), help="Run folder: config, split, metrics.jsonl, checkpoints."),
+    out: Path = typer.Option(Path("runs/train"), "-o", "--out", help="Run folder: config, split, metrics.jsonl, checkpoints."),
     epochs: Optional[int] = typer.Option(None, min=1),
     bits: Optional[int] = typer.Option(None, min=1),
     attention: Optional[str] = typer.Option(None, help="none | image | text | both"),
     seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's, auto)"),
     batch_size: Optional[int] = typer.Option(None, min=2),
     lr: Optional[float] = typer.Option(None),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Train a model; the best checkpoint by validation MAP is OUT/best.pt."""
     from adah.config import Config
@@ -103,11 +105,11 @@ def train_cmd(
 @_friendly_errors
 def ablation(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Path = typer.Option(Path("runs/ablation"), help="One run folder per variant, and ablation.json."),
+    out: Path = typer.Option(Path("runs/ablation"), "-o", "--out", help="One run folder per variant, and ablation.json."),
     epochs: Optional[int] = typer.Option(None, min=1),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
     from adah.experiments.ablation import run_ablation
@@ -127,20 +129,20 @@ def ablation(
 @app.command()
 @_friendly_errors
 def benchmark(
-    dataset: str = typer.Option("wiki", help="Dataset name (wiki, mirflickr25k, nuswide, iapr, folder, scenes)."),
+    dataset: str = typer.Option("wiki", "--data", help="Dataset name (wiki, mirflickr25k, nuswide, iapr, folder, scenes)."),
     config: Optional[str] = typer.Option(None, help="Config file or bundled name (default: the dataset's)."),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     bits: list[int] = typer.Option([16, 32, 64], help="Code lengths, e.g. --bits 16 32 64."),
-    seeds: int = typer.Option(3, min=1, help="Seeds per method and code length (mean and std)."),
+    seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per method and code length (mean and std)."),
     methods: list[str] = typer.Option(list(("adah", "none", "cca_itq", "scm_seq", "cmfh", "seph")),
                                       help="Methods, e.g. --methods adah none cca_itq."),
-    topk: Optional[int] = typer.Option(None, min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
+    topk: Optional[int] = typer.Option(None, "-k", "--top-k", min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
     split: Optional[Path] = typer.Option(None, help="A saved split.json to use instead of the protocol's."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default runs/benchmark-DATA)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
     (MAP mean +- std and the tie-aware value), results.json and PR curves."""
@@ -167,10 +169,11 @@ def benchmark(
 def eval_cmd(
     checkpoint: Path = typer.Option(..., help="A checkpoint written by adah train (best.pt)."),
     split: Optional[Path] = typer.Option(None, help="Split JSON (default: split.json beside the checkpoint)."),
-    topk: int = typer.Option(500, min=1, help="Also report MAP over the top K (the paper's Table 2 uses 500)."),
+    topk: int = typer.Option(500, "-k", "--top-k", min=1, help="Also report MAP over the top K (the paper's Table 2 uses 500)."),
     directions: str = typer.Option("i2t,t2i,i2i,t2t", help="Comma-separated subset of i2t,t2i,i2i,t2t."),
-    out: Optional[Path] = typer.Option(None, help="JSON file for the results (default: eval.json beside it)."),
-    device: str = typer.Option("cpu"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="JSON file for the results (default: eval.json "
+                                       "beside it)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     attention_png: Optional[Path] = typer.Option(None, help="Also draw the image attention masks of the first "
                                                  "queries over their photos into this PNG."),
     attention_count: int = typer.Option(6, min=1, help="Queries shown in --attention-png."),
@@ -218,20 +221,20 @@ def eval_cmd(
 @_friendly_errors
 def study(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/study-CONFIG)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default runs/study-CONFIG)."),
     variants: list[str] = typer.Option([], help="Variants of G, e.g. --variants paper erase adah (default: the "
                                                "study's standard list; 'none' is always added)."),
-    seeds: int = typer.Option(3, min=1, help="Seeds per variant and code length (mean and std)."),
+    seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per variant and code length (mean and std)."),
     bits: list[int] = typer.Option([32], help="Code lengths, e.g. --bits 16 32 64."),
     epochs: Optional[int] = typer.Option(None, min=1),
     jobs: int = typer.Option(1, min=1, help="Runs trained in parallel processes."),
     split: Optional[Path] = typer.Option(None, help="A saved split.json (default: the protocol's, saved in OUT)."),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's, auto)"),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
     finished_only: bool = typer.Option(False, help="Train nothing: tabulate the runs that have finished."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Variants of attention G x seeds x code lengths on one saved split, each run's epoch chosen
     by validation MAP: a Markdown table of test MAP next to `none`, the variant validation
@@ -279,7 +282,7 @@ def study_compare(
 @_friendly_errors
 def plot(
     run_dir: Path = typer.Argument(..., help="A run folder written by adah train (with metrics.jsonl)."),
-    out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN_DIR/training.png)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write (default RUN_DIR/training.png)."),
 ) -> None:
     """Draw a run's per-epoch diagnostics: loss terms, validation MAP, mask density, entropy of
     p, mask positions changed, G's gain per step (and object pixels attended on scenes)."""
@@ -309,7 +312,7 @@ def plot(
 def fit(
     photos: Path = typer.Argument(..., help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
                                   "text, optional labels and split), or the list file itself."),
-    out: Path = typer.Option(Path("runs/fit"), help="Folder for the feature caches, the model, fit.json and the index."),
+    out: Path = typer.Option(Path("runs/fit"), "-o", "--out", help="Folder for the feature caches, the model, fit.json and the index."),
     similarity: str = typer.Option("auto", help="auto | labels | pairs | both. auto: both (label overlap or the pair) "
                                    "when every item has labels, else pairs (the pairing alone)."),
     ignore_labels: bool = typer.Option(False, help="Never read labels (train from the pairs alone)."),
@@ -320,16 +323,17 @@ def fit(
     attention: str = typer.Option("none", help="none | image | text | both. none measured best here (README); text "
                                   "or both to see which words G keeps (search --explain)."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
-    force: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are reused)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are "
+                                   "reused)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """From a folder of captioned photos to a searchable index: features (cached), training,
     evaluation on held-out rows, index."""
     from adah.recipes.fit import fit_folder
 
     result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
-                        bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=force,
+                        bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=overwrite,
                         progress=not quiet)
     typer.echo(f"\ntrained on {result.num_items:,} items with similarity '{result.similarity}' "
                f"({', '.join(f'{k} {v}s' for k, v in result.seconds.items())})")

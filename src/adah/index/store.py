@@ -322,7 +322,7 @@ def check_destination(out: Path, *, overwrite: bool = True) -> None:
         raise AdahError(f"{out}: exists and is not a folder; choose another --out")
     if _looks_like_index(out):
         if not overwrite:
-            raise AdahError(f"{out}: an index exists already; pass --force to replace it")
+            raise AdahError(f"{out}: an index exists already; pass --overwrite (force=True in Python) to replace it")
         return
     if any(out.iterdir()):
         raise AdahError(f"{out}: a non-empty folder that is not an adah index; refusing to replace it")
