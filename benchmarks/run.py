@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench_search.py",  # exact top-100 over 1,000,000 64-bit codes: adah vs faiss IndexBinaryFlat, multi-hash recall
     "bench_extract.py",  # features extract end to end vs MobileNetV2's forward-only rate (default, channels_last)
     "bench_index_scale.py",  # 10,000,000 clustered codes: faiss flat, multi-hash, Milvus Lite BIN_FLAT / BIN_IVF_FLAT
+    "bench_cli_cold.py",  # adah search --text and adah serve in fresh processes vs a bare `import torch`
 ]
 
 if __name__ == "__main__":

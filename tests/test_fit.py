@@ -11,6 +11,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,22 +159,26 @@ def test_epoch_line_names_the_selection_metric_and_only_attended_masks():
     assert "mask I 0.50 |" in _format_record(r, "MAP", "I") and "mask I/T 0.50/1.00" in _format_record(r, "MAP", "IT")
 
 
-@pytest.fixture()
-def umask_027():
-    old = os.umask(0o027)
-    yield
-    os.umask(old)
-
-
 def _modes(out: Path) -> set[tuple[str, int]]:
     return {("dir" if p.is_dir() else "file", stat.S_IMODE(p.stat().st_mode)) for p in [out, *out.rglob("*")]}
 
 
-@pytest.mark.slow
-def test_fit_default_keeps_best_and_index_with_the_users_umask(photos, tmp_path, umask_027):
-    out = tmp_path / "fit"
-    res = CliRunner().invoke(app, ["fit", str(photos), "-o", str(out), *TINY])  # progress on: the epoch line
+@pytest.fixture(scope="module")
+def default_fit(photos, tmp_path_factory):
+    """``adah fit`` with its defaults (1 epoch, bow_mlp), progress on (the epoch line), umask 027."""
+    out = tmp_path_factory.mktemp("default") / "fit"
+    old = os.umask(0o027)
+    try:
+        res = CliRunner().invoke(app, ["fit", str(photos), "-o", str(out), *TINY])
+    finally:
+        os.umask(old)
     assert res.exit_code == 0, res.output
+    return out, res
+
+
+@pytest.mark.slow
+def test_fit_default_keeps_best_and_index_with_the_users_umask(default_fit):
+    out, res = default_fit
     assert "warning: only 2 held-out queries; a random ranking already scores R@5 1.000" in res.stderr
     assert "R@K is the share of them whose own photo" in res.stdout
     epoch = next(ln for ln in res.stdout.splitlines() if ln.startswith("epoch   1"))
@@ -183,6 +189,50 @@ def test_fit_default_keeps_best_and_index_with_the_users_umask(photos, tmp_path,
     fit = json.loads((out / "fit.json").read_text())
     assert (fit["attention"], fit["image_size"], fit["num_query"], len(fit["warnings"])) == ("image", 448, 2, 1)
     assert _modes(out) == {("dir", 0o750), ("file", 0o640)}  # training.png was 0600
+
+
+@pytest.mark.slow
+def test_text_search_loads_no_image_backbone(default_fit):
+    """A text query in a fresh process imports neither torchvision (the image backbone) nor
+    numba, matplotlib or fastapi; it answers as the index does in this process."""
+    out, _ = default_fit
+    code = ("import sys; from adah.cli import main; sys.argv = ['adah', 'search', '--index', sys.argv[1], '--text', "
+            "'a red square', '--json', '-k', '5']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torchvision', 'numba', 'matplotlib', 'fastapi', 'transformers') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "index")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 2, (proc.stdout, proc.stderr)
+    answer, loaded = proc.stdout.strip().splitlines()
+    assert loaded == "[]"
+    from adah.index import Index
+
+    with Index.load(out / "index") as index:
+        full = index.search_text("a red square", k=5)
+    assert [h["row"] for h in json.loads(answer)["hits"]] == [h.row for h in full.hits]
+
+
+@pytest.mark.slow
+def test_lazy_image_branch_is_the_checkpoints(default_fit, photos):
+    import torch
+
+    from adah.index import Index
+    from adah.index.build import model_fingerprint
+    from adah.training.checkpoint import LazyImageBranch, load_model
+
+    out, _ = default_fit
+    lazy = load_model(out / "best.pt", lazy_image=True)[0]
+    full = load_model(out / "best.pt")[0]
+    assert isinstance(lazy.image, LazyImageBranch) and lazy.has_image_branch
+    assert model_fingerprint(lazy) == model_fingerprint(full)
+    images = torch.randint(0, 255, (2, 3, 448, 448), dtype=torch.uint8)
+    assert torch.equal(lazy.encode_image(images), full.encode_image(images))  # built on first use
+    assert not isinstance(lazy.image, LazyImageBranch) and not lazy.image.training
+    assert model_fingerprint(lazy) == model_fingerprint(full)
+    with Index.load(out / "index") as index:  # an image query builds the branch through the index too
+        hits = index.search_image(photos / "images" / "00.png", k=3).hits
+    assert len(hits) == 3
 
 
 @pytest.mark.slow

@@ -545,7 +545,7 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     if model == "auto" and (not recorded or not path.is_file()):
         raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
                         "explicitly (--checkpoint / Index.load(..., model=PATH))")
-    net, cfg, payload = load_model(path, device)
+    net, cfg, payload = load_model(path, device, lazy_image=True)  # a text query never builds the image backbone
     got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
     if got != want:
         raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
