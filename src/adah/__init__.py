@@ -14,7 +14,9 @@ import importlib
 import importlib.machinery
 import sys as _sys
 
-__version__ = "0.1.0"
+from adah.utils.version import VERSION
+
+__version__ = VERSION
 
 # public name -> (module, attribute); attribute None: the module itself
 _EXPORTS: dict[str, tuple[str, str | None]] = {
@@ -27,7 +29,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "TrainConfig": ("adah.config", "TrainConfig"),
     "CrossModalData": ("adah.data", "CrossModalData"), "Split": ("adah.data", "Split"),
     "random_split": ("adah.data", "random_split"),
-    "load_dataset": ("adah.data.registry", "load_dataset"), "make_split": ("adah.data.registry", "make_split"),
+    "load_dataset": ("adah.features.dataset", "load_dataset"), "make_split": ("adah.data.registry", "make_split"),
     "ScenesConfig": ("adah.data.scenes", "ScenesConfig"), "make_scenes": ("adah.data.scenes", "make_scenes"),
     "Index": ("adah.index", "Index"), "SearchResult": ("adah.index", "SearchResult"),
     "build_index": ("adah.index", "build_index"),

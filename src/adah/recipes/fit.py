@@ -237,7 +237,7 @@ def fit_features(cfg: Config, *, device: str, progress: bool):
     """Make (or continue, or check) both feature caches, then load the data set that reads them."""
     from dataclasses import replace
 
-    from adah.data.registry import load_dataset
+    from adah.features.dataset import load_dataset
     from adah.features.image_cache import extract_features
 
     extract_features(cfg, cfg.data.options["features"], device=device, progress=progress)
