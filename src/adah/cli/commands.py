@@ -266,7 +266,7 @@ def study(
 @app.command("study-compare")
 @_friendly_errors
 def study_compare(
-    studies: list[Path] = typer.Argument(..., help="Study folders written by adah study (one per data set)."),
+    studies: list[Path] = typer.Argument(..., metavar="STUDIES", help="Study folders written by adah study (one per data set)."),
     bits: int = typer.Option(32, help="The code length to compare."),
     plot: Optional[Path] = typer.Option(None, help="Also write the gaps as a bar chart to this PNG."),
     absolute: bool = typer.Option(False, help="Also print the MAPs themselves (validation / test), not only the "
@@ -287,7 +287,7 @@ def study_compare(
 @app.command()
 @_friendly_errors
 def plot(
-    run_dir: Path = typer.Argument(..., help="A run folder written by adah train (with metrics.jsonl)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder written by adah train (with metrics.jsonl)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write (default RUN_DIR/training.png)."),
 ) -> None:
     """Draw a run's per-epoch diagnostics: loss terms, validation MAP, mask density, entropy of
@@ -313,8 +313,8 @@ def plot(
     typer.echo(f"wrote {png}")
 
 
-FAST_HELP = ("224 px photos, no attention, 30 epochs: the path before 0.2, about 4x less work per photo and "
-             "fewer epochs. Its cost in the study of G (docs/research/study-of-g.md: 32 bits, test MAP, "
+FAST_HELP = ("224 px photos, no attention, 30 epochs: what adah fit trained before it shipped the study's "
+             "recommendation; about 4x less work per photo and fewer epochs. Its cost in the study of G (docs/research/study-of-g.md: 32 bits, test MAP, "
              "224-px runs of 20 epochs): "
              "0.790 against the default's 0.858 on fashion_products (3,221 photos); on coco_mini (159) 0.620 "
              "against 0.587.")
@@ -323,7 +323,7 @@ FAST_HELP = ("224 px photos, no attention, 30 epochs: the path before 0.2, about
 @app.command()
 @_friendly_errors
 def fit(
-    photos: Path = typer.Argument(..., help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
+    photos: Path = typer.Argument(..., metavar="PHOTOS", help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
                                   "text, optional labels and split), or the list file itself."),
     out: Path = typer.Option(Path("runs/fit"), "-o", "--out", help="Folder for the feature caches, the model, "
                              "fit.json and the index."),
