@@ -13,6 +13,7 @@ import re
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -194,18 +195,33 @@ def test_fit_default_keeps_best_and_index_with_the_users_umask(default_fit):
 @pytest.mark.slow
 def test_text_search_loads_no_image_backbone(default_fit):
     """A text query in a fresh process imports neither torchvision (the image backbone) nor
-    numba, matplotlib or fastapi; it answers as the index does in this process."""
+    numba, matplotlib or fastapi, nor does the service answering one; the CLI answers as the
+    index does in this process."""
     out, _ = default_fit
-    code = ("import sys; from adah.cli import main; sys.argv = ['adah', 'search', '--index', sys.argv[1], '--text', "
-            "'a red square', '--json', '-k', '5']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torchvision', 'numba', 'matplotlib', 'fastapi', 'transformers') "
-            "if m in sys.modules))")
+    code = textwrap.dedent("""
+        import sys
+        from adah.cli import main
+        idx, heavy = sys.argv[1], ("torchvision", "numba", "matplotlib", "fastapi", "transformers")
+        sys.argv = ["adah", "search", "--index", idx, "--text", "a red square", "--json", "-k", "5"]
+        try:
+            main()
+        except SystemExit:
+            pass
+        cli = sorted(m for m in heavy if m in sys.modules)
+        from fastapi.testclient import TestClient
+        from adah.index import Index
+        from adah.serve import create_app
+        with Index.load(idx) as index, TestClient(create_app(index)) as client:
+            assert client.get("/api/health").json()["count"] == 24
+            assert len(client.post("/api/search/text", json={"text": "a red square", "k": 3}).json()["hits"]) == 3
+        print(cli, sorted(m for m in heavy[:3] if m in sys.modules))
+    """)
     proc = subprocess.run([sys.executable, "-c", code, str(out / "index")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 2, (proc.stdout, proc.stderr)
     answer, loaded = proc.stdout.strip().splitlines()
-    assert loaded == "[]"
+    assert loaded == "[] []"
     from adah.index import Index
 
     with Index.load(out / "index") as index:
