@@ -16,6 +16,7 @@ BENCHMARKS = [
     "bench_extract.py",  # features extract end to end vs MobileNetV2's forward-only rate (default, channels_last)
     "bench_index_scale.py",  # 10,000,000 clustered codes: faiss flat, multi-hash, Milvus Lite BIN_FLAT / BIN_IVF_FLAT
     "bench_serve_memory.py",  # adah serve's peak RSS above idle: 16 concurrent 36-MP uploads, 1,000 thumbnails
+    "bench_cli_cold.py",  # adah search --text and adah serve in fresh processes vs a bare `import torch`
 ]
 
 if __name__ == "__main__":

@@ -427,7 +427,7 @@ def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
 def test_study_out_that_is_a_file_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder")
-    result = CliRunner().invoke(app, ["study", "--config", "scenes_demo", "--out", str(blocker), "--seeds", "1"])
+    result = CliRunner().invoke(app, ["study", "--config", "scenes_demo", "--out", str(blocker), "--num-seeds", "1"])
     assert result.exit_code == 2 and "exists and is a file" in result.output
     assert "Traceback" not in result.output and blocker.read_text() == "not a folder"
 

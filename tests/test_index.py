@@ -349,7 +349,7 @@ def test_writes_are_atomic_and_never_clobber(ckpt, built, tmp_path, monkeypatch)
     out = tmp_path / "idx"
     build_index(ckpt, out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(AdahError, match="an index exists already; pass --force"):
+    with pytest.raises(AdahError, match="an index exists already; pass --overwrite"):
         build_index(ckpt, out, progress=False)
     # a build that fails half way leaves the old index as it was, and no staging folder
     calls = {"n": 0}

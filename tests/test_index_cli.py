@@ -39,7 +39,7 @@ def scenes_index(tmp_path_factory, runner):
     result = runner.invoke(app, [*TRAIN, "--out", str(base / "run")])
     assert result.exit_code == 0, (result.output, result.exception)
     out = base / "index"
-    result = runner.invoke(app, ["index", "build", "--model", str(base / "run" / "best.pt"), "--rows", "retrieval",
+    result = runner.invoke(app, ["index", "build", "--checkpoint", str(base / "run" / "best.pt"), "--rows", "retrieval",
                                  "--out", str(out), "--quiet"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "indexed 1,350 items (image, text codes, 32 bits)" in result.stdout
@@ -167,7 +167,7 @@ def test_errors_are_one_line(scenes_index, runner, tmp_path):
     assert "image.codes: checksum mismatch" in line
     line = _one_line_error(runner.invoke(app, ["index", "info", "--index", str(broken)]))
     assert "checksum mismatch" in line
-    line = _one_line_error(runner.invoke(app, ["index", "build", "--model", str(tmp_path / "none.pt"), "--out",
+    line = _one_line_error(runner.invoke(app, ["index", "build", "--checkpoint", str(tmp_path / "none.pt"), "--out",
                                                str(tmp_path / "x")]))
     assert "checkpoint not found" in line
 
@@ -192,7 +192,7 @@ def test_coco_mini_index_holds_real_photos_and_captions(tmp_path_factory, runner
     assert any(h["distance"] == 0 and h["image_path"] == str(photo.resolve()) for h in out["hits"])
     # without --data: the model's own folder dataset, here its query rows (coco's val photos)
     val = tmp_path_factory.mktemp("coco-val") / "index"
-    result = runner.invoke(app, ["index", "build", "--model", str(index.parent / "run" / "best.pt"), "--rows",
+    result = runner.invoke(app, ["index", "build", "--checkpoint", str(index.parent / "run" / "best.pt"), "--rows",
                                  "query", "--out", str(val), "--quiet"])
     assert result.exit_code == 0, (result.output, result.exception)
     out = _search(runner, "--index", str(val), "--text", "a cat", "-k", "200")

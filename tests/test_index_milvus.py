@@ -51,7 +51,7 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def on_milvus(ckpt, lite, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("index") / "idx"
-    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(out), "--quiet",
+    r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
                                  "--backend", "milvus", "--uri", str(lite), "--collection", "adah_test"])
     assert r.exit_code == 0, r.output
     return out
@@ -176,7 +176,7 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, lite, t
     shutil.copytree(on_milvus, copy)
     # another model's checkpoint for this index
     other = make_checkpoint(tmp_path / "other.pt", seed=7)
-    _one_line_error(["search", "--index", str(copy), "--text", "red_circle", "--model", str(other)],
+    _one_line_error(["search", "--index", str(copy), "--text", "red_circle", "--checkpoint", str(other)],
                     "differs from the index's")
     # the manifest pointing at collections of another model
     build_on_milvus(other, tmp_path / "other_idx", uri=lite, name="adah_other", progress=False)
@@ -194,9 +194,9 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, lite, t
     _one_line_error(["search", "--index", str(on_milvus), "--text", "x", "--uri", str(tmp_path / "none.db")],
                     "Milvus Lite file not found")
     # credentials never on the command line; BIN_IVF_FLAT needs a server
-    _one_line_error(["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
+    _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
                      "--uri", "http://me:secret@127.0.0.1:19530"], "must not hold credentials")
-    _one_line_error(["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
+    _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
                      "--uri", str(lite), "--index-type", "BIN_IVF_FLAT"], "supports BIN_FLAT only")
     assert not (tmp_path / "z").exists()
 
@@ -232,7 +232,7 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_collection_searchable(ckpt
     """Built in subprocesses on a Lite file of its own (one process may hold a Lite file)."""
     lite, out = tmp_path / "killed.db", tmp_path / "idx"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--model", str(ckpt), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--checkpoint", str(ckpt), "--out", str(out),
                         "--quiet", "--backend", "milvus", "--uri", str(lite), "--collection", "adah_killed"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -290,7 +290,7 @@ def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path)
     folder = make_folder(tmp_path / "photos")
     out = tmp_path / "idx"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--model", str(ckpt), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--checkpoint", str(ckpt), "--out", str(out),
                         "--data", str(folder), "--quiet", "--backend", "milvus", "--uri", str(tmp_path / "s.db")],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

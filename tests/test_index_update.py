@@ -100,7 +100,7 @@ def test_update_errors_are_one_line_and_change_nothing(base_index, ckpt, tmp_pat
          "would leave the index"),
         (["index", "add", "--index", str(tmp_path / "none"), "--data", str(folder)], "index not found"),
         (["index", "add", "--index", str(base_index), "--data", str(tmp_path / "missing")], "neither a dataset name"),
-        (["index", "add", "--index", str(base_index), "--data", str(folder), "--model",
+        (["index", "add", "--index", str(base_index), "--data", str(folder), "--checkpoint",
           str(make_checkpoint(tmp_path / "other.pt", seed=5))], "differs from the index's"),
     ]
     for args, needle in cases:

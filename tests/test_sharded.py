@@ -66,7 +66,7 @@ def test_two_processes_extract_the_same_cache_and_resume(tmp_path, weights):  # 
 def test_two_processes_build_the_same_index(tmp_path):
     ckpt = make_checkpoint(tmp_path / "model.pt", num_items=150)
     build_index(ckpt, tmp_path / "one", progress=False, batch_size=16)
-    out = _torchrun(["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "two"), "--batch-size", "16",
+    out = _torchrun(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "two"), "--batch-size", "16",
                      "--quiet"], tmp_path)
     assert out.count("indexed 150 items") == 1
     assert _files(tmp_path / "two", skip=("index.json",)) == _files(tmp_path / "one", skip=("index.json",))

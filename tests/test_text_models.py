@@ -93,7 +93,7 @@ def test_chinese_folder_dataset_trains_and_evaluates_from_the_cli(tmp_path):
     model, _, payload = load_model(tmp_path / "run" / "best.pt")
     vocab = text_vocabulary_of(payload)
     assert vocab.tokenizer == "chars" and {"猫", "狗", "鸟", "沙发", "草地"} <= set(vocab.tokens)
-    res = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--topk", "10"])
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--top-k", "10"])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["num_query"] == 12 and report["num_db"] == 60

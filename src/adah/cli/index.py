@@ -9,30 +9,29 @@ from typing import Optional
 
 import typer
 
-from adah.cli.common import _friendly_errors, _parse_sets, app
+from adah.cli.common import DEVICE_HELP, Typer, _friendly_errors, _parse_sets, app
 from adah.errors import AdahError
 from adah.utils.fileio import check_output_folder
 
-index_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                        help="Build and inspect binary-code indexes of a collection.")
+index_app = Typer(help="Build and inspect binary-code indexes of a collection.")
 
 
 @index_app.command("build")
 @_friendly_errors
 def build_cmd(
-    model: Path = typer.Option(..., help="A checkpoint written by adah train (best.pt)."),
-    out: Path = typer.Option(..., help="Index folder to write (atomically; see --force)."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint written by adah train (best.pt)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Index folder to write (atomically; see --overwrite)."),
     data: Optional[str] = typer.Option(None, help="What to index: a folder or list file in the folder format (e.g. "
                                        "../shared/data/coco_mini), or a dataset name; default: the model's dataset."),
     rows: str = typer.Option("all", help="all | query | retrieval | train | val (a part of the split)."),
     split: Optional[Path] = typer.Option(None, help="Split JSON for --rows (default: split.json beside the model)."),
     modalities: str = typer.Option("", help="image,text | image | text (default: every one available)."),
     batch_size: int = typer.Option(256, min=1, help="Items encoded per batch (bounds memory)."),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     set_: list[str] = typer.Option([], "--set", help="Data config values for a dataset name, e.g. "
                                    "--set data.num_items=500 (repeatable)."),
-    force: bool = typer.Option(False, help="Replace an existing index in OUT."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    overwrite: bool = typer.Option(False, help="Replace an existing index in OUT."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
     backend: str = typer.Option("local", help="local (codes searched in-process: faiss / numpy) | milvus (codes "
                                 "also in Milvus collections, searched there)."),
     uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file (runs/index.db) or http://HOST:19530 "
@@ -49,15 +48,15 @@ def build_cmd(
     check_output_folder(out)
     mods = tuple(m.strip() for m in modalities.split(",") if m.strip()) or None
     options = dict(data=data, rows=rows, split=split, modalities=mods, overrides=_parse_sets(set_) or None,
-                   batch_size=batch_size, device=device, force=force, progress=not quiet)
+                   batch_size=batch_size, device=device, force=overwrite, progress=not quiet)
     if backend == "milvus":
         from adah.index.milvus import build_on_milvus
 
-        result = build_on_milvus(model, out, uri=uri, name=collection, index_type=index_type, nlist=nlist, **options)
+        result = build_on_milvus(checkpoint, out, uri=uri, name=collection, index_type=index_type, nlist=nlist, **options)
     elif backend == "local":
         if uri is not None or collection is not None:
             raise AdahError("--uri and --collection are for --backend milvus")
-        result = build_index(model, out, **options)
+        result = build_index(checkpoint, out, **options)
     else:
         raise AdahError(f"--backend must be local or milvus, got {backend!r}")
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
@@ -91,16 +90,16 @@ def add_cmd(
     data: str = typer.Option(..., help="The new items: a folder or list file in the folder format, or a dataset name."),
     rows: str = typer.Option("all", help="all | query | retrieval | train | val (a part of the split)."),
     split: Optional[Path] = typer.Option(None, help="Split JSON for --rows."),
-    model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with; its "
-                                         "fingerprint must match)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with; "
+                                              "its fingerprint must match)."),
     batch_size: int = typer.Option(256, min=1, help="Items encoded per batch (bounds memory)."),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda | cuda:N"),
-    quiet: bool = typer.Option(False, help="No progress bar."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Encode new items with the index's own model and append them (ids must be new)."""
     from adah.index.update import add_items
 
-    result = add_items(index, data, rows=rows, split=split, model=model or "auto", batch_size=batch_size,
+    result = add_items(index, data, rows=rows, split=split, model=checkpoint or "auto", batch_size=batch_size,
                        device=device, progress=not quiet)
     typer.echo(f"added {result.added:,} items in {result.seconds:.1f}s: {result.count:,} items now "
                f"(generation {result.generation})")
@@ -131,7 +130,7 @@ def remove_cmd(
 @_friendly_errors
 def copy_cmd(
     index: Path = typer.Option(..., help="The index folder to copy (read and checksum-verified, not re-encoded)."),
-    out: Path = typer.Option(..., help="Index folder to write (atomically; see --force)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Index folder to write (atomically; see --overwrite)."),
     backend: str = typer.Option("local", help="local | milvus (the codes also in new Milvus collections)."),
     uri: Optional[str] = typer.Option(None, help="milvus: a Milvus Lite file or http://HOST:19530 (default "
                                       "$ADAH_MILVUS_URI); credentials only in $ADAH_MILVUS_TOKEN."),
@@ -139,14 +138,14 @@ def copy_cmd(
                                              "adah_<OUT folder name>_<hash of its path>)."),
     index_type: str = typer.Option("BIN_FLAT", help="milvus: BIN_FLAT (exact) | BIN_IVF_FLAT (a Milvus server only)."),
     nlist: int = typer.Option(1024, min=1, help="milvus BIN_IVF_FLAT: number of clusters."),
-    force: bool = typer.Option(False, help="Replace an existing index in OUT."),
+    overwrite: bool = typer.Option(False, help="Replace an existing index in OUT."),
 ) -> None:
     """Copy an index to another folder or backend without re-encoding (e.g. a local index onto Milvus)."""
     from adah.index.update import copy_index
 
     check_output_folder(out)
     result = copy_index(index, out, backend=backend, uri=uri, name=collection, index_type=index_type, nlist=nlist,
-                        force=force)
+                        force=overwrite)
     where = f" (codes on Milvus at {result.manifest['milvus']['uri']})" if result.manifest.get("milvus") else ""
     typer.echo(f"copied {result.count:,} items in {result.seconds:.1f}s to {result.path}{where}")
 
@@ -160,11 +159,11 @@ def search(
     index: Path = typer.Option(..., help="An index folder written by adah index build."),
     text: Optional[str] = typer.Option(None, help="A text query (finds images by default)."),
     image: Optional[Path] = typer.Option(None, help="An image file as the query (finds texts by default)."),
-    k: int = typer.Option(10, "-k", "--k", min=1, help="How many results."),
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="How many results."),
     target: Optional[str] = typer.Option(None, help="image | text: which codes to search (default: the other "
                                          "modality)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    model: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="The checkpoint (default: the one the index was built with)."),
     backend: str = typer.Option("auto", help="auto (milvus for an index built on Milvus, else faiss) | faiss | numpy "
                                 "(exact, identical) | multihash (approximate) | milvus."),
     uri: Optional[str] = typer.Option(None, help="milvus: the Milvus URI (default $ADAH_MILVUS_URI, else the one "
@@ -173,7 +172,7 @@ def search(
     nhash: Optional[int] = typer.Option(None, min=1, help="multihash: number of hash tables (substrings)."),
     hash_bits: Optional[int] = typer.Option(None, min=1, help="multihash: bits per substring (b)."),
     nflip: Optional[int] = typer.Option(None, min=0, help="multihash: bits flipped when probing (default 1)."),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     explain: bool = typer.Option(False, help="Text query: show which words the text attention keeps, in [brackets] "
                                  "(word-level text encoders such as minilm)."),
 ) -> None:
@@ -191,7 +190,7 @@ def search(
     if text is not None:  # bytes that were not UTF-8 in argv arrive as lone surrogates: make them U+FFFD
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     options.update({k: v for k, v in (("uri", uri), ("nprobe", nprobe)) if v is not None})
-    with Index.load(index, model=model or "auto", backend=backend, device=device, **options) as loaded:
+    with Index.load(index, model=checkpoint or "auto", backend=backend, device=device, **options) as loaded:
         if text is not None:
             result = loaded.search_text(text, k=k, target=target or "image", explain=explain)
         else:

@@ -73,8 +73,8 @@ def serve(
         raise AdahError("give --checkpoint once (--model is its old name)")
     loaded = Index.load(index, model=checkpoint or model or "auto")
     sock = bind(host, port)
-    info = loaded.info()
-    typer.echo(f"index {index}: {info.get('count', len(loaded))} items, {info.get('bits')} bits")
+    # not loaded.info(): it reads the image input size, which builds the image branch a text query never needs
+    typer.echo(f"index {index}: {len(loaded)} items, {loaded.bits} bits")
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     typer.echo(f"serving http://{shown}:{sock.getsockname()[1]}/ (Ctrl+C to stop)")
     server = uvicorn.Server(uvicorn.Config(create_app(loaded, limits=limits), log_level=log_level,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from adah.utils.fileio import user_file_mode
+
 
 def _figure():
     import matplotlib
@@ -23,6 +25,7 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.fchmod(fd, user_file_mode())  # mkstemp makes 0600
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")

@@ -165,6 +165,11 @@ def evaluate_codes(
     return report
 
 
+def validation_metric(similarity: str, labels: np.ndarray) -> str:
+    """The name of what :func:`validation_scores` returns for this similarity and these labels."""
+    return "MAP" if similarity != "pairs" and has_labels(labels) else "mean R@1/5/10"
+
+
 def validation_scores(query: Codes, db: Codes, directions: tuple[str, ...], similarity: str = "labels") -> dict[str, float]:
     """The model-selection score per direction: MAP of ``query`` against ``db`` when training
     uses labels (``similarity`` labels or both) and they exist; else, when training uses the

@@ -106,7 +106,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
     if unknown:
         raise AdahError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
     if seeds < 1 or not bits or any(b <= 0 for b in bits):
-        raise AdahError("--seeds must be >= 1 and --bits positive integers")
+        raise AdahError("--num-seeds (seeds=) must be >= 1 and --bits positive integers")
     out = Path(out_dir)
     data = load_dataset(config.data)
     directions = ("i2t", "t2i") if data.has_images else ("t2t",)

@@ -27,7 +27,7 @@ import numpy as np
 
 from adah.errors import AdahError
 from adah.models.minilm import DEFAULT_MAX_TOKENS, ENCODER, SentenceTokens, minilm_path, weights_id
-from adah.utils.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text, user_file_mode
 
 FORMAT = "adah-text-token-cache"
 VERSION = 1
@@ -84,6 +84,7 @@ def text_token_cache(texts: list[str], folder: str | os.PathLike, *, max_tokens:
     tokens, pieces = SentenceTokens(max_tokens).embed(texts, batch_size=batch_size, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{TOKENS_FILE}.", suffix=".tmp")
+    os.fchmod(fd, user_file_mode())  # mkstemp makes 0600
     os.close(fd)
     try:
         with open(tmp, "wb") as f:

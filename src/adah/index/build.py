@@ -42,7 +42,9 @@ def model_fingerprint(model: ADAH) -> str:
     (names, dtypes, shapes, bytes): two models share it only when they encode identically."""
     h = hashlib.sha256()
     h.update(store.canonical_json(dataclasses.asdict(model.cfg)))
-    for name, tensor in sorted(model.state_dict().items()):
+    state = dict(model.state_dict())
+    state.update(getattr(model.image, "pending_state", None) or {})  # an image branch not built yet (text queries)
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -546,11 +546,11 @@ def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, v
     if model == "auto" and (recorded is None or not path.is_file()):
         raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
                         "explicitly (--checkpoint / Index.load(..., model=PATH))")
-    net, cfg, payload = load_model(path, device)
+    net, cfg, payload = load_model(path, device, lazy_image=True)  # a text query never builds the image backbone
     got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
     if got != want:
         raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
-                        "another model (or other weights); rebuild it with `adah index build --model` this checkpoint")
+                        "another model (or other weights); rebuild it from this checkpoint (adah index build --checkpoint)")
     saved = text_vocabulary_of(payload, str(path))
     if saved is not None and vocab is not None and saved.tokens != vocab.tokens:
         raise AdahError(f"{path}: its text vocabulary differs from the one stored in the index {folder}")

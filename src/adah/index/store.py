@@ -425,7 +425,7 @@ def check_destination(out: Path, *, overwrite: bool = True) -> None:
             raise AdahError(f"{out}: the index folder also holds {shown}, which adah did not write; a new version "
                             "replaces the whole folder, so move those out of it first (nothing was changed)")
         if not overwrite:
-            raise AdahError(f"{out}: an index exists already; pass --force to replace it")
+            raise AdahError(f"{out}: an index exists already; pass --overwrite (force=True in Python) to replace it")
         return
     if any(out.iterdir()):
         raise AdahError(f"{out}: a non-empty folder that is not an adah index; refusing to replace it")

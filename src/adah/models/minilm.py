@@ -4,7 +4,6 @@ extra). :mod:`adah.features.text_cache` caches its embeddings of a collection's 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +50,9 @@ class SentenceTokens:
 
     def _load(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never ask the hub
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            path = minilm_path()
-            import logging
+            from adah.models.minilm_torch import load_minilm  # plain torch: transformers costs as much as torch
 
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-            logging.getLogger("transformers").setLevel(logging.ERROR)
-            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self._model = AutoModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
-            self._model.requires_grad_(False)
+            self._model, self._tokenizer = load_minilm(minilm_path(), self.device)
         return self._model, self._tokenizer
 
     def pieces(self, text: str) -> list[str]:

@@ -5,6 +5,14 @@ G's maximisation (:mod:`adah.training.trainer`: resume, checkpoints, per-epoch d
     from adah.training import train, Trainer, TrainResult
 """
 
-from adah.training.trainer import TrainResult, Trainer, train
-
 __all__ = ["TrainResult", "Trainer", "train"]
+
+
+def __getattr__(name: str):
+    """The trainer (and the metrics it imports, numba's among them) loads on first use, so that
+    ``adah.training.checkpoint`` (loading a model to search with) does not import it."""
+    if name in __all__:
+        from adah.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'adah.training' has no attribute {name!r}")

@@ -125,15 +125,59 @@ def config_of(payload: dict, source: str = "checkpoint") -> Config:
     return config.override(missing) if missing else config
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ADAH, Config, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               lazy_image: bool = False) -> tuple[ADAH, Config, dict]:
     """Rebuild the model a checkpoint describes, load its weights; returns (model in eval mode,
-    config, raw payload)."""
+    config, raw payload). ``lazy_image``: the image branch (its backbone: torchvision) is built
+    on first use (:class:`LazyImageBranch`), so that a text query never pays for it."""
     payload = load_checkpoint(path)
     config = config_of(payload, str(path))
     # the weights come from the checkpoint: never fetch pretrained backbone weights again
-    model = build_model(dataclasses.replace(config.model, image_weights=None), config.attention)
+    cfg = dataclasses.replace(config.model, image_weights=None)
+    lazy = lazy_image and cfg.has_image_branch
+    state = payload["model"]
+    if lazy:
+        text_only = dataclasses.replace(cfg, image_backbone="none", attention="text" if cfg.text_attention else "none")
+        model = build_model(text_only, config.attention)
+        state = {k: v for k, v in state.items() if not k.startswith(LazyImageBranch.PREFIX)}
+    else:
+        model = build_model(cfg, config.attention)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise AdahError(f"{path}: weights do not fit the model its config describes: {exc}") from None
+    if lazy:
+        model.cfg = cfg
+        model.image = LazyImageBranch(model, cfg, config.attention, payload["model"])
     return model.to(device).eval(), config, payload
+
+
+class LazyImageBranch:
+    """Stands in for a loaded model's image branch until it is used: the first attribute read or
+    call builds the branch, loads its weights, puts it in the model (on the model's device and
+    mode) and answers from it. ``pending_state``: its weights meanwhile (``image.*`` keys), which
+    :func:`adah.index.build.model_fingerprint` counts as the model's."""
+
+    PREFIX = "image."
+
+    def __init__(self, owner: ADAH, cfg, attention, state: dict) -> None:
+        self._owner, self._cfg, self._attention = owner, cfg, attention
+        self.pending_state = {k: v for k, v in state.items() if k.startswith(self.PREFIX)}
+
+    def materialise(self) -> torch.nn.Module:
+        from adah.models.adah import ImageBranch
+
+        owner = self._owner
+        branch = ImageBranch(self._cfg, self._attention)
+        branch.load_state_dict({k[len(self.PREFIX):]: v for k, v in self.pending_state.items()})
+        param = next(owner.parameters(), None)
+        branch.to(param.device if param is not None else "cpu").train(owner.training)
+        del owner.__dict__["image"]  # a plain attribute until now; the branch becomes a submodule
+        owner.image = branch
+        return branch
+
+    def __getattr__(self, name: str):
+        return getattr(self.materialise(), name)
+
+    def __call__(self, *args, **kwargs):
+        return self.materialise()(*args, **kwargs)

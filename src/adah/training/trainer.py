@@ -31,7 +31,7 @@ from adah.errors import AdahError
 from adah.models.gates import GATES
 from adah.models.parts import check_parts
 from adah.utils.distributed import DistContext, wrap_model
-from adah.evaluation.retrieval import encode_sharded, validation_scores
+from adah.evaluation.retrieval import encode_sharded, validation_metric, validation_scores
 from adah.utils.fileio import atomic_write_text
 from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
@@ -128,6 +128,8 @@ class Trainer:
         self.adv_terms = adversarial_terms(self.config)
         # model selection: mean validation MAP of I->T and T->I (T->T for a text-only model)
         self.val_directions = ("i2t", "t2i") if self.config.model.has_image_branch else ("t2t",)
+        self.val_metric = validation_metric(self.config.loss.similarity, data.labels)
+        self.attended = "I" * self.config.model.image_attention + "T" * self.config.model.text_attention
         self.min_params = self.model.hashing_parameters()
         self.opt_min = torch.optim.Adam(self.min_params, lr=tc.lr, betas=tuple(tc.betas),
                                         weight_decay=tc.weight_decay)
@@ -363,7 +365,7 @@ class Trainer:
             if main:
                 self._append_log(record)
                 if tc.progress:
-                    tqdm.write(_format_record(record))
+                    tqdm.write(_format_record(record, self.val_metric, self.attended))
                 self.save_resumable()
         if not math.isfinite(self.best_val_map):  # no validation rows: the last epoch is the model
             self.best_epoch, self.best_val_map = self.epoch, float("nan")
@@ -552,17 +554,21 @@ def normalised_entropy(probs: torch.Tensor, gate: str) -> float:
     return GATES.get(gate).entropy(probs)
 
 
-def _format_record(r: dict) -> str:
+def _format_record(r: dict, metric: str = "MAP", attended: str = "IT") -> str:
+    """One epoch's line: ``metric`` names the validation score that selects best.pt; the mask
+    density is shown for the ``attended`` branches (I, T) only."""
     parts = [f"epoch {r['epoch']:3d}", f"objective {r.get('objective', float('nan')):.4f}"]
     for k in ADV_TERMS:
         if k in r:
             parts.append(f"{k} {r[k]:.4f}")
-    parts.append(f"mask I/T {r.get('mask_image', 1):.2f}/{r.get('mask_text', 1):.2f}")
+    masks = {"I": r.get("mask_image", 1), "T": r.get("mask_text", 1)}
+    if attended:
+        parts.append(f"mask {'/'.join(attended)} " + "/".join(f"{masks[b]:.2f}" for b in attended))
     if "g_gain" in r:
         parts.append(f"G gain {r['g_gain']:+.4f}")
     if "val_map" in r:
         dirs = [d for d in ("i2t", "t2i", "t2t") if f"val_map_{d}" in r]
-        parts.append("val MAP " + " ".join(f"{d.replace('2', '->').upper()} {r[f'val_map_{d}']:.4f}" for d in dirs))
+        parts.append(f"val {metric} (selects best.pt) " + " ".join(f"{d.replace('2', '->').upper()} {r[f'val_map_{d}']:.4f}" for d in dirs))
     parts.append(f"{r['seconds']:.1f}s")
     return " | ".join(parts)
 

@@ -17,7 +17,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        os.fchmod(fd, user_file_mode())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -72,6 +72,12 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
     if blocker is not None:
         raise AdahError(f"{what} {path}: cannot write here, {blocker} is a file, not a folder")
     return path
+
+
+def user_file_mode() -> int:
+    """The mode a new file gets under the user's umask (0644 under the usual 022): for files made
+    by ``tempfile.mkstemp`` (always 0600) before they are renamed into place."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:
