@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ MEMORY_BUDGET = 8 << 30  # bytes of pooled vectors (float32) the fast path may h
 BATCH = 256  # items per batch of the one pass over the cache
 
 
-def fast_path_reason(trainer: "Trainer") -> str | None:
+def fast_path_reason(trainer: Trainer) -> str | None:
     """Why training cannot run D on precomputed pooled vectors (None: it can)."""
     cfg, model, data = trainer.config, trainer.model, trainer.data
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "off", "false", "no"):
@@ -78,7 +79,7 @@ def fast_path_reason(trainer: "Trainer") -> str | None:
     return None
 
 
-def pooled_shape(trainer: "Trainer") -> tuple[int, ...]:
+def pooled_shape(trainer: Trainer) -> tuple[int, ...]:
     """The shape of one pooled part of one item: what ``backbone.pool`` gives for one map (G's
     parts are pooled maps with ``model.mask_position='after_pool'``, and pooled after G otherwise)."""
     _, c, h, w = trainer.data.images.shape
@@ -151,7 +152,7 @@ class Precomputed:
     (computed on first use), the dataset view over them (:attr:`data`) and the model over them
     (:attr:`net`)."""
 
-    def __init__(self, trainer: "Trainer") -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.rows = np.union1d(trainer.split.train, trainer.split.val).astype(np.int64)
         self._data: PooledData | None = None
@@ -210,7 +211,7 @@ class Precomputed:
         return again
 
 
-def plan(trainer: "Trainer") -> Precomputed | None:
+def plan(trainer: Trainer) -> Precomputed | None:
     """The trainer's fast path, or None (with the reason) when it does not apply; says which path
     is taken (printed with ``train.progress``, and ``training_path.json`` in the run folder)."""
     reason = fast_path_reason(trainer)
