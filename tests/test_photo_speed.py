@@ -107,3 +107,79 @@ def test_fast_path_is_off_on_pixels(tmp_path, cache, monkeypatch):
     data = load_dataset(cfg.data)
     trainer = Trainer(cfg, data, make_split(cfg.data, len(data)), tmp_path / "run")
     assert trainer.fast is None and "not cached backbone maps" in trainer.training_path["reason"]
+
+
+# --------------------------------------------------------------------------- the compact cache
+@pytest.fixture(scope="module")
+def compact(tmp_path_factory) -> tuple[Config, Path]:
+    """A MobileNetV2 cache (random weights with trained-looking BatchNorm statistics) of 120
+    scenes at 64 px: format version 3, the 320-channel maps before the last 1x1 conv."""
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(1)
+    net = mobilenet_v2(weights=None)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    root = tmp_path_factory.mktemp("compact")
+    torch.save(net.state_dict(), root / "mobilenet_v2-test.pth")
+    cfg = config(root / "mobilenet_v2-test.pth", None, **{
+        "model.image_backbone": "mobilenet_v2", "model.image_size": 64, "data.options": {"image_size": 64}})
+    extract_features(cfg, root / "cache", batch_size=32, progress=False)
+    return cfg, root / "cache"
+
+
+def test_compact_cache_reads_back_the_maps_of_the_whole_backbone(compact):
+    from adah.features.image_cache import HEAD_FILE, read_header, without_cache
+
+    cfg, folder = compact
+    header = read_header(folder)
+    assert header["version"] == 3 and header["shape"] == [N, 320, 2, 2] and header["head"]["channels"] == 1280
+    assert (folder / HEAD_FILE).is_file()
+    per_item = (folder / "maps.npy").stat().st_size / N
+    assert per_item == pytest.approx(320 * 2 * 2 * 2, abs=2)  # a quarter of 1280 channels (plus the .npy header)
+    cache = FeatureCache(folder)
+    assert cache.shape == (N, 1280, 2, 2) and cache.dtype == np.float32
+    backbone = build_backbone(cfg.model).eval()
+    pixels = torch.from_numpy(load_dataset(without_cache(cfg.data)).images[:40])
+    with torch.no_grad():
+        direct = backbone.features(backbone.preprocess(pixels)).numpy()
+    read = cache[np.arange(40)]
+    scale = np.abs(direct).max()
+    assert scale > 0.05 and (read != 0).mean() > 0.2
+    error = np.abs(read - direct).max() / scale
+    assert error < 2e-3, error  # float16 rounding of the 320-channel maps (float16's step is 1e-3 of a value)
+
+
+def test_an_old_cache_still_reads_and_a_changed_head_is_refused(compact, tmp_path):
+    from adah.features.image_cache import HEAD_FILE, CacheDamaged, chunk_digest, read_header
+
+    cfg, folder = compact
+    maps = FeatureCache(folder)[np.arange(N)]
+    old = tmp_path / "v2"
+    old.mkdir()
+    np.save(old / "maps.npy", maps.astype(np.float16))  # version 2: the 1280-channel maps themselves
+    header = read_header(folder)
+    header.update(version=2, shape=[N, 1280, 2, 2], chunk_sha256=[chunk_digest(maps[s : s + 32].astype(np.float16))
+                                                                   for s in range(0, N, 32)])
+    del header["head"]
+    (old / "header.json").write_text(json.dumps(header))
+    np.testing.assert_array_equal(FeatureCache(old)[np.arange(N)], maps.astype(np.float16).astype(np.float32))
+    assert extract_features(cfg, old, progress=False).already_complete  # left alone, not refused
+    header["version"] = 1
+    (old / "header.json").write_text(json.dumps(header))
+    with pytest.raises(Exception, match="rebuild it with adah features extract --overwrite"):
+        FeatureCache(old)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("maps.npy", "header.json"):
+        (damaged / name).write_bytes((folder / name).read_bytes())
+    state = torch.load(folder / HEAD_FILE, weights_only=True)
+    state["0.weight"] = state["0.weight"] * 1.01
+    torch.save(state, damaged / HEAD_FILE)
+    with pytest.raises(CacheDamaged, match="does not match its checksum"):
+        FeatureCache(damaged)
+    (damaged / HEAD_FILE).unlink()
+    with pytest.raises(CacheDamaged, match="missing"):
+        FeatureCache(damaged)

@@ -38,7 +38,11 @@ from adah.errors import AdahError
 from adah.utils.fileio import atomic_write_text
 
 FORMAT = "adah-feature-cache"
-VERSION = 2  # 2: the dataset is identified by its images alone (images_fingerprint)
+# 2: the dataset is identified by its images alone (images_fingerprint); 3: a backbone may keep its last
+# block out of the stored maps (``head``), applied when the cache is read. Version 2 caches are still read.
+VERSION = 3
+READ_VERSIONS = (2, 3)
+HEAD_FILE = "head.pt"  # the state dict of the block applied when reading (version 3, ``head`` not null)
 HEADER_FILE = "header.json"
 MAPS_FILE = "maps.npy"
 BATCHES_FILE = "batches.done"  # sharded runs: one byte per batch, 1 once its rows are flushed
@@ -49,7 +53,22 @@ FEATURES_OPTION = "features"  # data.options key naming a cache folder
 LAYERS = {"vgg19": "conv5_4", "cnn_f": "conv5", "mobilenet_v2": "features (last 1x1 conv, before pooling)"}
 #: header fields that must agree for a rerun to continue a cache (``done`` and ``complete`` may differ)
 IDENTITY_KEYS = ("format", "version", "backbone", "layer", "weights_id", "features_sha256", "image_size", "shape",
-                 "dtype", "dataset", "batch_size", "device", "torch")
+                 "dtype", "dataset", "batch_size", "device", "torch", "head")
+
+
+def _mobilenet_v2_head() -> torch.nn.Module:
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    return Conv2dNormActivation(320, 1280, kernel_size=1, norm_layer=torch.nn.BatchNorm2d,
+                                activation_layer=torch.nn.ReLU6)
+
+
+#: backbones whose cache stores the maps before the last block of their ``features`` (a module of
+#: the layout the builder returns) and applies that block when read: MobileNetV2's last 1x1 conv
+#: (+ BatchNorm + ReLU6) widens 320 channels to 1280, so the cache is 4x smaller (122.5 KB a photo
+#: at 448 px in float16) and the maps read back are those of the whole ``features`` up to float16
+#: rounding of the narrower maps
+COMPACT_HEADS = {"mobilenet_v2": _mobilenet_v2_head}
 
 
 CHUNKS_KEY = "chunk_sha256"
@@ -194,9 +213,11 @@ def read_header(folder: str | os.PathLike) -> dict:
         raise AdahError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise AdahError(f"{path}: not an adah feature cache header (field 'format' should be {FORMAT!r})")
-    if header.get("version") != VERSION:
-        raise AdahError(f"{path}: feature cache version {header.get('version')!r}, this adah reads {VERSION}; "
-                        "rebuild it with adah features extract --overwrite")
+    if header.get("version") not in READ_VERSIONS:
+        raise AdahError(f"{path}: feature cache version {header.get('version')!r}, this adah reads "
+                        f"{' and '.join(map(str, READ_VERSIONS))}; rebuild it with adah features extract --overwrite")
+    if header["version"] == 2:
+        header.setdefault("head", None)  # version 2 stored the maps of the whole features
     missing = [k for k in (*IDENTITY_KEYS, "done", "complete") if k not in header]
     if missing:
         raise AdahError(f"{path}: missing field(s) {missing}")
@@ -213,6 +234,45 @@ def _identity_diff(old: dict, new: dict) -> list[str]:
 
 
 
+# --------------------------------------------------------------------------- head
+def head_info(backbone: str, head: torch.nn.Module, channels: int) -> dict:
+    """The header's ``head`` field for the block ``head`` of ``backbone``, kept out of the stored
+    maps: where its weights are, their digest, and the channels of the maps it gives."""
+    return {"module": f"{backbone} features[-1]", "file": HEAD_FILE, "sha256": state_digest(head),
+            "channels": int(channels)}
+
+
+def save_head(folder: Path, head: torch.nn.Module) -> None:
+    """Write the head's state dict into ``folder`` (atomically: a temporary file, then a rename)."""
+    tmp = folder / f".{HEAD_FILE}.tmp"
+    torch.save({k: v.detach().cpu() for k, v in head.state_dict().items()}, tmp)
+    os.replace(tmp, folder / HEAD_FILE)
+
+
+def load_head(folder: Path, header: dict) -> torch.nn.Module | None:
+    """The block the header's ``head`` names, with its saved weights, in eval mode; None for a
+    cache without one. CacheDamaged when the file is missing, unreadable or not the one recorded."""
+    info = header.get("head")
+    if info is None:
+        return None
+    build = COMPACT_HEADS.get(header["backbone"])
+    path = folder / str(info.get("file", HEAD_FILE))
+    if build is None:
+        raise AdahError(f"{folder / HEADER_FILE}: a head for backbone {header['backbone']!r}, which this adah does "
+                        f"not split; {_rebuild_hint(folder)}")
+    head = build()
+    try:
+        head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except FileNotFoundError:
+        raise CacheDamaged(f"{path}: missing, but {HEADER_FILE} names it; {_rebuild_hint(folder)}") from None
+    except Exception as exc:  # noqa: BLE001 - an unreadable or mismatched file is a damaged cache
+        raise CacheDamaged(f"{path}: not the head's weights ({str(exc).splitlines()[0]}); "
+                           f"{_rebuild_hint(folder)}") from None
+    if state_digest(head) != info.get("sha256"):
+        raise CacheDamaged(f"{path}: does not match its checksum in {HEADER_FILE}; {_rebuild_hint(folder)}")
+    return head.eval().requires_grad_(False)
+
+
 # --------------------------------------------------------------------------- reading
 class FeatureCache(LazyImages):
     """A finished cache opened read-only: an (N, C, h, w) float32 array whose rows are read from
@@ -227,20 +287,23 @@ class FeatureCache(LazyImages):
         if not header["complete"]:
             raise AdahError(f"{self.path}: the feature cache is incomplete ({header['done']} of {header['shape'][0]} "
                             "rows); run adah features extract again to finish it")
-        self._shape = tuple(int(s) for s in header["shape"])
-        if len(self._shape) != 4:
-            raise AdahError(f"{self.path / HEADER_FILE}: field 'shape' must be (N, C, h, w), found {self._shape}")
+        stored = tuple(int(s) for s in header["shape"])
+        if len(stored) != 4:
+            raise AdahError(f"{self.path / HEADER_FILE}: field 'shape' must be (N, C, h, w), found {stored}")
         self._maps, self._pid, self._verified = None, None, set()
         check_maps_file(self.path, header)  # size and .npy header: a truncated file is refused here
         maps = self._memmap()
-        if maps.shape != self._shape or maps.dtype != STORE_DTYPE:
-            raise AdahError(f"{self.path / MAPS_FILE}: expected {STORE_DTYPE} {self._shape} as {HEADER_FILE} says, "
+        if maps.shape != stored or maps.dtype != STORE_DTYPE:
+            raise AdahError(f"{self.path / MAPS_FILE}: expected {STORE_DTYPE} {stored} as {HEADER_FILE} says, "
                             f"found {maps.dtype} {maps.shape}")
         chunks = header.get(CHUNKS_KEY)
         self._bs = int(header["batch_size"])
-        if chunks is not None and len(chunks) != -(-self._shape[0] // self._bs):
-            raise CacheDamaged(f"{self.path / HEADER_FILE}: {len(chunks)} chunk checksums for {self._shape[0]} rows "
+        if chunks is not None and len(chunks) != -(-stored[0] // self._bs):
+            raise CacheDamaged(f"{self.path / HEADER_FILE}: {len(chunks)} chunk checksums for {stored[0]} rows "
                                f"in batches of {self._bs}; {_rebuild_hint(self.path)}")
+        self._head = load_head(self.path, header)  # None: the stored maps are the backbone's maps
+        channels = int(header["head"]["channels"]) if self._head is not None else stored[1]
+        self._shape = (stored[0], channels, *stored[2:])
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.path)!r}, {self.header['backbone']}, shape={self.shape})"
@@ -262,10 +325,15 @@ class FeatureCache(LazyImages):
             self._verified.update(todo)
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         block = maps[lo:hi] if hi - lo == len(rows) else maps[rows]  # only these rows leave the disk
-        return block.astype(np.float32)
+        block = block.astype(np.float32)
+        if self._head is None:
+            return block
+        with torch.inference_mode():  # the stored maps through the backbone's last block
+            return self._head(torch.from_numpy(block)).numpy()
 
-    def _identity(self) -> bytes:
-        return json.dumps({k: self.header[k] for k in IDENTITY_KEYS if k not in ("batch_size",)},
+    def _identity(self) -> bytes:  # a version-2 header (no head) names the data as it did before version 3
+        h = self.header
+        return json.dumps({k: h[k] for k in IDENTITY_KEYS if k != "batch_size" and not (k == "head" and h[k] is None)},
                           sort_keys=True).encode()
 
     def __getstate__(self) -> dict:

@@ -26,24 +26,9 @@ from adah.config import Config, DataConfig
 from adah.data.base import CrossModalData
 from adah.errors import AdahError
 from adah.features.cache_format import (
-    BATCHES_FILE,
-    CHUNKS_KEY,
-    DEFAULT_BATCH_SIZE,
-    FORMAT,
-    HEADER_FILE,
-    LAYERS,
-    MAPS_FILE,
-    STORE_DTYPE,
-    VERSION,
-    _identity_diff,
-    _write_header,
-    check_maps_file,
-    chunk_digest,
-    read_header,
-    state_digest,
-    verify_cache,
-    weights_identity,
-    without_cache,
+    BATCHES_FILE, CHUNKS_KEY, COMPACT_HEADS, DEFAULT_BATCH_SIZE, FORMAT, HEADER_FILE, IDENTITY_KEYS, LAYERS, MAPS_FILE, STORE_DTYPE,
+    VERSION, _identity_diff, _write_header, check_maps_file, chunk_digest, head_info, read_header, save_head,
+    state_digest, verify_cache, weights_identity, without_cache,
 )
 from adah.utils.locks import exclusive, lock_file_in
 from adah.utils.progress import progress_bar
@@ -140,8 +125,6 @@ def extract_features(
             raise AdahError(f"backbone {model_cfg.image_backbone!r} gives feature vectors, not conv maps; a feature "
                             "cache is for pixel backbones (vgg19, mobilenet_v2, small_cnn, ...)")
         backbone = backbone.to(dev).eval().requires_grad_(False)
-        with torch.no_grad():
-            probe = backbone.features(backbone.preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=dev)))
         n = len(data)
         old = None
         if (out / HEADER_FILE).is_file():
@@ -152,28 +135,52 @@ def extract_features(
                     raise
             if verify and old is not None and not overwrite:
                 verify_cache(out)
-        header = {
-            "format": FORMAT, "version": VERSION, "backbone": model_cfg.image_backbone,
-            "layer": LAYERS.get(model_cfg.image_backbone, "features"), "weights": model_cfg.image_weights,
-            "weights_id": weights_identity(model_cfg.image_backbone, model_cfg.image_weights),
-            "features_sha256": state_digest(backbone.features), "image_size": int(backbone.input_size),
-            "shape": [n, *map(int, probe.shape[1:])], "dtype": STORE_DTYPE.name,
-            "dataset": {"name": data.name, "images_fingerprint": data.image_fingerprint(), "num_items": n,
-                        "image_shape": [int(s) for s in data.images.shape[1:]]},
-            "batch_size": int(batch_size or (old or {}).get("batch_size") or DEFAULT_BATCH_SIZE),
-            "device": dev.type, "torch": torch.__version__, "done": 0, "complete": n == 0,
-        }
+        header = _new_header(model_cfg, backbone, data, dev,
+                             int(batch_size or (old or {}).get("batch_size") or DEFAULT_BATCH_SIZE))
         if ctx.enabled or (out / BATCHES_FILE).is_file():
             return _extract_sharded(ctx, out, header, old, overwrite, data, backbone, dev, progress, max_batches)
         opened = _open_for_writing(out, header, old, overwrite)
         if opened is None:
             return ExtractResult(out, old, 0, 0.0, already_complete=True)
+        _save_head_of(out, header, backbone)
         mm, header["done"] = opened
         header["complete"] = header["done"] == n
         header[CHUNKS_KEY] = _written_chunks(mm, header, old)
         new_rows, seconds = _fill(mm, header, out, data, backbone, dev, progress, max_batches)
         del mm
     return ExtractResult(out, header, new_rows, seconds)
+
+
+def _new_header(model_cfg, backbone, data: CrossModalData, dev: torch.device, batch_size: int) -> dict:
+    """The header of a new cache of ``data`` by ``backbone`` (``done`` 0). A backbone of
+    :data:`COMPACT_HEADS` stores the maps before its last block (``head``, applied when read)."""
+    name, n = model_cfg.image_backbone, len(data)
+    compact = name in COMPACT_HEADS
+    with torch.no_grad():
+        x = backbone.preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=dev))
+        probe = _stored_features(backbone, compact)(x)
+        channels = int(backbone.features[-1](probe).shape[1]) if compact else 0
+    return {
+        "format": FORMAT, "version": VERSION, "backbone": name, "layer": LAYERS.get(name, "features"),
+        "weights": model_cfg.image_weights, "weights_id": weights_identity(name, model_cfg.image_weights),
+        "features_sha256": state_digest(backbone.features), "image_size": int(backbone.input_size),
+        "shape": [n, *map(int, probe.shape[1:])], "dtype": STORE_DTYPE.name,
+        "dataset": {"name": data.name, "images_fingerprint": data.image_fingerprint(), "num_items": n,
+                    "image_shape": [int(s) for s in data.images.shape[1:]]},
+        "batch_size": batch_size, "device": dev.type, "torch": torch.__version__, "done": 0, "complete": n == 0,
+        "head": head_info(name, backbone.features[-1], channels) if compact else None,
+    }
+
+
+def _stored_features(backbone, compact: bool) -> torch.nn.Module:
+    """What the cache stores: ``backbone.features``, or all of it but its last block (``compact``)."""
+    return backbone.features[:-1] if compact else backbone.features
+
+
+def _save_head_of(out: Path, header: dict, backbone) -> None:
+    """Write the weights of the block kept out of the stored maps, when the header names one."""
+    if header.get("head") is not None:
+        save_head(out, backbone.features[-1])
 
 
 def _written_chunks(mm, header: dict, old: dict | None) -> list[str]:
@@ -210,6 +217,7 @@ def _extract_sharded(ctx, out: Path, header: dict, old: dict | None, overwrite: 
             if opened is None:
                 status[0] = 1
             else:
+                _save_head_of(out, header, backbone)
                 mm, done = opened
                 del mm
                 if not had_flags or flags.stat().st_size != num_batches:
@@ -279,6 +287,9 @@ def _open_for_writing(out: Path, header: dict, old: dict | None, overwrite: bool
     for a new cache or with ``overwrite``; None when ``old`` is this cache, complete. Refuses a
     different cache unless ``overwrite``."""
     maps = out / MAPS_FILE
+    if old is not None and not overwrite and old["complete"] and _older_format_of(old, header):
+        check_maps_file(out, old)  # a complete cache of an older format is still read: left alone
+        return None
     if old is not None and not overwrite:
         diff = _identity_diff(old, header)
         if diff:
@@ -304,6 +315,16 @@ def _open_for_writing(out: Path, header: dict, old: dict | None, overwrite: bool
     mm = np.lib.format.open_memmap(maps, mode="w+", dtype=STORE_DTYPE, shape=tuple(header["shape"]))
     _write_header(out, header)
     return mm, 0
+
+
+#: header fields in which a cache of an older format version differs from the same cache now
+FORMAT_KEYS = ("version", "head", "shape")
+
+
+def _older_format_of(old: dict, header: dict) -> bool:
+    """True when ``old`` is the cache ``header`` describes in an older format version."""
+    return old["version"] < header["version"] and all(
+        old.get(k) == header.get(k) for k in IDENTITY_KEYS if k not in FORMAT_KEYS)
 
 
 def _fill(mm, header: dict, out: Path, data: CrossModalData, backbone, dev: torch.device, progress: bool,
@@ -335,7 +356,7 @@ def _compute(mm, starts: list[int], n: int, bs: int, header: dict, data: CrossMo
     CPUs and GPUs; same values up to float rounding, identical from run to run)."""
     read = lambda s: np.ascontiguousarray(data.images[s : min(s + bs, n)])
     bar = progress_bar(total=n, initial=initial, unit="img", desc=f"features {header['backbone']}", disable=not progress)
-    features = backbone.features.to(memory_format=torch.channels_last)
+    features = _stored_features(backbone, header.get("head") is not None).to(memory_format=torch.channels_last)
     t0, new_rows = time.perf_counter(), 0
     with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
         pending = [pool.submit(read, s) for s in starts[:DECODE_THREADS]]

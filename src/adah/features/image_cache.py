@@ -1,9 +1,16 @@
 """Feature cache: a frozen backbone's conv maps, computed once per dataset and read back row by row.
 
-A cache is a folder with two files:
+The format, its checks and the reader are :mod:`adah.features.cache_format`; writing a cache is
+:mod:`adah.features.extraction`; this module gathers both (the names other code imports).
+
+A cache is a folder with two files (three for MobileNetV2):
 
 * ``maps.npy``: (N, C, h, w) float16, a standard ``.npy`` file written through
-  ``np.lib.format.open_memmap`` (``np.load(path, mmap_mode="r")`` reads it);
+  ``np.lib.format.open_memmap`` (``np.load(path, mmap_mode="r")`` reads it); for MobileNetV2
+  (format version 3) the 320-channel maps before its last 1x1 conv, and ``head.pt`` that block's
+  weights (1x1 conv, BatchNorm, ReLU6), applied when the cache is read, so the cache gives the
+  1280-channel maps of the whole ``features`` at a quarter of the bytes (122.5 KB a photo at 448
+  px); version 2 caches (the 1280-channel maps themselves) are still read;
 * ``header.json``: format version, backbone, layer, weights (as asked and as identified:
   file name + sha256 prefix), digest of the conv weights, image size the backbone saw, shape,
   dtype, images fingerprint and dataset size, batch size, device type, torch version, and the progress:
@@ -32,35 +39,12 @@ and :meth:`FeatureCache.fit_model_config` checks the model uses the same backbon
 from __future__ import annotations
 
 from adah.features.cache_format import (  # noqa: F401 - the cache's format, integrity checks and reader
-    BATCHES_FILE,
-    CHUNKS_KEY,
-    DEFAULT_BATCH_SIZE,
-    FEATURES_OPTION,
-    FORMAT,
-    HEADER_FILE,
-    IDENTITY_KEYS,
-    LAYERS,
-    MAPS_FILE,
-    STORE_DTYPE,
-    VERSION,
-    CacheDamaged,
-    FeatureCache,
-    _file_identity,
-    attach_cache,
-    check_maps_file,
-    chunk_digest,
-    read_header,
-    state_digest,
-    verify_cache,
-    weights_identity,
+    BATCHES_FILE, CHUNKS_KEY, COMPACT_HEADS, DEFAULT_BATCH_SIZE, FEATURES_OPTION, FORMAT, HEAD_FILE, HEADER_FILE,
+    IDENTITY_KEYS, LAYERS, MAPS_FILE, READ_VERSIONS, STORE_DTYPE, VERSION, CacheDamaged, FeatureCache, _file_identity,
+    attach_cache, check_maps_file, chunk_digest, load_head, read_header, state_digest, verify_cache, weights_identity,
     without_cache,
 )
-from adah.features.extraction import (  # noqa: F401 - writing a cache
-    DECODE_THREADS,
-    ExtractResult,
-    deterministic,
-    extract_features,
-)
+from adah.features.extraction import DECODE_THREADS, ExtractResult, deterministic, extract_features  # noqa: F401
 
 __all__ = ["CacheDamaged", "ExtractResult", "FeatureCache", "attach_cache", "extract_features", "read_header",
            "state_digest", "verify_cache", "weights_identity", "without_cache"]
