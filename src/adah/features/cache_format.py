@@ -130,6 +130,7 @@ def verify_cache(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     header = read_header(folder)
     check_maps_file(folder, header)
+    load_head(folder, header)  # the block applied when reading (format 3), checked against its digest
     if header.get(CHUNKS_KEY) is None:
         return header
     expected = -(-int(header["done"]) // int(header["batch_size"]))
