@@ -40,7 +40,9 @@ def chain(tmp_path_factory) -> dict:
 def test_cache_holds_mobilenet_maps_of_every_photo(chain):
     cfg, cache_dir = chain["cfg"], chain["tmp"] / "cache"
     header = read_header(cache_dir)
-    assert header["shape"] == [159, 1280, 14, 14] and header["complete"] and header["image_size"] == 448
+    # format 3: the 320-channel maps before MobileNetV2's last 1x1 conv, applied when read (adah.features.cache_format)
+    assert header["shape"] == [159, 320, 14, 14] and header["complete"] and header["image_size"] == 448
+    assert header["head"]["channels"] == 1280 and FeatureCache(cache_dir).shape == (159, 1280, 14, 14)
     assert header["weights_id"].startswith("mobilenet_v2-b0353104.pth#sha256:b0353104")
     assert "159 images in" in chain["out"]["extract"] and "images/s" in chain["out"]["extract"]
     from adah.models.adah import build_backbone

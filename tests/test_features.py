@@ -175,10 +175,10 @@ def test_a_cache_of_other_data_or_weights_is_refused_unless_overwritten(tmp_path
     old_version = tmp_path / "v1"
     old_version.mkdir()
     (old_version / "header.json").write_text(json.dumps({**read_header(reference), "version": 1}))
-    with pytest.raises(AdahError, match="feature cache version 1, this adah reads 2; rebuild it"):
+    with pytest.raises(AdahError, match="feature cache version 1, this adah reads 2 and 3; rebuild it"):
         extract_features(scenes_config(weights), old_version, progress=False)
     rebuilt = extract_features(scenes_config(weights), old_version, progress=False, overwrite=True)
-    assert rebuilt.complete and rebuilt.header["version"] == 2
+    assert rebuilt.complete and rebuilt.header["version"] == 3
     assert (old_version / "maps.npy").read_bytes() == (reference / "maps.npy").read_bytes()
     with pytest.raises(AdahError, match="pretrained backbone weights"):
         extract_features(scenes_config(weights, **{"model.image_weights": None}), tmp_path / "r", progress=False)

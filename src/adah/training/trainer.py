@@ -10,6 +10,7 @@ losses by term, mask density, learning rate, validation MAP), ``last.pt`` and ``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from adah.models.parts import check_parts
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_metric, validation_scores
 from adah.utils.fileio import atomic_write_text
+from adah.training import precomputed
 from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
@@ -144,6 +146,11 @@ class Trainer:
         self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
         self.probe_rows = probe_rows(split)  # fixed rows whose masks are watched from epoch to epoch
         self.probe_masks: dict[str, np.ndarray] = {}  # their masks at the last epoch end
+        # the fast path (adah.training.precomputed): D over pooled parts computed once per item, or None
+        self.fast = precomputed.plan(self)  # also sets self.training_path (which path, and why)
+        if self.fast is not None:
+            self.net = self.fast.net
+            self.probe_diagnostics = functools.partial(self.fast.probe_diagnostics, self.probe_diagnostics)
 
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
@@ -156,7 +163,7 @@ class Trainer:
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return batch_tensors(self.data, idx, self.device)
+        return batch_tensors(self.fast.data if self.fast else self.data, idx, self.device)
 
     def is_max_step(self, step: int) -> bool:
         """A G step: after ``attention.warmup_epochs``, the last ``steps_max`` of each cycle."""
@@ -273,8 +280,9 @@ class Trainer:
         if len(self.split.val) == 0:
             return {}
         kw = {"device": self.device, "batch_size": 256}
-        q = encode_sharded(self.model, self.data, self.split.val, self.dist, **kw)
-        db = encode_sharded(self.model, self.data, self.split.train, self.dist, **kw)
+        model, data = (self.fast.net, self.fast.data) if self.fast else (self.model, self.data)
+        q = encode_sharded(model, data, self.split.val, self.dist, **kw)
+        db = encode_sharded(model, data, self.split.train, self.dist, **kw)
         return validation_scores(q, db, self.val_directions, self.config.loss.similarity)
 
     def run_epoch(self) -> dict:
@@ -339,6 +347,10 @@ class Trainer:
             if self.data.text_vocabulary is not None:  # what query text is encoded with later
                 self.data.text_vocabulary.save(self.run_dir / "vocabulary.json")
             atomic_write_text(self.run_dir / "metrics.jsonl", "")
+        if main:
+            atomic_write_text(self.run_dir / "training_path.json", json.dumps(self.training_path, indent=2) + "\n")
+            if tc.progress:
+                tqdm.write(f"training path: {self.training_path['path']} ({self.training_path['reason']})")
         passes = self.passes_per_epoch()
         if passes > 1 and tc.progress and main:
             tqdm.write(f"train.min_steps {tc.min_steps}: {passes} passes over the {len(self.split.train)} training "
@@ -396,7 +408,7 @@ class Trainer:
         masks: dict[str, list] = {}
         probs: dict[str, list] = {}
         for start in range(0, len(self.probe_rows), 256):
-            images, texts, _ = self._batch(self.probe_rows[start : start + 256])
+            images, texts, _ = batch_tensors(self.data, self.probe_rows[start : start + 256], self.device)
             outs = {}
             if self.config.model.image_attention and images is not None:
                 outs["image"] = self.model.image.attend(images)
