@@ -289,3 +289,32 @@ def test_config_reference_is_generated_from_the_dataclasses():
     actual = (ROOT / "docs" / "config-reference.md").read_text()
     assert actual == expected, ("docs/config-reference.md is stale: run "
                                 "PYTHONPATH=src python docs/tools/gen_config_reference.py")
+
+
+# ---- links between the pages -------------------------------------------------------------------
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file, plus explicit <a id="..."> ones."""
+    text = path.read_text()
+    heads = re.findall(r"^#+\s+(.*)$", text, flags=re.M)
+    return ({re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+            | set(re.findall(r'<a id="([^"]+)"', text)))
+
+
+def test_links_between_pages_resolve():
+    problems = []
+    for path in DOC_FILES:
+        text = path.read_text()
+        for m in re.finditer(r"\]\(([^)\s]+)\)", text):
+            link = m.group(1)
+            if re.match(r"^[a-z]+:", link):
+                continue
+            target, _, anchor = link.partition("#")
+            file = (path.parent / target).resolve() if target else path
+            where = f"{path.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}"
+            if not file.exists():
+                problems.append(f"{where}: no file {link}")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
+                problems.append(f"{where}: no heading #{anchor} in {file.relative_to(ROOT)}")
+    assert not problems, "broken links:\n" + "\n".join(problems)
