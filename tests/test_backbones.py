@@ -18,7 +18,7 @@ def test_registry_lists_and_refuses_duplicates():
     assert {"small_cnn", "vgg19"} <= set(list_backbones())
     with pytest.raises(ValueError, match="already registered"):
         register_backbone("small_cnn")(lambda **kw: None)
-    with pytest.raises(AdahError, match="unknown image backbone 'alexnet'.*small_cnn"):
+    with pytest.raises(AdahError, match="model.image_backbone must be one of .*small_cnn.*got 'alexnet'"):
         get_backbone("alexnet")
 
 
@@ -113,8 +113,8 @@ def test_adah_on_vgg19_attends_over_14x14_conv5_4_positions():
 def test_checkpoint_rebuild_never_fetches_pretrained_weights(monkeypatch):
     """A config that asked for DEFAULT weights is rebuilt with weights=None when loading."""
     calls = []
-    original = backbones._BACKBONES["small_cnn"]
-    monkeypatch.setitem(backbones._BACKBONES, "small_cnn", lambda **kw: calls.append(kw["weights"]) or original(
+    original = backbones.BACKBONES.get("small_cnn")
+    monkeypatch.setitem(backbones.BACKBONES._entries, "small_cnn", lambda **kw: calls.append(kw["weights"]) or original(
         **{**kw, "weights": None}))
     import dataclasses
 

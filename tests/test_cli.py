@@ -18,7 +18,8 @@ from adah.training.checkpoint import load_model, payload_digest
 from adah.cli import app
 from adah.config import Config
 from adah.data.base import Split
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.retrieval import encode
 from adah.evaluation.metrics import mean_average_precision

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.data.base import Split
-from adah.data.registry import load_dataset
+from adah.features.dataset import load_dataset
 from adah.features.image_cache import FeatureCache, read_header, without_cache
 from serve_support import coco_mobilenet_run, needs_coco
 

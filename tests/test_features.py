@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from adah.cli import app
 from adah.config import Config, ModelConfig
 from adah.data.base import CrossModalData, validate_arrays
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.features.image_cache import (
     FeatureCache, attach_cache, extract_features, read_header, weights_identity, without_cache,

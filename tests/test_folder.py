@@ -14,7 +14,8 @@ from PIL import Image
 
 from adah.config import DataConfig
 from adah.data.folder import FileImages, read_folder, split_from_column
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.data.vocab import Vocabulary, tokenize
 from adah.errors import AdahError
 

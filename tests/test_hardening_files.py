@@ -230,7 +230,7 @@ COCO = (ROOT / ".." / "shared" / "data" / "coco_mini").resolve()
 def test_a_bundled_configs_cache_is_turned_off_from_the_command_line(raw, tmp_path):
     from adah.cli.common import _parse_sets
     from adah.config import Config
-    from adah.data.registry import load_dataset
+    from adah.features.dataset import load_dataset
 
     base = Config.load("scenes_demo").override({"data.num_items": 60, "data.options.features": str(tmp_path / "no")})
     with pytest.raises(AdahError, match=r"no feature cache at .*--set data.options.features=null"):
@@ -246,7 +246,7 @@ def test_coco_mini_without_its_bundled_cache(tmp_path):
     from adah.cli.common import _parse_sets
     from adah.config import Config
     from adah.data.folder import FileImages
-    from adah.data.registry import load_dataset
+    from adah.features.dataset import load_dataset
 
     for raw in ("null", '""'):
         cfg = Config.load("coco_mini").override({"data.root": str(COCO.parent),

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from adah.training.checkpoint import save_checkpoint
-from adah.data.registry import load_dataset
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.retrieval import encode
 from adah.index import (FORMAT_VERSION, ImageQueryError, Index, IndexFormatError, QueryError, UnknownWordsError,

@@ -160,7 +160,8 @@ def test_pairs_only_training_on_unlabelled_rows(tmp_path):
     """A folder with no labels at all trains with loss.similarity=pairs (labels mode refuses it),
     validation scores recall, the checkpoint evaluates with recall@K and no MAP."""
     from adah.config import Config
-    from adah.data.registry import load_dataset, make_split
+    from adah.data.registry import make_split
+    from adah.features.dataset import load_dataset
     from adah.evaluation.checkpoint_eval import evaluate_checkpoint
     from adah.training.trainer import train
 

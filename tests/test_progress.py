@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+
+from adah.features.dataset import load_dataset
 from adah.utils.progress import SummaryLine, progress_bar
 from adah.training.trainer import train
 from conftest import tiny_config

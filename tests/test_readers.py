@@ -16,7 +16,8 @@ from adah.config import DataConfig
 from adah.data.base import CrossModalData, Split
 from adah.data.dcmh import DCMH_SPECS, DCMHSpec, mat_variables, read_dcmh, read_mat
 from adah.data.lazy import H5Images
-from adah.data.registry import PROTOCOLS, load_dataset, make_split, resolve_data_root
+from adah.data.registry import PROTOCOLS, make_split, resolve_data_root
+from adah.features.dataset import load_dataset
 from adah.data.wiki import WIKI_CLASSES, read_wiki
 from adah.errors import AdahError
 

@@ -85,7 +85,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a[k], b[k]), k
     ma, _, _ = load_model(whole / "best.pt")
     mb, _, _ = load_model(broken / "best.pt")
-    from adah.data.registry import load_dataset
+    from adah.features.dataset import load_dataset
 
     cfg = load_model(whole / "best.pt")[1]
     data = load_dataset(cfg.data)

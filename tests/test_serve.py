@@ -268,7 +268,8 @@ def test_cli_errors_are_one_line(tmp_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scenes_client(tmp_path_factory):
     """A 1-epoch scenes model whose attention is on text only; scenes' images live in arrays."""
-    from adah.data.registry import load_dataset, make_split
+    from adah.data.registry import make_split
+    from adah.features.dataset import load_dataset
     from adah.index import build_index
     from adah.training.trainer import train
 

@@ -157,7 +157,7 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
-from adah.features.text_cache import SentenceTokens
+from adah.models.minilm import SentenceTokens
 arr, pieces = SentenceTokens(max_tokens=8).embed(["a dog on a bed", "snowboarding"])
 print(json.dumps({"attempts": attempts, "shape": list(arr.shape), "pieces": pieces,
                   "padding_zero": bool((arr[1, 2:] == 0).all()), "norm": float(abs(arr[0, :5]).sum())}))

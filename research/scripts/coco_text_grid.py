@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from adah.config import Config  # noqa: E402
-from adah.data.registry import load_dataset, make_split  # noqa: E402
+from adah.data.registry import make_split  # noqa: E402
+from adah.features.dataset import load_dataset
 from adah.evaluation.retrieval import encode, evaluate_codes, random_recall  # noqa: E402
 from adah.features.image_cache import extract_features  # noqa: E402
 from adah.recipes.fit import fit_config  # noqa: E402

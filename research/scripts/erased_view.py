@@ -30,7 +30,7 @@ import torch
 
 from adah.training.checkpoint import load_model
 from adah.data.base import Split
-from adah.data.registry import load_dataset
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.metrics import mean_average_precision
 from adah.models.hashing import binarize

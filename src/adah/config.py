@@ -34,11 +34,12 @@ class ModelConfig:
     text_dim: int = 0
     text_hidden: tuple[int, ...] = (8192, 1000)  # E_T: BoW -> 8192 -> 1000
     dropout: float = 0.0
-    text_encoder: str = "bow_mlp"  # E for text: bow_mlp (the paper) | minilm (needs data.options.text_features)
+    text_encoder: str = "bow_mlp"  # E for text, a name in TEXT_ENCODERS: bow_mlp (the paper) | minilm (needs data.options.text_features)
 
     def validate(self) -> None:
-        if self.text_encoder not in ("bow_mlp", "minilm"):
-            raise AdahError(f"model.text_encoder must be 'bow_mlp' or 'minilm', got {self.text_encoder!r}")
+        if not isinstance(self.text_encoder, str) or not self.text_encoder:
+            raise AdahError(f"model.text_encoder must be a name in adah.models.text_encoders.TEXT_ENCODERS, "
+                            f"got {self.text_encoder!r}")
         if self.bits <= 0:
             raise AdahError(f"model.bits must be a positive integer, got {self.bits}")
         if self.attention not in ATTENTION_VARIANTS:

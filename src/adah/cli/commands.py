@@ -74,7 +74,8 @@ def train_cmd(
     """Train a model; the best checkpoint by validation MAP is OUT/best.pt."""
     from adah.config import Config
     from adah.data.base import Split
-    from adah.data.registry import load_dataset, make_split
+    from adah.data.registry import make_split
+    from adah.features.dataset import load_dataset
     from adah.training.similarity import with_label_policy
     from adah.training.trainer import train
 

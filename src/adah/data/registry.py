@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ import numpy as np
 from adah.config import DataConfig
 from adah.data.base import CrossModalData, Split, random_split
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 
-DATASETS = ("scenes", "mirflickr25k", "nuswide", "iapr", "wiki", "folder")
 ENV_DATA_ROOT = "ADAH_DATA"
 DEFAULT_DATA_ROOT = Path("..") / "shared" / "data"
 
@@ -48,19 +49,25 @@ class Protocol:
     fixed: bool = False
 
 
-#: The DCMH protocol per dataset; None: sizes from the DataConfig (or, for ``folder``, the
-#: list file's split column).
-PROTOCOLS: dict[str, Protocol | None] = {
-    "scenes": None,
-    "mirflickr25k": Protocol(num_query=2000, num_train=10000),
-    "nuswide": Protocol(num_query=2100, num_train=10500),
-    "iapr": Protocol(num_query=2000, num_train=10000),
-    "wiki": Protocol(num_query=693, num_train=2173, fixed=True),
-    "folder": None,
-}
 
-# options naming the MiniLM token cache (load_dataset), not read by the readers
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset reader: ``read(cfg, options)`` -> CrossModalData, with ``options`` the reader's
+    options (a copy of data.options without the split and cache options); ``protocol`` its split."""
+
+    name: str
+    read: Callable[[DataConfig, dict], CrossModalData]
+    protocol: Protocol | None = None
+
+
+#: Every dataset reader, by ``data.name``; add one with ``DATASETS.add(name, DatasetSpec(...))``.
+DATASETS: Registry[DatasetSpec] = Registry("dataset", key="data.name")
+
+# options naming the MiniLM token cache (adah.features.dataset.load_dataset), not read by the readers
 TEXT_FEATURE_OPTIONS = ("text_features", "text_max_tokens")
+# options naming a feature cache, read by adah.features.dataset.load_dataset
+CACHE_OPTIONS = ("features", "text_features")
 # options read by make_split, not by the readers
 _SPLIT_OPTIONS = ("protocol", "split_map", "use_split_column")
 # options of the folder reader that make_split needs to find and parse the split column
@@ -121,60 +128,66 @@ def _under_root(cfg: DataConfig, where: str | os.PathLike) -> Path:
 
 
 def load_dataset(cfg: DataConfig) -> CrossModalData:
-    """The dataset ``cfg.name`` (one of :data:`DATASETS`) with reader options ``cfg.options``.
+    """The dataset ``cfg.name`` (one of :data:`DATASETS`) read by its reader with options
+    ``cfg.options``. The cache options (``features``, ``text_features``) are read one layer up, by
+    :func:`adah.load_dataset` (:mod:`adah.features.dataset`), which puts the caches in place."""
+    cached = sorted(k for k in CACHE_OPTIONS if isinstance(cfg.options, dict) and cfg.options.get(k))
+    if cached:
+        raise AdahError(f"data.options.{cached[0]} names a feature cache: load this dataset with adah.load_dataset "
+                        "(adah.features.dataset.load_dataset), which attaches the cache")
+    return DATASETS.get(cfg.name).read(cfg, _reader_options(cfg))
 
-    ``options.features``: a cache folder written by ``adah features extract``; its (N, C, h, w)
-    maps replace the images, after checking it was made from this dataset; null or "" means no
-    cache (the images are decoded), e.g. ``--set data.options.features=null`` on a bundled config.
-    ``options.text_features``: a folder for the MiniLM token embeddings of the texts
-    (:mod:`adah.features.text_cache`; made on first use, reused after), at most
-    ``options.text_max_tokens`` word pieces per text (default 64); they replace the bag-of-words."""
-    if isinstance(cfg.options, dict) and cfg.options.get("text_features"):
-        from dataclasses import replace
 
-        from adah.features.text_cache import DEFAULT_MAX_TOKENS, attach_text_cache
+def _read_scenes(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.scenes import ScenesConfig, make_scenes
 
-        rest = {k: v for k, v in cfg.options.items() if k not in TEXT_FEATURE_OPTIONS}
-        return attach_text_cache(load_dataset(replace(cfg, options=rest)), cfg.options["text_features"],
-                                 max_tokens=cfg.options.get("text_max_tokens", DEFAULT_MAX_TOKENS))
-    if isinstance(cfg.options, dict) and "features" in cfg.options:
-        from adah.features.image_cache import attach_cache, without_cache
+    try:
+        scenes_cfg = ScenesConfig(num_items=cfg.num_items, seed=cfg.seed, **options)
+    except TypeError as exc:
+        raise AdahError(f"data.options: {exc}") from None
+    return make_scenes(scenes_cfg)
 
-        if not cfg.options["features"]:
-            return load_dataset(without_cache(cfg))
-        return attach_cache(load_dataset(without_cache(cfg)), cfg.options["features"])
-    if cfg.name == "scenes":
-        from adah.data.scenes import ScenesConfig, make_scenes
 
-        try:
-            scenes_cfg = ScenesConfig(num_items=cfg.num_items, seed=cfg.seed, **cfg.options)
-        except TypeError as exc:
-            raise AdahError(f"data.options: {exc}") from None
-        return make_scenes(scenes_cfg)
-    if cfg.name not in DATASETS:
-        raise AdahError(f"unknown dataset {cfg.name!r}; available: {', '.join(DATASETS)}")
-    options = _reader_options(cfg)
-    if cfg.name in ("mirflickr25k", "nuswide", "iapr"):
-        from adah.data.dcmh import DCMH_SPECS, find_dataset_folder, read_dcmh
+def _read_dcmh(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.dcmh import DCMH_SPECS, find_dataset_folder, read_dcmh
 
-        spec = DCMH_SPECS[cfg.name]
-        folder = options.pop("folder", None)
-        if folder:
-            folder = _under_root(cfg, folder)
-        else:
-            folder = find_dataset_folder(spec, resolve_data_root(cfg.root), options.get("merged_file"))
-        return _call(read_dcmh, (spec, folder), options, cfg.name, extra=("folder",))
-    if cfg.name == "wiki":
-        from adah.data.wiki import read_wiki
+    spec = DCMH_SPECS[cfg.name]
+    folder = options.pop("folder", None)
+    if folder:
+        folder = _under_root(cfg, folder)
+    else:
+        folder = find_dataset_folder(spec, resolve_data_root(cfg.root), options.get("merged_file"))
+    return _call(read_dcmh, (spec, folder), options, cfg.name, extra=("folder",))
 
-        folder = _under_root(cfg, options.pop("folder", None) or "wiki")
-        return _call(read_wiki, (folder,), options, cfg.name, extra=("folder",))
+
+def _read_wiki(cfg: DataConfig, options: dict) -> CrossModalData:
+    from adah.data.wiki import read_wiki
+
+    folder = _under_root(cfg, options.pop("folder", None) or "wiki")
+    return _call(read_wiki, (folder,), options, cfg.name, extra=("folder",))
+
+
+def _read_folder(cfg: DataConfig, options: dict) -> CrossModalData:
     from adah.data.folder import read_folder
 
     list_file = _folder_list_file(cfg)
     options.pop("path", None)
     options.setdefault("name", "folder")
     return _call(read_folder, (list_file,), options, cfg.name, extra=("path",)).data
+
+
+# the DCMH protocol per dataset; None: sizes from the DataConfig (or, for ``folder``, the list
+# file's split column)
+for _spec in (DatasetSpec("scenes", _read_scenes),
+              DatasetSpec("mirflickr25k", _read_dcmh, Protocol(num_query=2000, num_train=10000)),
+              DatasetSpec("nuswide", _read_dcmh, Protocol(num_query=2100, num_train=10500)),
+              DatasetSpec("iapr", _read_dcmh, Protocol(num_query=2000, num_train=10000)),
+              DatasetSpec("wiki", _read_wiki, Protocol(num_query=693, num_train=2173, fixed=True)),
+              DatasetSpec("folder", _read_folder)):
+    DATASETS.add(_spec.name, _spec)
+
+#: The built-in readers' protocols, by name (a view of :data:`DATASETS` as it was at import)
+PROTOCOLS: dict[str, Protocol | None] = {name: spec.protocol for name, spec in DATASETS.items()}
 
 
 def _protocol_option(cfg: DataConfig) -> str:
@@ -188,9 +201,7 @@ def _protocol_option(cfg: DataConfig) -> str:
 def make_split(cfg: DataConfig, num_items: int) -> Split:
     """The protocol split of ``cfg.name`` for a dataset of ``num_items`` rows, drawn from
     ``cfg.seed``: queries, retrieval set, training and validation (see :data:`PROTOCOLS`)."""
-    if cfg.name not in PROTOCOLS:
-        raise AdahError(f"unknown dataset {cfg.name!r}; available: {', '.join(DATASETS)}")
-    protocol = PROTOCOLS.get(cfg.name)
+    protocol = DATASETS.get(cfg.name).protocol
     if cfg.name == "folder":
         return _folder_split(cfg, num_items)
     if protocol is None or _protocol_option(cfg) == "config":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from adah.training.checkpoint import load_model
 from adah.data.base import Split
-from adah.data.registry import load_dataset
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.retrieval import DIRECTIONS, RetrievalReport, encode, evaluate_codes
 from adah.utils.fileio import atomic_write_text

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from adah.config import ATTENTION_VARIANTS, Config
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.evaluation.retrieval import RetrievalReport, encode, evaluate_codes
 from adah.utils.fileio import atomic_write_text
 from adah.training.trainer import train

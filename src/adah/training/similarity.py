@@ -23,31 +23,23 @@ from typing import Callable
 import torch
 
 from adah.errors import AdahError
+from adah.utils.registry import Registry
 
 SimilarityFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-_SIMILARITIES: dict[str, SimilarityFn] = {}
+SIMILARITIES: Registry[SimilarityFn] = Registry("similarity", key="loss.similarity")
 
 
 def register_similarity(name: str):
     """Decorator adding ``fn(query_labels, db_labels, query_offset) -> (Na, Nb) bool`` as ``name``."""
-
-    def wrap(fn: SimilarityFn) -> SimilarityFn:
-        if name in _SIMILARITIES:
-            raise ValueError(f"similarity {name!r} is already registered")
-        _SIMILARITIES[name] = fn
-        return fn
-
-    return wrap
+    return SIMILARITIES.register(name)
 
 
 def list_similarities() -> list[str]:
-    return list(_SIMILARITIES)
+    return SIMILARITIES.names()
 
 
 def get_similarity(name: str) -> SimilarityFn:
-    if name not in _SIMILARITIES:
-        raise AdahError(f"loss.similarity must be one of {list_similarities()}, got {name!r}")
-    return _SIMILARITIES[name]
+    return SIMILARITIES.get(name)
 
 
 def label_overlap(query_labels: torch.Tensor, db_labels: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -76,3 +78,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------- identities
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_identity(path: Path) -> str:
+    """``<file name>#sha256:<16 hex>``: a where-independent name of a file's content (hashes cached
+    by path, size and mtime)."""
+    st = path.stat()
+    return f"{path.name}#sha256:{_file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)[:16]}"
