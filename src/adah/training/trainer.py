@@ -30,6 +30,7 @@ from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_scores
+from adah.methods import build_method
 from adah.utils.fileio import atomic_write_text
 from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
@@ -139,6 +140,7 @@ class Trainer:
         self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
         self.probe_rows = probe_rows(split)  # fixed rows whose masks are watched from epoch to epoch
         self.probe_masks: dict[str, np.ndarray] = {}  # their masks at the last epoch end
+        self.method = build_method(self)  # train.method's steps (DCMH, ...); None: ADAH's own below
 
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
@@ -148,6 +150,8 @@ class Trainer:
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = base * factor
+        if self.method is not None:
+            self.method.set_epoch(self.epoch)
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -285,8 +289,12 @@ class Trainer:
                            disable=not tc.progress or not self.dist.is_main, leave=False)
         shared = tc.g_batches == "shared"
         while st["pos"] < len(batches):
-            batch = self._batch(self.dist.shard(batches[st["pos"]]))
-            stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
+            rows = self.dist.shard(batches[st["pos"]])
+            batch = self._batch(rows)
+            if self.method is not None:
+                stats = self.method.step(rows, *batch)
+            else:
+                stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
             self.step += 1
             while shared and self.is_max_step(self.step):  # G's steps on the batch E,D just used
                 stats.update(self.max_step(*batch))
@@ -302,6 +310,7 @@ class Trainer:
                     and self.dist.is_main):
                 self.save_resumable()
         bar.close()
+        method_record = self.method.end_epoch() if self.method is not None else {}
         self._set_mask_mode(False)  # validation, diagnostics and test codes use the hard mask
         self.epoch += 1
         self._set_learning_rates()
@@ -309,6 +318,7 @@ class Trainer:
         if tc.min_steps:
             record["passes"] = self.passes_per_epoch()
         record.update({k: st["sums"][k] / st["counts"][k] for k in st["sums"]})
+        record.update(method_record)
         self.epoch_state = None
         return record
 
@@ -433,6 +443,7 @@ class Trainer:
             probe_masks={k: np.packbits(v, axis=1) for k, v in self.probe_masks.items()},
             probe_shapes={k: v.shape for k, v in self.probe_masks.items()},
             best_val_map=self.best_val_map, best_epoch=self.best_epoch,
+            method_state=self.method.state_dict() if self.method is not None else None,
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
             metrics=self.history[-1] if self.history else {}, text_vocabulary=self.text_vocabulary,
         )
@@ -457,6 +468,8 @@ class Trainer:
         self.history = payload["history"]
         self.best_val_map, self.best_epoch = payload["best_val_map"], payload["best_epoch"]
         restore_rng(payload["rng"], self.data_gen)
+        if self.method is not None:
+            self.method.load_state_dict(payload["method_state"])
         shapes = payload.get("probe_shapes") or {}
         self.probe_masks = {k: np.unpackbits(v, axis=1, count=shapes[k][1]).astype(bool)
                             for k, v in (payload.get("probe_masks") or {}).items()}
