@@ -109,3 +109,57 @@ def test_method_options_are_checked(scenes_small, tmp_path):
     cfg = tiny_config().override({"train.method": "dcmh"})  # attention 'both' left on
     with pytest.raises(AdahError, match="trains no attention"):
         Trainer(cfg, data, split, tmp_path / "b")
+
+
+def test_djsrh_joint_affinity_against_the_formula():
+    from adah.methods.djsrh import joint_affinity
+
+    g = torch.Generator().manual_seed(1)
+    fi, ft = torch.rand(4, 6, generator=g), torch.rand(4, 3, generator=g)
+    beta, eta, m = 0.3, 0.4, 4
+    cos = lambda x: [[float(x[i] @ x[j] / (x[i].norm() * x[j].norm())) for j in range(m)] for i in range(m)]  # noqa: E731
+    ci, ct = cos(fi), cos(ft)
+    st = [[beta * (2 * ci[i][j] - 1) + (1 - beta) * (2 * ct[i][j] - 1) for j in range(m)] for i in range(m)]
+    expected = [[(1 - eta) * st[i][j] + eta * sum(st[i][k] * st[j][k] for k in range(m)) / m for j in range(m)]
+                for i in range(m)]
+    assert joint_affinity(fi, ft, beta, eta).tolist() == pytest.approx(np.array(expected), rel=1e-5)
+    # identical rows in both modalities are fully similar: S~ = 1 there, and S is symmetric
+    same = joint_affinity(torch.ones(2, 3), torch.ones(2, 5), beta, eta)
+    assert same.tolist() == pytest.approx(np.ones((2, 2)), rel=1e-6)
+
+
+def test_djsrh_terms_are_mean_squared_gaps_of_cosines():
+    from adah.methods.djsrh import djsrh_terms
+
+    bi = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    bt = torch.tensor([[1.0, 1.0], [-1.0, 0.0]])
+    target = torch.tensor([[1.5, 0.0], [0.0, 1.5]])
+    r = 1 / math.sqrt(2)
+    cos_it = [[r, -1.0], [r, 0.0]]  # cos(bi_i, bt_j)
+    expected_i2t = sum((target[i, j].item() - cos_it[i][j]) ** 2 for i in range(2) for j in range(2)) / 4
+    expected_i2i = ((1.5 - 1) ** 2 * 2 + 0 + 0) / 4  # cos(bi, bi) = identity
+    terms = djsrh_terms(bi, bt, target)
+    assert float(terms["i2t"]) == pytest.approx(expected_i2t, rel=1e-6)
+    assert float(terms["i2i"]) == pytest.approx(expected_i2i, rel=1e-6)
+    cos_tt = [[1.0, -r], [-r, 1.0]]
+    assert float(terms["t2t"]) == pytest.approx(sum((target[i, j].item() - cos_tt[i][j]) ** 2 for i in range(2)
+                                                    for j in range(2)) / 4, rel=1e-6)
+
+
+def test_djsrh_trains_without_labels_and_takes_wiki_settings(scenes_small, tmp_path):
+    data, split = scenes_small
+    from adah.training.trainer import Trainer
+
+    cfg = tiny_config(**{"train.max_batches_per_epoch": 3}).override(method_overrides("djsrh"))
+    trainer = Trainer(cfg, data, split, tmp_path / "run")
+    assert trainer.method.opts.beta == 0.9 and trainer.method.opts.lambda1 == 0.1  # MIRFlickr's settings
+    before = [p.detach().clone() for p in trainer.method.text_params]
+    record = trainer.run_epoch()
+    assert np.isfinite(record["objective"]) and {"i2t", "i2i", "t2t"} <= set(record)
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.method.text_params))
+    wiki = cfg.override({"data.name": "wiki", "train.method_options.lambda2": 0.5})
+    from adah.methods.djsrh import DATASET_DEFAULTS, DJSRHOptions
+    from adah.methods.base import parse_options
+
+    opts = parse_options("djsrh", DJSRHOptions, {**DATASET_DEFAULTS["wiki"], **wiki.train.method_options})
+    assert (opts.beta, opts.lambda1, opts.lambda2) == (0.3, 0.3, 0.5)

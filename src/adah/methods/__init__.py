@@ -13,6 +13,6 @@ from adah.methods.base import METHODS, Method, MethodSpec, build_method, method_
 
 METHODS.add("adah", MethodSpec("ADAH", None))
 
-from adah.methods import dcmh  # noqa: E402,F401  (registers dcmh)
+from adah.methods import dcmh, djsrh  # noqa: E402,F401  (each registers itself)
 
 __all__ = ["METHODS", "Method", "MethodSpec", "build_method", "method_overrides"]

@@ -36,7 +36,6 @@ class MethodSpec:
     build: Callable[[Any], "Method"] | None
     defaults: dict[str, Any] = field(default_factory=dict)
     options: type | None = None
-    supervised: bool = True  # False: uses no labels (trains on the pairing alone)
 
 
 METHODS: Registry[MethodSpec] = Registry("training method", key="train.method")
