@@ -163,3 +163,42 @@ def test_djsrh_trains_without_labels_and_takes_wiki_settings(scenes_small, tmp_p
 
     opts = parse_options("djsrh", DJSRHOptions, {**DATASET_DEFAULTS["wiki"], **wiki.train.method_options})
     assert (opts.beta, opts.lambda1, opts.lambda2) == (0.3, 0.3, 0.5)
+
+
+def test_ssah_terms_against_the_formula():
+    from adah.methods.ssah import ssah_terms
+
+    g = torch.Generator().manual_seed(2)
+    feat, lab_feat = torch.randn(2, 3, generator=g), torch.randn(4, 3, generator=g)
+    codes, lab_codes = torch.randn(2, 5, generator=g).tanh(), torch.randn(4, 5, generator=g).tanh()
+    sim = torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])
+    b = torch.ones(2, 5)
+    labels, labels_hat = torch.tensor([[1.0, 0], [0, 1]]), torch.tensor([[0.8, 0.1], [0.3, 0.6]])
+    terms = ssah_terms(feat, codes, labels_hat, lab_feat, lab_codes, sim, b, labels)
+
+    def nll(a, c):
+        t = [[0.5 * float(a[i] @ c[j]) for j in range(4)] for i in range(2)]
+        return -sum(float(sim[i, j]) * t[i][j] - math.log(1 + math.exp(t[i][j])) for i in range(2) for j in range(4))
+
+    assert float(terms["j1"]) == pytest.approx(nll(feat, lab_feat), rel=1e-5)
+    assert float(terms["j2"]) == pytest.approx(nll(codes, lab_codes), rel=1e-5)
+    assert float(terms["quantization"]) == pytest.approx(float(((1 - codes) ** 2).sum()), rel=1e-6)
+    assert float(terms["label"]) == pytest.approx(0.04 + 0.01 + 0.09 + 0.16, rel=1e-5)
+
+
+def test_ssah_trains_its_label_net_discriminators_and_updates_b(scenes_small, tmp_path):
+    data, split = scenes_small
+    from adah.training.trainer import Trainer
+
+    cfg = tiny_config(**{"train.max_batches_per_epoch": 2, "model.image_fc_dims": [64, 64],
+                         "model.text_hidden": [128, 64]}).override(method_overrides("ssah"))
+    trainer = Trainer(cfg, data, split, tmp_path / "run")
+    disc_before = [p.detach().clone() for p in trainer.method.nets["disc_image"].parameters()]
+    record = trainer.run_epoch()
+    assert {"disc", "image_adversarial", "text_j1", "label_objective", "b_changed"} <= set(record)
+    assert all(np.isfinite(v) for v in record.values())
+    assert any(not torch.equal(a, p) for a, p in zip(disc_before, trainer.method.nets["disc_image"].parameters()))
+    bad = tiny_config(**{"model.image_fc_dims": [64, 32], "model.text_hidden": [128, 64]}).override(
+        method_overrides("ssah"))
+    with pytest.raises(AdahError, match="sizes must agree"):
+        Trainer(bad, data, split, tmp_path / "bad")

@@ -43,6 +43,13 @@ class DCMHOptions:
             raise AdahError("train.method_options.lr_start and .lr_end must be positive")
 
 
+def pairwise_nll(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+    """- sum_ij (S_ij Theta_ij - log(1 + exp(Theta_ij))) with Theta_ij = 1/2 a_i^T b_j: the negative
+    log-likelihood of S under p(S_ij = 1) = sigmoid(Theta_ij) (DCMH's Eq. 2; SSAH's J1, J2)."""
+    theta = 0.5 * a @ b.T
+    return (nnf.softplus(theta) - sim * theta).sum()  # log(1 + e^t) - S t, stable for large |t|
+
+
 def dcmh_terms(f_batch: torch.Tensor, g_all: torch.Tensor, sim: torch.Tensor, b_batch: torch.Tensor,
                f_rest_sum: torch.Tensor) -> dict[str, torch.Tensor]:
     """The three terms of J restricted to a batch of one modality (unweighted sums).
@@ -51,8 +58,7 @@ def dcmh_terms(f_batch: torch.Tensor, g_all: torch.Tensor, sim: torch.Tensor, b_
     outputs for every training item (fixed); sim (m, n): S of the batch against every item;
     b_batch (m, c): the batch's codes; f_rest_sum (c,): this modality's outputs summed over the
     training items outside the batch (fixed), so ``balance`` is ||F^T 1||^2 of the whole set."""
-    theta = 0.5 * f_batch @ g_all.T
-    nll = (nnf.softplus(theta) - sim * theta).sum()  # log(1 + e^t) - S t, stable for large |t|
+    nll = pairwise_nll(f_batch, g_all, sim)
     quantization = (b_batch - f_batch).pow(2).sum()
     balance = (f_batch.sum(0) + f_rest_sum).pow(2).sum()
     return {"nll": nll, "quantization": quantization, "balance": balance}
