@@ -90,6 +90,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+class LayerTap:
+    """Keeps the ``input`` or ``output`` of a layer at each forward (the last call's): the
+    semantic features under a hash layer (SSAH), the linear outputs before tanh (DCMH)."""
+
+    def __init__(self, layer: torch.nn.Module, which: str) -> None:
+        self.value: torch.Tensor | None = None
+        self.which = which
+        layer.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.value = inputs[0] if self.which == "input" else output
+
+
 class Method:
     """Base of the deep baselines: the trainer, its model split into image and text parameters,
     and the training rows' positions (row number in the data -> position in the training split)."""
@@ -117,6 +130,15 @@ class Method:
         hashing = {id(p) for p in self.model.hashing_parameters()}
         self.image_params = [p for p in self.model.image.parameters() if id(p) in hashing]
         self.text_params = [p for p in self.model.text.parameters() if id(p) in hashing]
+
+    def hash_layer(self, modality: str) -> torch.nn.Module:
+        """The last linear layer of a branch's hash head (its output then goes through tanh)."""
+        branch = self.model.image if modality == "image" else self.model.text
+        fc = getattr(getattr(branch, "hash", None), "fc", None)
+        if not isinstance(fc, torch.nn.Linear):
+            raise AdahError(f"train.method {self.name!r} needs adah's hash head on the {modality} branch "
+                            "(model.text_encoder='bow_mlp' for text)")
+        return fc
 
     def positions(self, rows: np.ndarray) -> torch.Tensor:
         """Positions of data rows in the training split, as a tensor on the device."""

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as nnf
 
 from adah.errors import AdahError
-from adah.methods.base import METHODS, Method, MethodSpec, make_optimizer, parse_options, set_lr
+from adah.methods.base import METHODS, LayerTap, Method, MethodSpec, make_optimizer, parse_options, set_lr
 from adah.training.similarity import label_overlap
 
 
@@ -93,6 +93,8 @@ class DCMH(Method):
         self.F = torch.randn(n, bits, device=self.device)
         self.G = torch.randn(n, bits, device=self.device)
         self.B = closed_form_codes(self.F, self.G, o.gamma)
+        # F and G are the nets' linear outputs, as DCMH's last fc layer (adah's tanh comes after it)
+        self.taps = {k: LayerTap(self.hash_layer(k), "output") for k in ("image", "text")}
         self.opt_image = make_optimizer(o.optimizer, self.image_params, o.lr_start, momentum=o.momentum)
         self.opt_text = make_optimizer(o.optimizer, self.text_params, o.lr_start, momentum=o.momentum)
 
@@ -121,10 +123,12 @@ class DCMH(Method):
     def step(self, rows, images, texts, labels) -> dict[str, float]:
         pos = self.positions(rows)
         sim = batch_similarity(self.similarity, labels, self.labels, pos)
-        image_terms = self._half_step(self.F, self.G, self.model.image(images).codes, pos, sim,
-                                      self.opt_image, self.image_params)
-        text_terms = self._half_step(self.G, self.F, self.model.text(texts).codes, pos, sim,
-                                     self.opt_text, self.text_params)
+        self.model.image(images)
+        image_terms = self._half_step(self.F, self.G, self.taps["image"].value, pos, sim, self.opt_image,
+                                      self.image_params)
+        self.model.text(texts)
+        text_terms = self._half_step(self.G, self.F, self.taps["text"].value, pos, sim, self.opt_text,
+                                     self.text_params)
         m = len(pos)
         out = {f"image_{k}": float(v.detach()) / m for k, v in image_terms.items() if k != "objective"}
         out.update({f"text_{k}": float(v.detach()) / m for k, v in text_terms.items() if k != "objective"})

@@ -26,7 +26,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from adah.errors import AdahError
-from adah.methods.base import METHODS, Method, MethodSpec, make_optimizer, parse_options
+from adah.methods.base import METHODS, LayerTap, Method, MethodSpec, make_optimizer, parse_options
 from adah.methods.dcmh import batch_similarity, closed_form_codes, pairwise_nll
 
 
@@ -82,17 +82,6 @@ def ssah_terms(feat: torch.Tensor, codes: torch.Tensor, labels_hat: torch.Tensor
             "quantization": (b_batch - codes).pow(2).sum(), "label": (labels_hat - labels).pow(2).sum()}
 
 
-class _SemanticTap:
-    """Keeps the input of a hash layer (the network's semantic features) at each forward."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        self.value = None
-        layer.register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output) -> None:
-        self.value = inputs[0]
-
-
 class SSAH(Method):
     name = "ssah"
 
@@ -104,15 +93,13 @@ class SSAH(Method):
             raise AdahError("train.method 'ssah' learns from labels (its label network); the data has none or "
                             "loss.similarity is 'pairs': use djsrh for collections without labels")
         self.labels, self.similarity = labels, cfg.loss.similarity
-        if not isinstance(getattr(self.model.text, "hash", None), nn.Module):
-            raise AdahError("train.method 'ssah' needs the bag-of-words text MLP (model.text_encoder='bow_mlp')")
-        dim_i, dim_t = self.model.image.hash.fc.in_features, self.model.text.hash.fc.in_features
+        dim_i, dim_t = self.hash_layer("image").in_features, self.hash_layer("text").in_features
         if dim_i != dim_t:
             raise AdahError(f"train.method 'ssah' compares the image and text semantic features with LabNet's: "
                             f"their sizes must agree (image {dim_i}, text {dim_t}); set model.image_fc_dims[-1] "
                             "equal to model.text_hidden[-1]")
         n, bits, c = len(self.train_rows), cfg.model.bits, labels.shape[1]
-        self.taps = {"image": _SemanticTap(self.model.image.hash.fc), "text": _SemanticTap(self.model.text.hash.fc)}
+        self.taps = {k: LayerTap(self.hash_layer(k), "input") for k in ("image", "text")}
         self.nets = nn.ModuleDict({
             "label": LabelNet(c, o.label_hidden, dim_i, bits), "head_image": nn.Linear(dim_i, c),
             "head_text": nn.Linear(dim_t, c), "disc_image": discriminator(dim_i, o.disc_hidden),
