@@ -202,3 +202,12 @@ def test_ssah_trains_its_label_net_discriminators_and_updates_b(scenes_small, tm
         method_overrides("ssah"))
     with pytest.raises(AdahError, match="sizes must agree"):
         Trainer(bad, data, split, tmp_path / "bad")
+
+
+def test_benchmark_offers_every_registered_method():
+    from adah.experiments.benchmark import DEEP_METHODS, METHOD_NAMES
+
+    for name in METHODS.names():
+        if name != "adah":
+            assert DEEP_METHODS[name]["train.method"] == name and name in METHOD_NAMES
+    assert DEEP_METHODS["adah_paper"]["train.steps_max"] == 1 and DEEP_METHODS["none"] == {"model.attention": "none"}
