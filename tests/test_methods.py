@@ -211,3 +211,19 @@ def test_benchmark_offers_every_registered_method():
         if name != "adah":
             assert DEEP_METHODS[name]["train.method"] == name and name in METHOD_NAMES
     assert DEEP_METHODS["adah_paper"]["train.steps_max"] == 1 and DEEP_METHODS["none"] == {"model.attention": "none"}
+
+
+def test_layer_tap_keeps_the_attended_call_not_the_zeros_of_none():
+    """Without attention a branch hashes the features, then zeros (the unattended view): DCMH's F
+    and SSAH's semantic features must come from the first call."""
+    from adah.methods.base import LayerTap
+    from adah.models import build_model
+
+    cfg = tiny_config(**{"model.attention": "none", "model.text_dim": 12})
+    model = build_model(cfg.model, cfg.attention)
+    tap_out, tap_in = LayerTap(model.text.hash.fc, "output"), LayerTap(model.text.hash.fc, "input")
+    texts = torch.rand(5, 12)
+    out, linear = tap_out.output_of(lambda: model.text(texts))
+    _, feats = tap_in.output_of(lambda: model.text(texts))
+    assert torch.allclose(torch.tanh(linear), out.codes)
+    assert feats.abs().sum() > 0 and len({tuple(r) for r in linear.detach().numpy().round(5)}) == 5

@@ -91,16 +91,25 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class LayerTap:
-    """Keeps the ``input`` or ``output`` of a layer at each forward (the last call's): the
-    semantic features under a hash layer (SSAH), the linear outputs before tanh (DCMH)."""
+    """The ``input`` or ``output`` of a layer at the first call of a forward: the semantic features
+    under a hash layer (SSAH), the linear outputs before tanh (DCMH). A branch calls its hash head
+    twice, on the attended features and then on the unattended ones (zeros without attention), so
+    ``output_of(forward)`` clears the record, runs ``forward`` and returns the first call's value."""
 
     def __init__(self, layer: torch.nn.Module, which: str) -> None:
-        self.value: torch.Tensor | None = None
+        self.values: list[torch.Tensor] = []
         self.which = which
         layer.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output) -> None:
-        self.value = inputs[0] if self.which == "input" else output
+        self.values.append(inputs[0] if self.which == "input" else output)
+
+    def output_of(self, forward: Callable[[], Any]) -> tuple[Any, torch.Tensor]:
+        """``(forward(), the layer's first input/output during it)``."""
+        self.values = []
+        result = forward()
+        value, self.values = self.values[0], []
+        return result, value
 
 
 class Method:

@@ -123,12 +123,10 @@ class DCMH(Method):
     def step(self, rows, images, texts, labels) -> dict[str, float]:
         pos = self.positions(rows)
         sim = batch_similarity(self.similarity, labels, self.labels, pos)
-        self.model.image(images)
-        image_terms = self._half_step(self.F, self.G, self.taps["image"].value, pos, sim, self.opt_image,
-                                      self.image_params)
-        self.model.text(texts)
-        text_terms = self._half_step(self.G, self.F, self.taps["text"].value, pos, sim, self.opt_text,
-                                     self.text_params)
+        _, f = self.taps["image"].output_of(lambda: self.model.image(images))
+        image_terms = self._half_step(self.F, self.G, f, pos, sim, self.opt_image, self.image_params)
+        _, g = self.taps["text"].output_of(lambda: self.model.text(texts))
+        text_terms = self._half_step(self.G, self.F, g, pos, sim, self.opt_text, self.text_params)
         m = len(pos)
         out = {f"image_{k}": float(v.detach()) / m for k, v in image_terms.items() if k != "objective"}
         out.update({f"text_{k}": float(v.detach()) / m for k, v in text_terms.items() if k != "objective"})

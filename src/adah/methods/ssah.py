@@ -144,8 +144,9 @@ class SSAH(Method):
         buf["F_label"][pos], buf["H_label"][pos] = f_l.detach(), h_l.detach()
         out["label_objective"] = float(label_loss.detach())
         # 2. the discriminators: LabNet's features (1) against each modality's (0)
-        codes = {"image": self.model.image(images).codes, "text": self.model.text(texts).codes}
-        feats = {k: self.taps[k].value for k in codes}
+        (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.model.image(images)),
+                                             self.taps["text"].output_of(lambda: self.model.text(texts)))
+        codes, feats = {"image": image_out.codes, "text": text_out.codes}, {"image": f_i, "text": f_t}
         real = f_l.detach()
         disc_loss = sum(nnf.binary_cross_entropy_with_logits(self.nets[f"disc_{k}"](x), torch.full((m,), float(t),
                                                              device=self.device))
