@@ -227,3 +227,13 @@ def test_layer_tap_keeps_the_attended_call_not_the_zeros_of_none():
     _, feats = tap_in.output_of(lambda: model.text(texts))
     assert torch.allclose(torch.tanh(linear), out.codes)
     assert feats.abs().sum() > 0 and len({tuple(r) for r in linear.detach().numpy().round(5)}) == 5
+
+
+def test_a_diverging_method_stops_with_a_message(scenes_small, tmp_path):
+    data, split = scenes_small
+    from adah.training.trainer import Trainer
+
+    cfg = tiny_config(**{"train.max_batches_per_epoch": 2}).override(
+        {**method_overrides("dcmh"), "train.method_options.lr_start": 1e30, "train.method_options.lr_end": 1e30})
+    with pytest.raises(AdahError, match="'dcmh': the (image|text) loss is (nan|inf).*lower the learning rate"):
+        Trainer(cfg, data, split, tmp_path / "run").fit()

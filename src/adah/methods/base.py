@@ -149,6 +149,13 @@ class Method:
                             "(model.text_encoder='bow_mlp' for text)")
         return fc
 
+    def check_finite(self, loss: torch.Tensor, what: str) -> None:
+        """A NaN or infinite loss is an error naming the method and the setting to lower."""
+        if not torch.isfinite(loss):
+            raise AdahError(f"train.method {self.name!r}: the {what} loss is {float(loss)} at epoch "
+                            f"{self.trainer.epoch + 1}, step {self.trainer.step}; the training diverged: lower "
+                            "the learning rate (train.method_options, docs/methods.md)")
+
     def positions(self, rows: np.ndarray) -> torch.Tensor:
         """Positions of data rows in the training split, as a tensor on the device."""
         return torch.from_numpy(self.position[np.asarray(rows)]).to(self.device)

@@ -114,6 +114,7 @@ class DCMH(Method):
         rest = own.sum(0) - own[pos].sum(0)
         terms = dcmh_terms(out, other, sim, self.B[pos], rest)
         loss = (terms["nll"] + o.gamma * terms["quantization"] + o.eta * terms["balance"]) / (len(own) * len(pos))
+        self.check_finite(loss, "image" if own is self.F else "text")
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
         opt.step()

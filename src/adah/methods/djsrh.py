@@ -95,6 +95,7 @@ class DJSRH(Method):
         image_out, text_out = self.model(images, texts)
         terms = djsrh_terms(image_out.codes, text_out.codes, target)
         loss = terms["i2t"] + o.lambda1 * terms["i2i"] + o.lambda2 * terms["t2t"]
+        self.check_finite(loss, "reconstruction")
         self.opt_image.zero_grad(set_to_none=True)
         self.opt_text.zero_grad(set_to_none=True)
         loss.backward(inputs=self.image_params + self.text_params)

@@ -121,6 +121,7 @@ class SSAH(Method):
         return closed_form_codes(b["H_label"] + b["H_image"], b["H_text"], 1.0)
 
     def _update(self, which: str, loss: torch.Tensor) -> None:
+        self.check_finite(loss, which)
         opt = self.opts_by_net[which]
         params = [p for g in opt.param_groups for p in g["params"]]
         opt.zero_grad(set_to_none=True)
