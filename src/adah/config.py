@@ -284,7 +284,8 @@ class Config:
     def override(self, dotted: dict[str, Any]) -> "Config":
         """Return a copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped: a flag
         not given). ``data.options.KEY`` sets one reader option, keeping the others (likewise
-        ``train.method_options.KEY``); there None is applied (``--set data.options.features=null``: no feature cache, the reader's default)."""
+        ``train.method_options.KEY``); there None is applied (``--set data.options.features=null``:
+        no feature cache, the reader's default)."""
         raw = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
