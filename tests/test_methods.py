@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adah.errors import AdahError
-from adah.methods import METHODS, method_overrides
+from adah.methods import METHODS, build_method, method_overrides
 from adah.methods.dcmh import batch_similarity, closed_form_codes, dcmh_terms
 
 from conftest import tiny_config
@@ -89,12 +89,12 @@ def test_dcmh_trains_resumes_exactly_and_updates_b(scenes_small, tmp_path):
     cfg = tiny_config(**{"train.epochs": 2, "train.max_batches_per_epoch": 2}).override(method_overrides("dcmh"))
     from adah.training.trainer import Trainer
 
-    full = Trainer(cfg, data, split, tmp_path / "full").fit()
+    full = Trainer(cfg, data, split, tmp_path / "full", method=build_method).fit()
     assert [h["b_changed"] > 0 for h in full.history] == [True, True]
     assert all(np.isfinite(h["objective"]) for h in full.history)
-    part = Trainer(cfg.override({"train.epochs": 1}), data, split, tmp_path / "part").fit()
+    part = Trainer(cfg.override({"train.epochs": 1}), data, split, tmp_path / "part", method=build_method).fit()
     assert part.history[0]["objective"] == full.history[0]["objective"]
-    resumed = Trainer(cfg, data, split, tmp_path / "part").fit(resume=True)
+    resumed = Trainer(cfg, data, split, tmp_path / "part", method=build_method).fit(resume=True)
     assert resumed.history[-1]["objective"] == pytest.approx(full.history[-1]["objective"], rel=1e-6)
     assert resumed.best_val_map == pytest.approx(full.best_val_map, rel=1e-6)
 
@@ -105,10 +105,10 @@ def test_method_options_are_checked(scenes_small, tmp_path):
 
     cfg = tiny_config().override({**method_overrides("dcmh"), "train.method_options.gamma2": 1.0})
     with pytest.raises(AdahError, match=r"unknown key\(s\) \['gamma2'\] for method 'dcmh'"):
-        Trainer(cfg, data, split, tmp_path / "a")
+        Trainer(cfg, data, split, tmp_path / "a", method=build_method)
     cfg = tiny_config().override({"train.method": "dcmh"})  # attention 'both' left on
     with pytest.raises(AdahError, match="trains no attention"):
-        Trainer(cfg, data, split, tmp_path / "b")
+        Trainer(cfg, data, split, tmp_path / "b", method=build_method)
 
 
 def test_djsrh_joint_affinity_against_the_formula():
@@ -151,7 +151,7 @@ def test_djsrh_trains_without_labels_and_takes_wiki_settings(scenes_small, tmp_p
     from adah.training.trainer import Trainer
 
     cfg = tiny_config(**{"train.max_batches_per_epoch": 3}).override(method_overrides("djsrh"))
-    trainer = Trainer(cfg, data, split, tmp_path / "run")
+    trainer = Trainer(cfg, data, split, tmp_path / "run", method=build_method)
     assert trainer.method.opts.beta == 0.9 and trainer.method.opts.lambda1 == 0.1  # MIRFlickr's settings
     before = [p.detach().clone() for p in trainer.method.text_params]
     record = trainer.run_epoch()
@@ -192,7 +192,7 @@ def test_ssah_trains_its_label_net_discriminators_and_updates_b(scenes_small, tm
 
     cfg = tiny_config(**{"train.max_batches_per_epoch": 2, "model.image_fc_dims": [64, 64],
                          "model.text_hidden": [128, 64]}).override(method_overrides("ssah"))
-    trainer = Trainer(cfg, data, split, tmp_path / "run")
+    trainer = Trainer(cfg, data, split, tmp_path / "run", method=build_method)
     disc_before = [p.detach().clone() for p in trainer.method.nets["disc_image"].parameters()]
     record = trainer.run_epoch()
     assert {"disc", "image_adversarial", "text_j1", "label_objective", "b_changed"} <= set(record)
@@ -201,7 +201,7 @@ def test_ssah_trains_its_label_net_discriminators_and_updates_b(scenes_small, tm
     bad = tiny_config(**{"model.image_fc_dims": [64, 32], "model.text_hidden": [128, 64]}).override(
         method_overrides("ssah"))
     with pytest.raises(AdahError, match="sizes must agree"):
-        Trainer(bad, data, split, tmp_path / "bad")
+        Trainer(bad, data, split, tmp_path / "bad", method=build_method)
 
 
 def test_benchmark_offers_every_registered_method():
@@ -236,4 +236,13 @@ def test_a_diverging_method_stops_with_a_message(scenes_small, tmp_path):
     cfg = tiny_config(**{"train.max_batches_per_epoch": 2}).override(
         {**method_overrides("dcmh"), "train.method_options.lr_start": 1e30, "train.method_options.lr_end": 1e30})
     with pytest.raises(AdahError, match="'dcmh': the (image|text) loss is (nan|inf).*lower the learning rate"):
-        Trainer(cfg, data, split, tmp_path / "run").fit()
+        Trainer(cfg, data, split, tmp_path / "run", method=build_method).fit()
+
+
+def test_the_trainer_alone_refuses_another_method(scenes_small, tmp_path):
+    """adah.training sits below adah.methods: it runs a method only through the hook."""
+    data, split = scenes_small
+    from adah.training.trainer import Trainer
+
+    with pytest.raises(AdahError, match="train it with adah.methods.train"):
+        Trainer(tiny_config().override(method_overrides("dcmh")), data, split, tmp_path / "run")

@@ -78,8 +78,7 @@ def train_cmd(
     from adah.data.base import Split
     from adah.data.registry import load_dataset, make_split
     from adah.training.similarity import with_label_policy
-    from adah.methods import method_overrides
-    from adah.training.trainer import train
+    from adah.methods import method_overrides, train
 
     check_output_folder(out)
     cfg = Config.load(config, preset=preset).override(method_overrides(method) if method else {}).override({

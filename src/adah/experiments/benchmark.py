@@ -26,8 +26,7 @@ from adah.errors import AdahError
 from adah.evaluation.retrieval import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.utils.fileio import atomic_write_text
 from adah.utils.progress import progress_bar
-from adah.methods import METHODS, method_overrides
-from adah.training.trainer import train
+from adah.methods import METHODS, method_overrides, train
 
 # benchmark name -> the config values that make it (on top of the benchmark's config)
 DEEP_METHODS = {"adah": {"model.attention": "both"}, "adah_paper": {**PRESETS["paper"], "model.attention": "both"},

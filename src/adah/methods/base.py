@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from adah.errors import AdahError
+from adah.training.trainer import TrainResult
+from adah.training.trainer import train as _train
 from adah.utils.registry import Registry
 
 
@@ -192,3 +194,11 @@ def build_method(trainer: Any) -> Method | None:
                             f"{tc.method!r} takes none (its settings are the loss and attention sections)")
         return None
     return spec.build(trainer)
+
+
+def train(config: Any, data: Any, split: Any, run_dir: Any, *, resume: bool = False,
+          diagnostics: tuple = ()) -> TrainResult:
+    """Train ``config.train.method`` (``adah``: ADAH itself) through adah's trainer; the same
+    arguments and result as :func:`adah.training.train`."""
+    return _train(config, data, split, run_dir, resume=resume, diagnostics=diagnostics, method=build_method)
+

@@ -30,7 +30,6 @@ from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_scores
-from adah.methods import build_method
 from adah.utils.fileio import atomic_write_text
 from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
@@ -101,7 +100,8 @@ class Trainer:
     """Holds the model, the two optimizers and their schedules; ``fit`` runs every epoch."""
 
     def __init__(self, config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
-                 diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> None:
+                 diagnostics: tuple[Callable[[ADAH], dict], ...] = (),
+                 method: Callable[["Trainer"], object] | None = None) -> None:
         self.config = complete_config(config, data)
         self.diagnostics = diagnostics  # extra per-epoch numbers, e.g. object pixels attended on scenes
         self.data, self.split = data, split
@@ -140,7 +140,12 @@ class Trainer:
         self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
         self.probe_rows = probe_rows(split)  # fixed rows whose masks are watched from epoch to epoch
         self.probe_masks: dict[str, np.ndarray] = {}  # their masks at the last epoch end
-        self.method = build_method(self)  # train.method's steps (DCMH, ...); None: ADAH's own below
+        # train.method's steps (DCMH, ...; adah.methods.build_method, passed in by adah.methods.train):
+        # step(rows, images, texts, labels), end_epoch(), set_epoch(epoch), state_dict(); None: ADAH's own
+        self.method = method(self) if method is not None else None
+        if self.method is None and tc.method != "adah":
+            raise AdahError(f"train.method is {tc.method!r}: train it with adah.methods.train (adah train --method, "
+                            "adah benchmark), not adah.training.train")
 
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
@@ -558,9 +563,10 @@ def _format_record(r: dict) -> str:
 
 
 def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
-          resume: bool = False, diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> TrainResult:
+          resume: bool = False, diagnostics: tuple[Callable[[ADAH], dict], ...] = (),
+          method: Callable[[Trainer], object] | None = None) -> TrainResult:
     """Train ADAH (or the variant ``config.model.attention`` names) and return the best model.
 
     ``resume=True`` continues the run in ``run_dir`` from its newest checkpoint. ``diagnostics``
     are called with the model after each epoch; the numbers they return go into metrics.jsonl."""
-    return Trainer(config, data, split, run_dir, diagnostics=diagnostics).fit(resume=resume)
+    return Trainer(config, data, split, run_dir, diagnostics=diagnostics, method=method).fit(resume=resume)
