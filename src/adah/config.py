@@ -136,6 +136,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     keep_checkpoints: int = 3  # resumable checkpoints kept in run_dir/checkpoints (newest)
     progress: bool = True
+    method: str = "adah"  # training method (adah.methods.METHODS): adah (ADAH and its ablations) | dcmh | djsrh | ssah
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's own hyper-parameters (docs/methods.md)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "lr_step_epochs", "steps_min"):
@@ -300,13 +302,15 @@ class Config:
 
     def override(self, dotted: dict[str, Any]) -> "Config":
         """Return a copy with ``{"train.epochs": 5, ...}`` applied (None values are skipped: a flag
-        not given). ``data.options.KEY`` sets one reader option, keeping the others; there None is
-        applied (``--set data.options.features=null``: no feature cache, the reader's default)."""
+        not given). ``data.options.KEY`` sets one reader option, keeping the others (likewise
+        ``train.method_options.KEY``); there None is applied (``--set data.options.features=null``:
+        no feature cache, the reader's default)."""
         raw = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
-            if section == "data" and name.startswith("options.") and len(name) > len("options."):
-                raw["data"]["options"] = {**(raw["data"].get("options") or {}), name[len("options."):]: value}
+            table, _, option = name.partition(".")
+            if (section, table) in (("data", "options"), ("train", "method_options")) and option:
+                raw[section][table] = {**(raw[section].get(table) or {}), option: value}
                 continue
             if value is None:
                 continue

@@ -70,6 +70,8 @@ def train_cmd(
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     set_: list[str] = typer.Option([], "--set", help="Any config value, e.g. --set loss.margin=0.3 (repeatable)."),
     preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    method: Optional[str] = typer.Option(None, help="Training method: adah (default), dcmh, djsrh, ... with its "
+                                         "published defaults (docs/methods.md); --set values still apply after."),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its newest checkpoint."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
@@ -80,10 +82,10 @@ def train_cmd(
     from adah.evaluation.retrieval import validation_metric
     from adah.features.dataset import load_dataset
     from adah.training.similarity import with_label_policy
-    from adah.training.trainer import train
+    from adah.methods import method_overrides, train
 
     check_output_folder(out)
-    cfg = Config.load(config, preset=preset).override({
+    cfg = Config.load(config, preset=preset).override(method_overrides(method) if method else {}).override({
         "train.epochs": epochs, "model.bits": bits, "model.attention": attention, "train.seed": seed,
         "train.device": device, "train.batch_size": batch_size, "train.lr": lr,
         "train.progress": False if quiet else None, "data.root": data_root, **_parse_sets(set_),
@@ -138,7 +140,7 @@ def benchmark(
     bits: list[int] = typer.Option([16, 32, 64], help="Code lengths, e.g. --bits 16 32 64."),
     seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per method and code length (mean and std)."),
     methods: list[str] = typer.Option(list(("adah", "none", "cca_itq", "scm_seq", "cmfh", "seph")),
-                                      help="Methods, e.g. --methods adah none cca_itq."),
+                                      help="Methods, e.g. --methods adah adah_paper none dcmh djsrh cca_itq."),
     topk: Optional[int] = typer.Option(None, "-k", "--top-k", min=1, help="Also report top-K MAP (the paper's Table 2: 500)."),
     split: Optional[Path] = typer.Option(None, help="A saved split.json to use instead of the protocol's."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs for the deep methods."),

@@ -1,8 +1,9 @@
 """Result tables: every method on one saved split, several code lengths and seeds.
 
-Deep methods (ADAH and the ``none`` variant, DCMH-style deep hashing with the same triplet
-terms) train on the split's training rows with its validation rows for model selection; the
-classical baselines fit on training + validation rows (they select nothing). All are scored on
+Deep methods (ADAH as configured with attention on both branches, ADAH with the paper's literal G,
+the ``none`` variant, and every other method of :data:`adah.methods.METHODS`: DCMH, DJSRH, ...)
+train through the same trainer on the split's training rows with its validation rows for model
+selection; the classical baselines fit on training + validation rows (they select nothing). All are scored on
 the split's queries against its retrieval set with the same metric functions: MAP (stable ties,
 DCMH's definition), the tie-aware expected MAP, optionally top-K MAP, and PR curves by radius.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adah.baselines import BASELINES
-from adah.config import Config
+from adah.config import PRESETS, Config
 from adah.data.base import CrossModalData, Split
 from adah.data.registry import make_split
 from adah.features.dataset import load_dataset
@@ -26,11 +27,15 @@ from adah.errors import AdahError
 from adah.evaluation.retrieval import Codes, RetrievalReport, encode, evaluate_codes, has_labels
 from adah.utils.fileio import atomic_write_text
 from adah.utils.progress import progress_bar
-from adah.training.trainer import train
+from adah.methods import METHODS, method_overrides, train
 
-DEEP_METHODS = {"adah": "both", "none": "none"}
-METHOD_NAMES = {"adah": "ADAH", "none": "none (deep, no attention)", "cca_itq": "CCA-ITQ", "scm_seq": "SCM-seq",
-                "cmfh": "CMFH", "seph": "SePH"}
+# benchmark name -> the config values that make it (on top of the benchmark's config)
+DEEP_METHODS = {"adah": {"model.attention": "both"}, "adah_paper": {**PRESETS["paper"], "model.attention": "both"},
+                "none": {"model.attention": "none"}}
+DEEP_METHODS.update({name: method_overrides(name) for name in METHODS if name != "adah"})
+METHOD_NAMES = {"adah": "ADAH", "adah_paper": "ADAH (paper's G)", "none": "none (deep, no attention)",
+                **{name: METHODS.get(name).title for name in METHODS if name != "adah"},
+                "cca_itq": "CCA-ITQ", "scm_seq": "SCM-seq", "cmfh": "CMFH", "seph": "SePH"}
 ALL_METHODS = tuple(METHOD_NAMES)
 #: a method whose codes take fewer distinct values than this fraction of the items is flagged
 MIN_DISTINCT_FRACTION = 0.01
@@ -63,8 +68,7 @@ def degenerate_codes(codes: Codes, fraction: float = MIN_DISTINCT_FRACTION) -> d
 
 def _deep_codes(config: Config, method: str, bits: int, seed: int, data: CrossModalData, split: Split,
                 run_dir: Path) -> tuple[Codes, Codes]:
-    cfg = config.override({"model.attention": DEEP_METHODS[method], "model.bits": bits, "train.seed": seed,
-                           "train.progress": False})
+    cfg = config.override({**DEEP_METHODS[method], "model.bits": bits, "train.seed": seed, "train.progress": False})
     result = train(cfg, data, split, run_dir)
     return encode(result.model, data, split.query), encode(result.model, data, split.retrieval)
 

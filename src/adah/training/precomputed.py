@@ -49,6 +49,8 @@ def fast_path_reason(trainer: Trainer) -> str | None:
     cfg, model, data = trainer.config, trainer.model, trainer.data
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "off", "false", "no"):
         return f"switched off by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
+    if getattr(trainer, "method", None) is not None:
+        return f"train.method {cfg.train.method!r} computes its own loss on the branches"
     if model.image is None or data.images is None:
         return "no image branch"
     if getattr(data.images, "fit_model_config", None) is None:

@@ -104,7 +104,8 @@ class Trainer:
     """Holds the model, the two optimizers and their schedules; ``fit`` runs every epoch."""
 
     def __init__(self, config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
-                 diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> None:
+                 diagnostics: tuple[Callable[[ADAH], dict], ...] = (),
+                 method: Callable[["Trainer"], object] | None = None) -> None:
         self.config = complete_config(check_parts(config), data)
         get_similarity(self.config.loss.similarity)  # a name no registry knows: refused before training
         self.diagnostics = diagnostics  # extra per-epoch numbers, e.g. object pixels attended on scenes
@@ -146,6 +147,12 @@ class Trainer:
         self.epoch_state: dict | None = None  # batch order, position and sums of the epoch in progress
         self.probe_rows = probe_rows(split)  # fixed rows whose masks are watched from epoch to epoch
         self.probe_masks: dict[str, np.ndarray] = {}  # their masks at the last epoch end
+        # train.method's steps (DCMH, ...; adah.methods.build_method, passed in by adah.methods.train):
+        # step(rows, images, texts, labels), end_epoch(), set_epoch(epoch), state_dict(); None: ADAH's own
+        self.method = method(self) if method is not None else None
+        if self.method is None and tc.method != "adah":
+            raise AdahError(f"train.method is {tc.method!r}: train it with adah.methods.train (adah train --method, "
+                            "adah benchmark), not adah.training.train")
         # the fast path (adah.training.precomputed): D over pooled parts computed once per item, or None
         self.fast = precomputed.plan(self)  # also sets self.training_path (which path, and why)
         if self.fast is not None:
@@ -160,6 +167,8 @@ class Trainer:
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = base * factor
+        if self.method is not None:
+            self.method.set_epoch(self.epoch)
 
     # -- one batch ---------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -298,8 +307,12 @@ class Trainer:
                            disable=not tc.progress or not self.dist.is_main, leave=False)
         shared = tc.g_batches == "shared"
         while st["pos"] < len(batches):
-            batch = self._batch(self.dist.shard(batches[st["pos"]]))
-            stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
+            rows = self.dist.shard(batches[st["pos"]])
+            batch = self._batch(rows)
+            if self.method is not None:
+                stats = self.method.step(rows, *batch)
+            else:
+                stats = self.max_step(*batch) if self.is_max_step(self.step) else self.min_step(*batch)
             self.step += 1
             while shared and self.is_max_step(self.step):  # G's steps on the batch E,D just used
                 stats.update(self.max_step(*batch))
@@ -316,6 +329,7 @@ class Trainer:
                     and self.dist.is_main):
                 self.save_resumable()
         bar.close()
+        method_record = self.method.end_epoch() if self.method is not None else {}
         check_finite_training(self)  # before the epoch's validation, best.pt and checkpoint
         self._set_mask_mode(False)  # validation, diagnostics and test codes use the hard mask
         self.epoch += 1
@@ -324,6 +338,7 @@ class Trainer:
         if tc.min_steps:
             record["passes"] = self.passes_per_epoch()
         record.update({k: st["sums"][k] / st["counts"][k] for k in st["sums"]})
+        record.update(method_record)
         self.epoch_state = None
         return record
 
@@ -454,6 +469,7 @@ class Trainer:
             probe_masks={k: np.packbits(v, axis=1) for k, v in self.probe_masks.items()},
             probe_shapes={k: v.shape for k, v in self.probe_masks.items()},
             best_val_map=self.best_val_map, best_epoch=self.best_epoch,
+            method_state=self.method.state_dict() if self.method is not None else None,
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
             metrics=self.history[-1] if self.history else {}, text_vocabulary=self.text_vocabulary,
         )
@@ -478,6 +494,8 @@ class Trainer:
         self.history = payload["history"]
         self.best_val_map, self.best_epoch = payload["best_val_map"], payload["best_epoch"]
         restore_rng(payload["rng"], self.data_gen)
+        if self.method is not None:
+            self.method.load_state_dict(payload["method_state"])
         shapes = payload.get("probe_shapes") or {}
         self.probe_masks = {k: np.unpackbits(v, axis=1, count=shapes[k][1]).astype(bool)
                             for k, v in (payload.get("probe_masks") or {}).items()}
@@ -586,9 +604,10 @@ def _format_record(r: dict, metric: str = "MAP", attended: str = "IT") -> str:
 
 
 def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
-          resume: bool = False, diagnostics: tuple[Callable[[ADAH], dict], ...] = ()) -> TrainResult:
+          resume: bool = False, diagnostics: tuple[Callable[[ADAH], dict], ...] = (),
+          method: Callable[[Trainer], object] | None = None) -> TrainResult:
     """Train ADAH (or the variant ``config.model.attention`` names) and return the best model.
 
     ``resume=True`` continues the run in ``run_dir`` from its newest checkpoint. ``diagnostics``
     are called with the model after each epoch; the numbers they return go into metrics.jsonl."""
-    return Trainer(config, data, split, run_dir, diagnostics=diagnostics).fit(resume=resume)
+    return Trainer(config, data, split, run_dir, diagnostics=diagnostics, method=method).fit(resume=resume)
