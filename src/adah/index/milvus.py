@@ -36,6 +36,7 @@ recall, to be measured with :func:`adah.index.backends.recall_at_k`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -52,6 +53,7 @@ import numpy as np
 from adah.errors import AdahError
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, code_bytes
+from adah.utils.locks import exclusive, lock_file_beside
 
 FORMAT = "adah-index-milvus"
 FORMAT_VERSION = 1
@@ -62,6 +64,8 @@ INSERT_CHUNK = 5_000
 QUERY_CHUNK = 1_024
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _CLIENTS: dict[tuple[str, str], Any] = {}
+_LITE_HELD: dict[str, contextlib.ExitStack] = {}  # Lite files this process holds adah's lock on
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class MilvusError(AdahError):
@@ -142,11 +146,7 @@ def connect(uri: str, *, create: bool = False):
     if key in _CLIENTS:
         return _CLIENTS[key]
     if is_lite(uri):
-        path = Path(uri)
-        if not path.parent.is_dir():
-            raise MilvusError(f"Milvus Lite file {uri}: its folder does not exist")
-        if not create and not path.is_file():
-            raise MilvusError(f"Milvus Lite file not found: {uri} (build the index with --backend milvus --uri)")
+        claim_lite(uri, create=create)
     try:
         timeout = float(os.environ.get(TIMEOUT_ENV, "10"))
     except ValueError:
@@ -157,6 +157,55 @@ def connect(uri: str, *, create: bool = False):
         raise MilvusError(f"cannot reach Milvus at {uri}: {_message(exc)}") from None
     _CLIENTS[key] = client
     return client
+
+
+def claim_lite(uri: str, *, create: bool = False) -> None:
+    """Take adah's own lock on the Milvus Lite file ``uri`` (``.NAME.adah.lock`` beside it) for
+    the rest of this process, after checking the file is a Milvus Lite database (or does not
+    exist yet and ``create``). A Lite file is served by one process at a time; milvus-lite's
+    own lock cannot be trusted for that (a process that fails to open the file deletes
+    ``.NAME.lock``, and the next one then opens it beside its holder), so every adah process
+    that touches a Lite file holds this lock first, and a second one is refused with one line."""
+    if uri in _LITE_HELD:
+        return
+    path = Path(uri)
+    if not path.parent.is_dir():
+        raise MilvusError(f"Milvus Lite file {uri}: its folder does not exist")
+    if not create and not path.is_file():
+        raise MilvusError(f"Milvus Lite file not found: {uri} (build the index with --backend milvus --uri)")
+    stack = contextlib.ExitStack()
+    stack.enter_context(exclusive(lock_file_beside(path), f"Milvus Lite file {uri} (a Lite file serves one process "
+                                  "at a time: stop the other one, e.g. `adah serve`, or put the index on a Milvus "
+                                  "server, --uri http://HOST:19530)"))
+    try:
+        check_lite_file(path)
+    except BaseException:
+        stack.close()
+        raise
+    _LITE_HELD[uri] = stack
+
+
+def check_lite_file(path: Path) -> None:
+    """MilvusError unless ``path`` is absent, empty, or a Milvus Lite database (SQLite with
+    milvus-lite's ``collection_meta`` table): ``--uri`` never writes into another program's file."""
+    import sqlite3
+
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return
+    refuse = (f"--uri {path}: this file is not a Milvus Lite database (adah writes its collections only into one, "
+              "or into a new file): choose another path")
+    if not path.is_file():
+        raise MilvusError(f"--uri {path}: a folder, not a Milvus Lite file (give a file path such as runs/index.db)")
+    with open(path, "rb") as f:
+        if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            raise MilvusError(refuse)
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise MilvusError(f"--uri {path}: cannot read it as a Milvus Lite database ({exc})") from None
+    if "collection_meta" not in tables:
+        raise MilvusError(refuse)
 
 
 def _message(exc: Exception) -> str:
@@ -207,6 +256,8 @@ class MilvusTarget:
         if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= 65536:
             raise MilvusError(f"nlist must be an integer in [1, 65536], got {nlist!r}")
         self.index_type, self.nlist = index_type, nlist
+        if is_lite(self.uri):  # refused before any work when another process holds the file
+            claim_lite(self.uri, create=True)
 
     @classmethod
     def from_manifest(cls, section: dict, uri: str | None = None) -> "MilvusTarget":
