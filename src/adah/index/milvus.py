@@ -60,8 +60,9 @@ FORMAT_VERSION = 1
 INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 URI_ENV, TOKEN_ENV, TIMEOUT_ENV = "ADAH_MILVUS_URI", "ADAH_MILVUS_TOKEN", "ADAH_MILVUS_TIMEOUT"
 MAX_TOPK = 16_384  # Milvus' largest limit per query
-INSERT_CHUNK = 5_000
+INSERT_BYTES = 400_000  # codes per insert call: 50,000 of 64 bits (a message well under gRPC's 64 MB)
 QUERY_CHUNK = 1_024
+DEFAULT_NPROBE = 16
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _CLIENTS: dict[tuple[str, str], Any] = {}
 _LITE_HELD: dict[str, contextlib.ExitStack] = {}  # Lite files this process holds adah's lock on
@@ -148,15 +149,24 @@ def connect(uri: str, *, create: bool = False):
     if is_lite(uri):
         claim_lite(uri, create=create)
     try:
-        timeout = float(os.environ.get(TIMEOUT_ENV, "10"))
-    except ValueError:
-        raise MilvusError(f"${TIMEOUT_ENV} must be a number of seconds") from None
-    try:
-        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
+        client = pymilvus.MilvusClient(uri=uri, token=token, timeout=query_timeout())
     except pymilvus.exceptions.MilvusException as exc:
         raise MilvusError(f"cannot reach Milvus at {uri}: {_message(exc)}") from None
     _CLIENTS[key] = client
     return client
+
+
+def query_timeout() -> float:
+    """Seconds a connection or one search may take (``$ADAH_MILVUS_TIMEOUT``, default 10): past
+    it the search fails with one line (``adah serve`` answers 503) instead of hanging."""
+    raw = os.environ.get(TIMEOUT_ENV, "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86_400:
+        raise MilvusError(f"${TIMEOUT_ENV} must be a number of seconds in (0, 86400], got {raw!r}")
+    return value
 
 
 def claim_lite(uri: str, *, create: bool = False) -> None:
@@ -291,13 +301,18 @@ class MilvusTarget:
         index_params = client.prepare_index_params()
         index_params.add_index(field_name="code", index_type=self.index_type, metric_type="HAMMING",
                                params={"nlist": self.nlist} if self.index_type == "BIN_IVF_FLAT" else {})
-        _call("create_collection", client.create_collection, name, schema=schema, index_params=index_params)
+        # Strong: a search sees every row inserted before it; the codes go in first, then flush
+        # (all rows in sealed segments), then the index (create_index waits until every segment
+        # is indexed), then load: the first search after publish sees all rows, indexed.
+        _call("create_collection", client.create_collection, name, schema=schema, consistency_level="Strong")
         try:
-            for start in range(0, len(codes), INSERT_CHUNK):
-                block = codes[start : start + INSERT_CHUNK]
+            chunk = max(1, INSERT_BYTES // codes.shape[1])
+            for start in range(0, len(codes), chunk):
+                block = codes[start : start + chunk]
                 rows = [{"row": start + i, "code": block[i].tobytes()} for i in range(len(block))]
                 _call("insert", client.insert, name, rows)
             _call("flush", client.flush, name)
+            _call("create_index", client.create_index, name, index_params)
             _call("load_collection", client.load_collection, name)
         except BaseException:
             try:
@@ -360,10 +375,12 @@ class MilvusBackend(HammingBackend):
     name = "milvus"
 
     def __init__(self, client, collection: str, bits: int, count: int, *, exact: bool = True,
-                 search_params: dict | None = None) -> None:
+                 nprobe: int | None = None, nlist: int | None = None) -> None:
         self.bits, self.collection, self.client = bits, collection, client
-        self._count, self.exact = int(count), exact
-        self.search_params = {"metric_type": "HAMMING", "params": dict(search_params or {})}
+        self._count = int(count)
+        self.nlist = None if exact else int(nlist or 1024)
+        self.nprobe = None if exact else min(int(nprobe or DEFAULT_NPROBE), self.nlist)
+        self.exact = exact or self.nprobe >= self.nlist  # BIN_IVF_FLAT probing every cluster is exact
 
     def __len__(self) -> int:
         return self._count
@@ -372,11 +389,16 @@ class MilvusBackend(HammingBackend):
     def codes(self) -> np.ndarray:
         raise AdahError("the codes of a Milvus index stay in Milvus; load it with backend='faiss' to read them")
 
-    def _raw(self, queries: np.ndarray, limit: int) -> list[list[dict]]:
+    def _raw(self, queries: np.ndarray, limit: int, nprobe: int | None) -> list[list[dict]]:
+        params = {"metric_type": "HAMMING", "params": {} if nprobe is None else {"nprobe": nprobe}}
         return _call("search", self.client.search, self.collection, data=[q.tobytes() for q in queries],
-                     limit=limit, anns_field="code", search_params=self.search_params, output_fields=[])
+                     limit=limit, anns_field="code", search_params=params, output_fields=[],
+                     timeout=query_timeout())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (``BIN_FLAT``): the canonical top k, ties at the k-th distance completed by asking
+        for more. Approximate (``BIN_IVF_FLAT``): the probed clusters may hold fewer than k codes;
+        such queries are asked again with 4x ``nprobe`` (up to ``nlist``), so every query gets k hits."""
         queries = check_packed(queries, self.bits, "query codes")
         k = min(check_k(k), len(self))
         m = len(queries)
@@ -384,27 +406,32 @@ class MilvusBackend(HammingBackend):
         rows_out = np.full((m, k), -1, dtype=np.int64)
         if m == 0 or k == 0:
             return dist_out, rows_out
+        most = min(len(self), MAX_TOPK)
         for start in range(0, m, QUERY_CHUNK):
             todo = np.arange(start, min(m, start + QUERY_CHUNK))
-            limit = min(len(self), MAX_TOPK, max(k + 16, 2 * k)) if self.exact else min(k, MAX_TOPK)
+            limit, nprobe = (min(most, max(k + 16, 2 * k)) if self.exact else min(k, MAX_TOPK)), self.nprobe
             while len(todo):
-                results = self._raw(queries[todo], limit)
                 again = []
-                for q, hits in zip(todo, results):
+                for q, hits in zip(todo, self._raw(queries[todo], limit, nprobe)):
                     rows = np.fromiter((h["id"] for h in hits), dtype=np.int64, count=len(hits))
                     dist = np.fromiter((round(h["distance"]) for h in hits), dtype=np.int64, count=len(hits))
                     order = np.lexsort((rows, dist))  # canonical: distance, then row
                     rows, dist = rows[order], dist[order]
-                    # exact search: results beyond k show whether every tie at the k-th distance came back
-                    tied_out = (self.exact and len(rows) == limit and limit < min(len(self), MAX_TOPK)
-                                and len(rows) > k - 1 and dist[-1] == dist[min(k, len(rows)) - 1])
-                    if tied_out:
+                    if self.exact:  # results beyond k show whether every tie at the k-th distance came back
+                        retry = (len(rows) == limit and limit < most and len(rows) > k - 1
+                                 and dist[-1] == dist[min(k, len(rows)) - 1])
+                    else:
+                        retry = len(rows) < min(k, MAX_TOPK) and nprobe < self.nlist
+                    if retry:
                         again.append(q)
                         continue
                     n = min(k, len(rows))
                     dist_out[q, :n], rows_out[q, :n] = dist[:n], rows[:n]
                 todo = np.asarray(again, dtype=np.int64)
-                limit = min(len(self), MAX_TOPK, limit * 4)
+                if self.exact:
+                    limit = min(most, limit * 4)
+                else:
+                    nprobe = min(self.nlist, nprobe * 4)
         return dist_out, rows_out
 
 
@@ -419,9 +446,7 @@ def make_milvus_backend(packed: np.ndarray, bits: int, *, uri: str | os.PathLike
     if _call("has_collection", client.has_collection, name):
         _call("drop_collection", client.drop_collection, name)
     target._create(client, name, packed, "image", bits, fingerprint)
-    exact = index_type == "BIN_FLAT"
-    return MilvusBackend(client, name, bits, len(packed), exact=exact,
-                         search_params={} if exact else {"nprobe": int(nprobe or 16)})
+    return MilvusBackend(client, name, bits, len(packed), exact=index_type == "BIN_FLAT", nprobe=nprobe, nlist=nlist)
 
 
 def open_backends(folder: Path, manifest: dict, *, uri: str | None = None, nprobe: int | None = None
@@ -440,7 +465,7 @@ def open_backends(folder: Path, manifest: dict, *, uri: str | None = None, nprob
     where = resolve_uri(uri, section.get("uri"))
     client = connect(where)
     exact = section.get("index_type", "BIN_FLAT") == "BIN_FLAT"
-    params = {} if exact else {"nprobe": int(nprobe or 16)}
+    nlist = int((section.get("params") or {}).get("nlist", 1024))
     fingerprint, bits, count = manifest["model"]["fingerprint"], manifest["bits"], manifest["count"]
     backends = {}
     for modality in manifest["modalities"]:
@@ -466,7 +491,7 @@ def open_backends(folder: Path, manifest: dict, *, uri: str | None = None, nprob
                 raise MilvusError(f"Milvus collection {name!r}: {key} is {desc.get(key)!r} but the index {folder} says "
                                   f"{want!r}: rebuild the index")
         _call("load_collection", client.load_collection, name)
-        backends[modality] = MilvusBackend(client, name, bits, count, exact=exact, search_params=params)
+        backends[modality] = MilvusBackend(client, name, bits, count, exact=exact, nprobe=nprobe, nlist=nlist)
     return backends
 
 
