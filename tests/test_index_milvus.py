@@ -311,3 +311,37 @@ def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path)
     assert [(h["id"], h["distance"]) for h in got] == [(h.id, h.distance) for h in want]
     assert [(h["id"], h["distance"]) for h in by_image] == [(h.id, h.distance) for h in want_image]
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+
+
+def test_a_collection_altered_behind_adahs_back_is_detected_on_open(ckpt, milvus_uri, tmp_path):
+    """Rows deleted, rows inserted, the schema changed (a collection of the same name and
+    description made again with another field): each refused on open with one line naming the
+    collection and what differs."""
+    import shutil
+
+    from adah.index.milvus import build_on_milvus, connect
+
+    base = tmp_path / "base"
+    build_on_milvus(ckpt, base, uri=milvus_uri, name="adah_altered", progress=False)
+    client = connect(str(milvus_uri))
+    section = json.loads((base / "index.json").read_text())["milvus"]
+    name = section["collections"]["image"]
+    client.delete(name, ids=[0, 1])
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "holds 88 rows but the index")
+    client.insert(name, [{"row": 0, "code": bytes(2)}, {"row": 1, "code": bytes(2)}, {"row": 999, "code": bytes(2)}])
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "holds 91 rows but the index")
+    described = client.describe_collection(name)
+    client.drop_collection(name)
+    from adah.index.milvus import _pymilvus
+
+    pymilvus = _pymilvus()
+    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                                 description=described["description"])
+    schema.add_field("row", pymilvus.DataType.INT64, is_primary=True)
+    schema.add_field("code", pymilvus.DataType.BINARY_VECTOR, dim=16)
+    schema.add_field("note", pymilvus.DataType.INT64)
+    params = client.prepare_index_params()
+    params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+    client.create_collection(name, schema=schema, index_params=params)
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "its schema was changed")
+    shutil.rmtree(base)

@@ -22,7 +22,8 @@ from adah.index.backends import make_backend
 from test_index import make_folder
 from test_index_backends import random_packed
 from test_index_milvus import (  # noqa: F401 - collected here again, over the server
-    ckpt, on_milvus, test_add_and_remove_on_milvus_switch_collections,
+    ckpt, on_milvus, test_a_collection_altered_behind_adahs_back_is_detected_on_open,
+    test_add_and_remove_on_milvus_switch_collections,
     test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding,
     test_exact_topk_equals_faiss_with_heavy_ties, test_index_api_and_cli_over_milvus_equal_local,
     test_service_over_milvus, test_version_mismatch_is_refused)

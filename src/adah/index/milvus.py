@@ -40,6 +40,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from adah.errors import AdahError
+from adah.errors import AdahError, ServiceUnavailable
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, code_bytes
 from adah.utils.locks import exclusive, lock_file_beside
@@ -71,6 +72,10 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 class MilvusError(AdahError):
     """Milvus unreachable, a collection missing or not matching the index."""
+
+
+class MilvusUnavailable(MilvusError, ServiceUnavailable):
+    """A search Milvus did not answer (server down, restarting, overloaded or past the timeout)."""
 
 
 # --------------------------------------------------------------------------- client
@@ -156,9 +161,10 @@ def connect(uri: str, *, create: bool = False):
     return client
 
 
-def query_timeout() -> float:
-    """Seconds a connection or one search may take (``$ADAH_MILVUS_TIMEOUT``, default 10): past
-    it the search fails with one line (``adah serve`` answers 503) instead of hanging."""
+def query_timeout() -> int:
+    """Seconds a connection or one search may take, retries included (``$ADAH_MILVUS_TIMEOUT``,
+    default 10, rounded up to whole seconds: pymilvus bounds its retries by whole seconds only):
+    past it the search fails with one line (``adah serve`` answers 503) instead of hanging."""
     raw = os.environ.get(TIMEOUT_ENV, "10")
     try:
         value = float(raw)
@@ -166,7 +172,7 @@ def query_timeout() -> float:
         value = float("nan")
     if not 0 < value <= 86_400:
         raise MilvusError(f"${TIMEOUT_ENV} must be a number of seconds in (0, 86400], got {raw!r}")
-    return value
+    return math.ceil(value)
 
 
 def claim_lite(uri: str, *, create: bool = False) -> None:
@@ -223,12 +229,12 @@ def _message(exc: Exception) -> str:
     return " ".join(str(text).split())[:300]
 
 
-def _call(what: str, fn, *args, **kwargs):
+def _call(what: str, fn, *args, error: type[MilvusError] = MilvusError, **kwargs):
     pymilvus = _pymilvus()
     try:
         return fn(*args, **kwargs)
     except pymilvus.exceptions.MilvusException as exc:
-        raise MilvusError(f"Milvus {what} failed: {_message(exc)}") from None
+        raise error(f"Milvus {what} failed: {_message(exc)}") from None
 
 
 def default_name(out: Path) -> str:
@@ -324,18 +330,25 @@ class MilvusTarget:
 
     def drop_replaced(self, old: dict | None, new: dict | None) -> list[str]:
         """Drop the collections of the replaced version and any left by killed writes of this
-        index (``<name>_<modality>_g<N>_<hex>`` not named by ``new``); the names dropped."""
+        index (``<name>_<modality>_g<N>_<hex>`` not named by ``new``); the names dropped.
+        Best effort: the new version is in place already, so a Milvus that fails now (down,
+        restarting) is logged, and the next write drops what is left."""
         keep = set((new or {}).get("collections", {}).values())
-        client = connect(self.uri)
         pattern = re.compile(rf"^{re.escape(self.name)}_(image|text)_g\d+_[0-9a-f]{{6}}$")
         stale = set((old or {}).get("collections", {}).values()) if (old or {}).get("uri") == self.uri else set()
-        stale |= {c for c in _call("list_collections", client.list_collections) if pattern.match(c)}
+        try:
+            client = connect(self.uri)
+            stale |= {c for c in _call("list_collections", client.list_collections, timeout=query_timeout())
+                      if pattern.match(c)}
+        except MilvusError as exc:
+            logging.getLogger("adah.index").warning("the replaced collections stay at %s for now: %s", self.uri, exc)
+            return []
         dropped = []
         for name in sorted(stale - keep):
             try:
-                client.drop_collection(name)
+                client.drop_collection(name, timeout=query_timeout())
                 dropped.append(name)
-            except Exception:  # noqa: BLE001 - a collection already gone
+            except Exception:  # noqa: BLE001 - a collection already gone, or Milvus down: the next write drops it
                 pass
         return dropped
 
@@ -391,9 +404,9 @@ class MilvusBackend(HammingBackend):
 
     def _raw(self, queries: np.ndarray, limit: int, nprobe: int | None) -> list[list[dict]]:
         params = {"metric_type": "HAMMING", "params": {} if nprobe is None else {"nprobe": nprobe}}
-        return _call("search", self.client.search, self.collection, data=[q.tobytes() for q in queries],
-                     limit=limit, anns_field="code", search_params=params, output_fields=[],
-                     timeout=query_timeout())
+        return _call(f"search of {self.collection} (server down or restarting? try again)", self.client.search,
+                     self.collection, data=[q.tobytes() for q in queries], limit=limit, anns_field="code",
+                     search_params=params, output_fields=[], timeout=query_timeout(), error=MilvusUnavailable)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (``BIN_FLAT``): the canonical top k, ties at the k-th distance completed by asking
@@ -466,35 +479,60 @@ def open_backends(folder: Path, manifest: dict, *, uri: str | None = None, nprob
     client = connect(where)
     exact = section.get("index_type", "BIN_FLAT") == "BIN_FLAT"
     nlist = int((section.get("params") or {}).get("nlist", 1024))
-    fingerprint, bits, count = manifest["model"]["fingerprint"], manifest["bits"], manifest["count"]
+    bits, count = manifest["bits"], manifest["count"]
     backends = {}
     for modality in manifest["modalities"]:
         name = section["collections"].get(modality)
         if not isinstance(name, str) or not _call("has_collection", client.has_collection, name):
             raise MilvusError(f"Milvus collection {name!r} ({modality} codes of {folder}) not found at {where}: it was "
                               "dropped, or this is another Milvus; rebuild the index with --backend milvus")
-        described = _call("describe_collection", client.describe_collection, name)
-        try:
-            desc = json.loads(described.get("description") or "")
-        except json.JSONDecodeError:
-            desc = None
-        if not isinstance(desc, dict) or desc.get("format") != FORMAT:
-            raise MilvusError(f"Milvus collection {name!r} at {where} was not written by adah (no {FORMAT} description)")
-        if desc.get("version") != FORMAT_VERSION:
-            raise MilvusError(f"Milvus collection {name!r}: format version {desc.get('version')!r}; this adah reads "
-                              f"{FORMAT_VERSION}: rebuild the index with `adah index build --backend milvus`")
-        if desc.get("fingerprint") != fingerprint:
-            raise MilvusError(f"Milvus collection {name!r} holds codes of model {desc.get('fingerprint')} but the index "
-                              f"{folder} is for model {fingerprint}: rebuild the index")
-        for key, want in (("bits", bits), ("count", count), ("modality", modality)):
-            if desc.get(key) != want:
-                raise MilvusError(f"Milvus collection {name!r}: {key} is {desc.get(key)!r} but the index {folder} says "
-                                  f"{want!r}: rebuild the index")
-        _call("load_collection", client.load_collection, name)
+        _check_collection(client, name, where, folder, manifest, modality)
         backends[modality] = MilvusBackend(client, name, bits, count, exact=exact, nprobe=nprobe, nlist=nlist)
     return backends
 
 
-__all__ = ["FORMAT_VERSION", "INDEX_TYPES", "MilvusBackend", "MilvusError", "MilvusTarget", "build_on_milvus", "connect",
-           "make_milvus_backend",
-           "default_name", "open_backends", "resolve_uri"]
+def _check_collection(client, name: str, where: str, folder: Path, manifest: dict, modality: str) -> None:
+    """MilvusError naming what differs when the collection ``name`` is not the one the manifest
+    describes: its description (format, version, model fingerprint, bits, count, modality), its
+    schema (``row`` INT64 key, ``code`` binary vector of the index's width), its index type, and
+    its live row count (rows deleted or inserted behind adah's back). Loads it."""
+    fingerprint, bits, count = manifest["model"]["fingerprint"], manifest["bits"], manifest["count"]
+    described = _call("describe_collection", client.describe_collection, name)
+    try:
+        desc = json.loads(described.get("description") or "")
+    except json.JSONDecodeError:
+        desc = None
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise MilvusError(f"Milvus collection {name!r} at {where} was not written by adah (no {FORMAT} description)")
+    if desc.get("version") != FORMAT_VERSION:
+        raise MilvusError(f"Milvus collection {name!r}: format version {desc.get('version')!r}; this adah reads "
+                          f"{FORMAT_VERSION}: rebuild the index with `adah index build --backend milvus`")
+    if desc.get("fingerprint") != fingerprint:
+        raise MilvusError(f"Milvus collection {name!r} holds codes of model {desc.get('fingerprint')} but the index "
+                          f"{folder} is for model {fingerprint}: rebuild the index")
+    for key, want in (("bits", bits), ("count", count), ("modality", modality)):
+        if desc.get(key) != want:
+            raise MilvusError(f"Milvus collection {name!r}: {key} is {desc.get(key)!r} but the index {folder} says "
+                              f"{want!r}: rebuild the index")
+    fields = {f.get("name"): f for f in described.get("fields", [])}
+    dim = (fields.get("code", {}).get("params") or {}).get("dim")
+    if set(fields) != {"row", "code"} or not fields["row"].get("is_primary") or int(dim or 0) != code_bytes(bits) * 8:
+        raise MilvusError(f"Milvus collection {name!r}: its schema was changed (fields {sorted(fields)}, code width "
+                          f"{dim}); the index {folder} needs row + code of {code_bytes(bits) * 8} bits: rebuild the index")
+    want_type = (manifest.get("milvus") or {}).get("index_type", "BIN_FLAT")
+    indexes = [_call("describe_index", client.describe_index, name, i) for i in
+               _call("list_indexes", client.list_indexes, name)]
+    if [i.get("index_type") for i in indexes] != [want_type]:
+        raise MilvusError(f"Milvus collection {name!r}: index {[i.get('index_type') for i in indexes]} but the index "
+                          f"{folder} was built with {want_type}: rebuild the index")
+    _call("load_collection", client.load_collection, name)
+    rows = _call("query", client.query, name, filter="", output_fields=["count(*)"])
+    live = int(rows[0]["count(*)"]) if rows else 0
+    if live != count:
+        raise MilvusError(f"Milvus collection {name!r} holds {live} rows but the index {folder} has {count}: rows were "
+                          "deleted or inserted behind adah's back; rebuild the index")
+
+
+__all__ = ["FORMAT_VERSION", "INDEX_TYPES", "MilvusBackend", "MilvusError", "MilvusTarget", "MilvusUnavailable",
+           "build_on_milvus", "claim_lite", "connect", "default_name", "make_milvus_backend", "open_backends",
+           "query_timeout", "resolve_uri"]

@@ -45,7 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from adah.errors import AdahError
+from adah.errors import AdahError, ServiceUnavailable
 from adah.utils.images import DEFAULT_MAX_PIXELS, ImageTooLarge, open_image, reduced_rgb
 from adah.index import ImageQueryError
 from adah.index.core import MAX_IMAGE_PIXELS
@@ -81,8 +81,8 @@ class Limits:
             raise AdahError(f"serve limits: default_k={self.default_k} is over max_k={self.max_k}")
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def create_app(index, *, limits: Limits | None = None, watch_seconds: float | None = 1.0) -> FastAPI:
@@ -102,7 +102,7 @@ def create_app(index, *, limits: Limits | None = None, watch_seconds: float | No
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request, exc: HTTPException):
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request, exc: Exception):  # last resort: never a traceback or a path in the answer
@@ -122,6 +122,8 @@ def create_app(index, *, limits: Limits | None = None, watch_seconds: float | No
                 return fn(*args, **kwargs)
         except ImageQueryError as exc:
             raise HTTPException(400, str(exc)) from None
+        except ServiceUnavailable as exc:  # a Milvus server down or restarting: the same request may work later
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         except AdahError as exc:
             raise HTTPException(422, str(exc)) from None
 
