@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test bench clean e2e e2e-setup
+.PHONY: setup demo test bench bench-milvus clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ e2e: setup e2e-setup  ## the page in headless Chromium, then 1,000 requests over
 
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process
 	$(BIN)/python benchmarks/run.py
+
+bench-milvus: setup  ## the milvus backend on a standalone Milvus server: BIN_IVF_FLAT next to faiss flat and multi-hash
+	$(BIN)/python benchmarks/bench_milvus.py $(BENCH_MILVUS_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

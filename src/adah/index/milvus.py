@@ -153,9 +153,11 @@ def connect(uri: str, *, create: bool = False):
         return _CLIENTS[key]
     if is_lite(uri):
         claim_lite(uri, create=create)
+    import grpc
+
     try:
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=query_timeout())
-    except pymilvus.exceptions.MilvusException as exc:
+    except (pymilvus.exceptions.MilvusException, grpc.RpcError) as exc:
         raise MilvusError(f"cannot reach Milvus at {uri}: {_message(exc)}") from None
     _CLIENTS[key] = client
     return client
@@ -225,15 +227,22 @@ def check_lite_file(path: Path) -> None:
 
 
 def _message(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
+    if callable(getattr(exc, "details", None)) and callable(getattr(exc, "code", None)):  # a bare gRPC error
+        text = f"{getattr(exc.code(), 'name', exc.code())}: {exc.details()}"
+    else:
+        text = getattr(exc, "message", None) or str(exc)
     return " ".join(str(text).split())[:300]
 
 
 def _call(what: str, fn, *args, error: type[MilvusError] = MilvusError, **kwargs):
+    """``fn(*args, **kwargs)``; a failure (pymilvus' own, or a gRPC error it lets through when
+    the server dies mid-call) becomes ``error`` with one line."""
+    import grpc
+
     pymilvus = _pymilvus()
     try:
         return fn(*args, **kwargs)
-    except pymilvus.exceptions.MilvusException as exc:
+    except (pymilvus.exceptions.MilvusException, grpc.RpcError) as exc:
         raise error(f"Milvus {what} failed: {_message(exc)}") from None
 
 
