@@ -321,11 +321,9 @@ class MilvusTarget:
         # is indexed), then load: the first search after publish sees all rows, indexed.
         _call("create_collection", client.create_collection, name, schema=schema, consistency_level="Strong")
         try:
-            chunk = max(1, INSERT_BYTES // codes.shape[1])
+            insert, chunk = _column_insert(client, name), max(1, INSERT_BYTES // codes.shape[1])
             for start in range(0, len(codes), chunk):
-                block = codes[start : start + chunk]
-                rows = [{"row": start + i, "code": block[i].tobytes()} for i in range(len(block))]
-                _call("insert", client.insert, name, rows)
+                _call("insert", insert, start, codes[start : start + chunk])
             _call("flush", client.flush, name)
             _call("create_index", client.create_index, name, index_params)
             _call("load_collection", client.load_collection, name)
@@ -360,6 +358,19 @@ class MilvusTarget:
             except Exception:  # noqa: BLE001 - a collection already gone, or Milvus down: the next write drops it
                 pass
         return dropped
+
+
+def _column_insert(client, name: str):
+    """``insert(start, codes)``: rows ``start...`` with their codes, sent column-wise through
+    pymilvus' ORM ``Collection`` on the client's own connection. (``MilvusClient.insert`` takes
+    rows and packs binary vectors in time quadratic in the rows per call: 50,000 64-bit codes took
+    40 s; column-wise, 0.5 s.)"""
+    collection = _pymilvus().Collection(name, using=client._using)
+
+    def insert(start: int, block: np.ndarray) -> None:
+        collection.insert([list(range(start, start + len(block))), [row.tobytes() for row in block]])
+
+    return insert
 
 
 def recorded_section(out: Path) -> dict | None:
