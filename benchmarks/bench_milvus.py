@@ -29,7 +29,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from bench_index_scale import BITS, CENTRES, FLIP, K, _status_mib, make_data  # noqa: E402
+from bench_index_scale import (  # noqa: E402
+    BITS,
+    CENTRES,
+    FLIP,
+    K,
+    _status_mib,
+    make_data,
+    timed_search,
+)
 
 
 def reference(backend: str, folder: Path) -> dict:
@@ -39,16 +47,6 @@ def reference(backend: str, folder: Path) -> dict:
     if p.returncode:
         return {"backend": backend, "skipped": f"failed: {p.stderr.strip().splitlines()[-1:]}"}
     return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def timed_search(backend, q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    backend.search(q[:10], K)  # warm-up
-    dist, rows = [], []
-    t0 = time.perf_counter()
-    for s in range(0, len(q), 100):
-        d, r = backend.search(q[s : s + 100], K)
-        dist.append(d), rows.append(r)
-    return len(q) / (time.perf_counter() - t0), np.concatenate(dist), np.concatenate(rows)
 
 
 def on_server(uri: str, folder: Path, nlist: int, nprobes: list[int]) -> list[dict]:

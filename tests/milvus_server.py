@@ -136,18 +136,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory) -> StandaloneMilvus:
-    """One standalone Milvus server for the test session (skipped with the reason where the
-    package is missing), stopped at the end with nothing of it left running."""
+@contextlib.contextmanager
+def running_server(base: Path):
+    """A :class:`StandaloneMilvus` in ``base`` for the block (the test skipped with the reason
+    where the package is missing), stopped at its end with nothing of it left running."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    server = StandaloneMilvus(tmp_path_factory.mktemp("milvus-server"))
+    server = StandaloneMilvus(base)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory) -> StandaloneMilvus:
+    """One standalone Milvus server for the test session."""
+    with running_server(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server
 
 
 # --------------------------------------------------------------------------- the launcher

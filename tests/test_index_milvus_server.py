@@ -13,21 +13,25 @@ import json
 
 import numpy as np
 import pytest
+from test_index import make_folder
+from test_index_backends import random_packed
+from test_index_milvus import (  # noqa: F401 - collected here again, over the server
+    ckpt,
+    on_milvus,
+    test_a_collection_altered_behind_adahs_back_is_detected_on_open,
+    test_add_and_remove_on_milvus_switch_collections,
+    test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding,
+    test_exact_topk_equals_faiss_with_heavy_ties,
+    test_index_api_and_cli_over_milvus_equal_local,
+    test_service_over_milvus,
+    test_version_mismatch_is_refused,
+)
 from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.index import Index, faiss_available, hamming_distances, recall_at_k
-from adah.index.backends import make_backend
-
-from test_index import make_folder
-from test_index_backends import random_packed
-from test_index_milvus import (  # noqa: F401 - collected here again, over the server
-    ckpt, on_milvus, test_a_collection_altered_behind_adahs_back_is_detected_on_open,
-    test_add_and_remove_on_milvus_switch_collections,
-    test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding,
-    test_exact_topk_equals_faiss_with_heavy_ties, test_index_api_and_cli_over_milvus_equal_local,
-    test_service_over_milvus, test_version_mismatch_is_refused)
 from adah.index import milvus as milvus_module
+from adah.index.backends import make_backend
 
 pytestmark = [pytest.mark.milvus, pytest.mark.slow,
               pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")]
@@ -59,8 +63,8 @@ def test_ivf_probing_every_cluster_equals_faiss_with_ties(milvus_uri, bits, n, k
     rng = np.random.default_rng(bits * n)
     db = random_packed(rng, n, bits) if bits == 8 else clustered(rng, n, bits)
     q = random_packed(rng, 30, bits)
-    backend = milvus_module.make_milvus_backend(db, bits, uri=milvus_uri, name=f"ivf_all_{bits}", index_type="BIN_IVF_FLAT",
-                                                nlist=32, nprobe=32)
+    backend = milvus_module.make_milvus_backend(db, bits, uri=milvus_uri, name=f"ivf_all_{bits}",
+                                                index_type="BIN_IVF_FLAT", nlist=32, nprobe=32)
     assert backend.exact
     md, mi = backend.search(q, k)
     fd, fi = make_backend(db, bits, "faiss").search(q, k)

@@ -18,12 +18,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_index import make_checkpoint, make_folder
 from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.index import milvus as milvus_module
-
-from test_index import make_checkpoint, make_folder
 
 pytestmark = pytest.mark.skipif(not milvus_module.available(), reason="pymilvus / milvus-lite not installed: pip "
                                 "install 'adah[milvus]' (make test installs it)")
@@ -124,7 +123,6 @@ def test_index_add_while_adah_serve_holds_the_lite_file(ckpt, tmp_path):
     run twice from other processes: refused both times with one line, the index unchanged, and
     the server still reloads (no 409) and answers; once it stops, the same add succeeds."""
     import httpx2
-
     from serve_support import Server
 
     out, lite = tmp_path / "idx", tmp_path / "m1.db"

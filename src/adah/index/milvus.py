@@ -31,7 +31,16 @@ Search. ``BIN_FLAT`` is exact: results are put in the canonical order (distance,
 ties at the k-th distance are completed by asking Milvus for more results until the k-th
 distance is passed, so the answer equals faiss ``IndexBinaryFlat``'s. ``BIN_IVF_FLAT`` (Milvus
 server only: Milvus Lite supports ``BIN_FLAT`` alone) is approximate; ``nprobe`` trades speed for
-recall, to be measured with :func:`adah.index.backends.recall_at_k`.
+recall, to be measured with :func:`adah.index.backends.recall_at_k`; a query whose probed
+clusters hold fewer than k codes is asked again with more, and ``nprobe = nlist`` is exact.
+A search failing (server down or restarting, past ``$ADAH_MILVUS_TIMEOUT``) raises
+:class:`MilvusUnavailable` (``adah serve``: 503). Collections are created ``Strong`` and filled,
+flushed, indexed and loaded before the manifest names them; on open each is checked against the
+manifest (description, schema, index type, live row count).
+
+Milvus Lite holds its file in one process: every adah process takes its own lock beside the
+file first (:func:`claim_lite`), and a ``--uri`` that is another program's file is refused.
+The deployment guide: docs/deployment-milvus.md.
 """
 
 from __future__ import annotations
@@ -538,7 +547,8 @@ def _check_collection(client, name: str, where: str, folder: Path, manifest: dic
     dim = (fields.get("code", {}).get("params") or {}).get("dim")
     if set(fields) != {"row", "code"} or not fields["row"].get("is_primary") or int(dim or 0) != code_bytes(bits) * 8:
         raise MilvusError(f"Milvus collection {name!r}: its schema was changed (fields {sorted(fields)}, code width "
-                          f"{dim}); the index {folder} needs row + code of {code_bytes(bits) * 8} bits: rebuild the index")
+                          f"{dim}); the index {folder} needs row + code of {code_bytes(bits) * 8} bits: rebuild the "
+                          "index")
     want_type = (manifest.get("milvus") or {}).get("index_type", "BIN_FLAT")
     indexes = [_call("describe_index", client.describe_index, name, i) for i in
                _call("list_indexes", client.list_indexes, name)]
