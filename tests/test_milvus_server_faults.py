@@ -95,18 +95,14 @@ _ADD = textwrap.dedent("""
         print(what, flush=True)
         time.sleep(4)
     if step == "insert":
-        real = milvus.MilvusTarget._create
-        def create(self, client, name, codes, *args):
-            real_insert = client.insert
-            def insert(*a, **k):
+        real = milvus._column_insert
+        def column_insert(client, name):
+            insert = real(client, name)
+            def paused(*args):
                 pause("inserting")
-                return real_insert(*a, **k)
-            client.insert = insert
-            try:
-                return real(self, client, name, codes, *args)
-            finally:
-                client.insert = real_insert
-        milvus.MilvusTarget._create = create
+                return insert(*args)
+            return paused
+        milvus._column_insert = column_insert
     else:
         real = milvus.MilvusTarget.drop_replaced
         def drop(self, old, new):
