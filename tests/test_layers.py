@@ -34,9 +34,15 @@ def imports_of(path: Path, src: Path = SRC) -> list[tuple[int, str]]:
     """(line, imported module) for every ``import adah...`` / ``from adah... import`` in a file,
     at any depth (functions included); ``from adah import x`` counts as ``adah.x``."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    # imports for type checkers alone (``if TYPE_CHECKING:``) never run: not an import at run time
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and ast.unparse(block.test).split(".")[-1] == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     pkg = ".".join(path.relative_to(src.parent).with_suffix("").parts[:-1])
     out = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.startswith("adah")]
         elif isinstance(node, ast.ImportFrom):
@@ -142,5 +148,6 @@ def test_the_check_sees_a_wrong_way_import(tmp_path):
     (pkg / "cli").mkdir()
     (pkg / "utils" / "x.py").write_text("def f():\n    from adah.cli.main import app\n")
     (pkg / "cli" / "main.py").write_text("from adah.utils.x import f\n")
+    (pkg / "utils" / "y.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from adah.cli.main import app\n")
     assert layer_violations(pkg) == ["adah/utils/x.py:2: utils (layer 0) imports adah.cli.main.app (layer 5)"]
     assert cycles(module_graph(pkg)) == [["adah.cli.main", "adah.utils.x"]]
