@@ -319,6 +319,7 @@ def test_checkpoint_config_without_attention_section_is_the_papers_g():
     assert cfg.train.steps_max == 0 and cfg.loss.adversarial_weight == 0.5
 
 
+@pytest.mark.slow
 def test_warmup_runs_no_g_step_before_its_epoch(scenes_small, tmp_path):
     data, split = scenes_small
     trainer = Trainer(tiny_config(**{"attention.warmup_epochs": 2}), data, split, tmp_path)
@@ -478,6 +479,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_study_workers_exit_when_the_study_is_killed():
     import os

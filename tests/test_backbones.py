@@ -50,6 +50,7 @@ def test_small_cnn_loads_weights_from_a_file(tmp_path):
         get_backbone("small_cnn", weights="DEFAULT")
 
 
+@pytest.mark.slow
 def test_vgg19_weights_names_resolve_without_downloading(monkeypatch):
     import torchvision.models as tvm
     from torchvision.models import VGG19_Weights

@@ -477,6 +477,7 @@ def test_seph_rejects_labels_without_shared_classes(data):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not WIKI.exists(), reason=f"Wiki data not found at {WIKI}")
 def test_wiki_smoke():
     from scipy import io

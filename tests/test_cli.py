@@ -277,6 +277,7 @@ def test_error_unknown_direction(run, runner):
     assert "x2y" in msg and "i2t" in msg
 
 
+@pytest.mark.slow
 def test_error_real_process_exit_code(tmp_path):
     path = tmp_path / "missing.pt"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -298,6 +299,7 @@ def test_help_lists_the_commands(runner):
 
 
 # --------------------------------------------------------------------------- start-up cost
+@pytest.mark.slow
 def test_import_adah_is_lazy_and_the_api_is_there():
     code = ("import sys, adah; assert 'torch' not in sys.modules, 'import adah imported torch'\n"
             "from adah import Index, fit, fit_folder, Config, train, metrics\n"
@@ -315,6 +317,7 @@ def test_import_adah_is_lazy_and_the_api_is_there():
         adah.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_minilm_in_plain_torch_equals_transformers():
     """The query encoder (adah.models.minilm_torch) gives transformers' word pieces and token
     embeddings, so codes of queries match the cached ones of the collection."""

@@ -56,6 +56,7 @@ def vgg_f_file(tmp_path_factory):
     return write_mat(tmp_path_factory.mktemp("cnnf") / "imagenet-vgg-f.mat", matconvnet_layers(np.random.default_rng(0)))
 
 
+@pytest.mark.slow
 def test_loaded_network_matches_the_matlab_layout(vgg_f_file):
     layers, mean = read_vgg_f_mat(vgg_f_file)
     assert np.allclose(mean, MEAN)

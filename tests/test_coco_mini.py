@@ -37,6 +37,7 @@ def chain(tmp_path_factory) -> dict:
     return {**run, "out": {**run["out"], "eval": res.output}}
 
 
+@pytest.mark.slow
 def test_cache_holds_mobilenet_maps_of_every_photo(chain):
     cfg, cache_dir = chain["cfg"], chain["tmp"] / "cache"
     header = read_header(cache_dir)
@@ -57,6 +58,7 @@ def test_cache_holds_mobilenet_maps_of_every_photo(chain):
     assert direct.max() > 1.0 and (direct > 0).mean() > 0.1  # real activations, not an empty map
 
 
+@pytest.mark.slow
 def test_trained_model_beats_random_codes_and_encodes_photos(chain):
     from adah.training.checkpoint import load_model
     from adah.recipes.demo import random_codes_report

@@ -253,6 +253,7 @@ def run_snippets(path: Path, text: str | None = None) -> None:
                                  f"{block.line} fails: {type(exc).__name__}: {exc}") from None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _python_files())
 def test_python_snippets_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

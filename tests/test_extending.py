@@ -18,13 +18,17 @@ def blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+def forget_the_examples():
+    for registry, name in ((DATASETS, "stripes"), (ENGINES, "brute"), (SIMILARITIES, "same_first_label"),
+                           (GATES, "sigmoid_sum")):
+        registry.remove(name)
+
+
 @pytest.fixture()
 def clean_registries():
+    forget_the_examples()  # tests/test_docs.py runs the same blocks
     yield
-    DATASETS.remove("stripes")
-    ENGINES.remove("brute")
-    SIMILARITIES.remove("same_first_label")
-    GATES.remove("sigmoid_sum")
+    forget_the_examples()
 
 
 def test_the_worked_examples_run_and_register_their_parts(clean_registries):

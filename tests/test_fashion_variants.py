@@ -1,3 +1,4 @@
+import pytest
 """research/scripts/fashion_variants.py: the data variants that check the photo default on new collections."""
 
 import importlib.util
@@ -70,6 +71,7 @@ def test_write_variant_points_at_the_shared_photos(tmp_path):
     assert not list((tmp_path / "out" / "fashion_nolabel").glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_path):
     """research/scripts/erased_view.py: its full-view T->I MAP is the validation MAP that chose best.pt."""
     import numpy as np

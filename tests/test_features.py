@@ -115,6 +115,7 @@ def test_injected_stop_then_rerun_is_byte_identical_and_a_finished_cache_is_left
     assert again.already_complete and again.new_rows == 0 and (out / "maps.npy").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path, reference, weights):
     cfg = scenes_config(weights)
     cfg_file = tmp_path / "cfg.json"

@@ -30,6 +30,7 @@ def wide():
     return image, text, labels, tr, te
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_codes_are_not_near_constant_and_beat_chance(wide, name):
     image, text, labels, tr, te = wide

@@ -226,6 +226,7 @@ def test_index_build_refuses_duplicate_ids(ckpt, tmp_path):
 
 
 # --------------------------------------------------------------------------- search --json (item 8)
+@pytest.mark.slow
 def test_search_json_is_valid_json_with_non_utf8_bytes_in_the_text(ckpt, tmp_path):
     import os
     import subprocess

@@ -145,6 +145,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_refused_by_name(tmp_path):
     assert r.exit_code == 2 and f"{path}: damaged checkpoint" in r.stderr and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, tmp_path, capsys):
     import shutil
 

@@ -65,6 +65,7 @@ def test_unexpected_errors_are_a_json_500_naming_no_internals(folder_index):
     assert "secret" not in body["error"] and "/srv" not in body["error"] and "RuntimeError" not in body["error"]
 
 
+@pytest.mark.slow
 def test_mixed_load_leaves_the_server_healthy(folder_index):
     """A real ``adah serve`` (subprocess) takes 240 requests, 8 at a time, a third of them invalid
     (the three hostile bodies among them): every answer is 200 or a JSON 4xx, and /api/health
@@ -110,6 +111,7 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc status")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc to read a process's peak memory")
 def test_thumbnails_of_a_huge_image_stay_within_a_memory_bound(tmp_path_factory):
     """An 8000 x 8000 PNG (64 MP, 183 MiB decoded): 16 thumbnail requests of 16 sizes, 8 at a time,

@@ -56,6 +56,7 @@ def _search(runner, *args) -> dict:
 TRIPLES = ((0, 4, 8), (1, 5, 6), (2, 3, 7))  # three disjoint sets of 3 of a category's 9 synonyms
 
 
+@pytest.mark.slow
 def test_text_search_finds_matching_images_far_above_chance(scenes_index, runner):
     """36 queries, 3 per category, each three of its synonym tags ('red_circle crimson_disc
     scarlet_ball'): the 10 images returned should show that category far more often than 10
@@ -172,6 +173,7 @@ def test_errors_are_one_line(scenes_index, runner, tmp_path):
     assert "checkpoint not found" in line
 
 
+@pytest.mark.slow
 @needs_coco
 def test_coco_mini_index_holds_real_photos_and_captions(tmp_path_factory, runner):
     """coco_mini (real photos) indexed through --data FOLDER with the model's vocabulary: hits

@@ -58,6 +58,7 @@ def on_milvus(ckpt, milvus_uri, tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- equality with faiss
+@pytest.mark.slow
 @pytest.mark.parametrize("bits,n,k", [(8, 3000, 100), (12, 500, 500), (16, 5000, 64), (64, 2000, 10),
                                       (32, 4000, 300)])
 def test_exact_topk_equals_faiss_with_heavy_ties(milvus_uri, bits, n, k):
@@ -76,6 +77,7 @@ def test_exact_topk_equals_faiss_with_heavy_ties(milvus_uri, bits, n, k):
     assert md.dtype == np.int32 and mi.dtype == np.int64 and mi.shape == (30, min(k, n))
 
 
+@pytest.mark.slow
 def test_index_api_and_cli_over_milvus_equal_local(on_milvus, milvus_uri):
     with Index.load(on_milvus) as m, Index.load(on_milvus, backend="faiss") as f:
         assert m.backend_name == "milvus" and m.exact and f.backend_name == "faiss"
@@ -106,6 +108,7 @@ def test_service_over_milvus(on_milvus):
         assert [h["id"] for h in got] == [h.id for h in f.search_text("red_circle", k=7).hits]
 
 
+@pytest.mark.slow
 def test_add_and_remove_on_milvus_switch_collections(ckpt, milvus_uri, tmp_path):
     from adah.index.milvus import build_on_milvus, connect
     from adah.index.update import add_items, remove_items
@@ -129,6 +132,7 @@ def test_add_and_remove_on_milvus_switch_collections(ckpt, milvus_uri, tmp_path)
         np.testing.assert_array_equal(m.search_codes(q, k=95)[1], f.search_codes(q, k=95)[1])
 
 
+@pytest.mark.slow
 def test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding(ckpt, milvus_uri, tmp_path):
     from adah.index import build_index, copy_index
 
@@ -167,6 +171,7 @@ def _one_line_error(args: list[str], needle: str, env: dict | None = None) -> No
     assert needle in r.stderr and r.stderr.count("\n") == 1, (needle, r.stderr)
 
 
+@pytest.mark.slow
 def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, milvus_uri, tmp_path):
     import shutil
 
@@ -201,6 +206,7 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, milvus_
     assert not (tmp_path / "z").exists()
 
 
+@pytest.mark.slow
 def test_version_mismatch_is_refused(ckpt, milvus_uri, tmp_path, monkeypatch):
     from adah.index import milvus
 
@@ -228,6 +234,7 @@ milvus.build_on_milvus(sys.argv[1], sys.argv[2], uri=sys.argv[3], name="adah_kil
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_rebuild_leaves_the_previous_collection_searchable(ckpt, tmp_path):
     """Built in subprocesses on a Lite file of its own (one process may hold a Lite file)."""
     lite, out = tmp_path / "killed.db", tmp_path / "idx"
@@ -280,6 +287,7 @@ def test_milvus_options_are_validated(milvus_uri):
         backend.search(np.zeros((2, 8), np.uint8), 0)
 
 
+@pytest.mark.slow
 def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path):
     """`adah serve` in a process of its own over an index on Milvus Lite (built by another
     process: a Lite file is held by one process at a time)."""
@@ -313,6 +321,7 @@ def test_adah_serve_over_a_lite_index_answers_like_the_local_one(ckpt, tmp_path)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
 
 
+@pytest.mark.slow
 def test_a_collection_altered_behind_adahs_back_is_detected_on_open(ckpt, milvus_uri, tmp_path):
     """Rows deleted, rows inserted, the schema changed (a collection of the same name and
     description made again with another field): each refused on open with one line naming the

@@ -57,6 +57,7 @@ def ivf_data():
     return db, q, exact
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits,n,k", [(8, 3000, 100), (64, 20_000, 100)])
 def test_ivf_probing_every_cluster_equals_faiss_with_ties(milvus_uri, bits, n, k):
     """Right after the insert (no wait in between) and with heavy ties (8-bit codes)."""
@@ -72,6 +73,7 @@ def test_ivf_probing_every_cluster_equals_faiss_with_ties(milvus_uri, bits, n, k
     np.testing.assert_array_equal(mi, fi)
 
 
+@pytest.mark.slow
 def test_ivf_recall_with_fewer_probes_is_measured(milvus_uri, ivf_data, record_property):
     """nprobe < nlist: approximate. Every query gets its k hits (queries whose probed clusters
     held fewer are asked again with more probes), every hit at its true distance; recall@100
@@ -95,6 +97,7 @@ def test_ivf_recall_with_fewer_probes_is_measured(milvus_uri, ivf_data, record_p
     assert recalls[64] == 1.0 and recalls[1] <= recalls[16] <= recalls[64]
 
 
+@pytest.mark.slow
 def test_cli_build_add_remove_search_on_the_server_with_ivf(ckpt, milvus_uri, milvus_server, tmp_path):
     """`adah index build|add|remove --backend milvus --uri http://...` (BIN_IVF_FLAT), `adah
     search` and `adah index info` on it, answers equal to the local index of the same version."""

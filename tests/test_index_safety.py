@@ -52,6 +52,7 @@ print("added", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_build_cannot_slip_in_while_an_add_holds_the_old_version(base_index, ckpt, tmp_path):
     """Issue 29 case 3: `index add` read the old version, then `index build --force` replaced
     it, then the add wrote old + new items: the build was silently undone. Now the add holds
@@ -82,6 +83,7 @@ def test_a_build_cannot_slip_in_while_an_add_holds_the_old_version(base_index, c
     assert store.read_manifest(base_index)["updates"][-1]["parent"] == before
 
 
+@pytest.mark.slow
 def test_every_writer_takes_the_same_lock(base_index, ckpt, tmp_path):
     """build, add, remove and copy (its source and its destination) are all refused while
     another process holds the index's writer lock, and change nothing."""
@@ -154,7 +156,7 @@ def test_generated_ids_never_collide_with_given_ones(ckpt, tmp_path):
 ])
 def test_bad_ids_are_refused_naming_file_and_line(ckpt, tmp_path, rows, needle):
     folder = _jsonl_folder(tmp_path / "mine", rows)
-    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--data", str(folder), "--out",
+    r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--data", str(folder), "--out",
                                  str(tmp_path / "idx"), "--quiet"])
     assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.output
     assert not (tmp_path / "idx").exists()
@@ -191,7 +193,7 @@ def test_an_index_folder_never_deletes_what_adah_did_not_write(base_index, ckpt,
     r = runner.invoke(app, ["index", "copy", "--index", str(base_index), "--out", str(base_index / "sub")])
     assert r.exit_code == 2 and "outside its source" in r.stderr and r.stderr.count("\n") == 1, r.output
     assert not (base_index / "sub").exists()
-    r = runner.invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(base_index / "sub"), "--quiet"])
+    r = runner.invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(base_index / "sub"), "--quiet"])
     assert r.exit_code == 2 and "inside the index folder" in r.stderr, r.output
     assert not (base_index / "sub").exists()
     # something put there by hand is never deleted: every writer refuses and changes nothing
@@ -200,7 +202,7 @@ def test_an_index_folder_never_deletes_what_adah_did_not_write(base_index, ckpt,
     before = store.read_manifest(base_index)["sha256"]
     for args in (["index", "remove", "--index", str(base_index), "--ids", "3"],
                  ["index", "add", "--index", str(base_index), "--data", str(make_folder(tmp_path / "new"))],
-                 ["index", "build", "--model", str(ckpt), "--out", str(base_index), "--force", "--quiet"],
+                 ["index", "build", "--checkpoint", str(ckpt), "--out", str(base_index), "--force", "--quiet"],
                  ["index", "copy", "--index", str(tmp_path / "other"), "--out", str(base_index), "--force"]):
         if args[1] == "copy":
             build_index(ckpt, tmp_path / "other", progress=False)

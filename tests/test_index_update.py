@@ -144,6 +144,7 @@ add_items(sys.argv[1], sys.argv[2], progress=False, batch_size=2)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["append", "manifest"])
 def test_sigkill_during_add_leaves_the_previous_version_loadable(base_index, tmp_path, point):
     before = _snapshot(base_index)

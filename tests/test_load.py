@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, needs_coco]
 REQUESTS, CONCURRENCY = 1000, 8
 
 
+@pytest.mark.slow
 def test_1000_requests_over_8_connections(tmp_path_factory):
     index_dir = coco_index(tmp_path_factory.getbasetemp() / "coco")
     with Index.load(index_dir, model=None) as index:

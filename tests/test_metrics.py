@@ -409,6 +409,7 @@ def test_benchmark_runs_small(capsys):
     assert bench.reference_map(qb, rb, ql, rl) == pytest.approx(mean_average_precision(qb, rb, ql, rl), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_parallel_path_gives_identical_results(monkeypatch):
     import adah.evaluation.metrics
 

@@ -60,7 +60,7 @@ def test_uri_at_another_programs_file_is_refused_and_left_untouched(ckpt, tmp_pa
     before = {p: p.read_bytes() for p in (other, text)}
     for uri, needle in ((other, "not a Milvus Lite database"), (text, "not a Milvus Lite database"),
                         (folder, "a folder, not a Milvus Lite file")):
-        _one_line_error(["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
+        _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
                          "--backend", "milvus", "--uri", str(uri)], needle)
         assert not (tmp_path / "idx").exists()
     assert {p: p.read_bytes() for p in (other, text)} == before  # not one byte written
@@ -69,16 +69,17 @@ def test_uri_at_another_programs_file_is_refused_and_left_untouched(ckpt, tmp_pa
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]
 
 
+@pytest.mark.slow
 def test_a_new_file_and_a_milvus_database_are_accepted(ckpt, tmp_path):
     """The same check lets through what it must: a new (or empty) file, then that file again
     once it is a Milvus Lite database."""
     lite = tmp_path / "fresh.db"
     lite.touch()  # empty: nothing to lose
-    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "a"), "--quiet",
+    r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "a"), "--quiet",
                                  "--backend", "milvus", "--uri", str(lite), "--collection", "adah_a"])
     assert r.exit_code == 0, r.output
     milvus_module.check_lite_file(lite)  # a Milvus Lite database now: accepted as it is
-    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "b"), "--quiet",
+    r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--quiet",
                                  "--backend", "milvus", "--uri", str(lite), "--collection", "adah_b"])
     assert r.exit_code == 0, r.output
     names = set(milvus_module.connect(str(lite)).list_collections())
@@ -95,6 +96,7 @@ _HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_lite_file_held_by_another_process_is_refused_every_time(ckpt, tmp_path):
     """On main the first try failed ("Open local milvus failed") and deleted milvus-lite's lock;
     the second try then opened the file beside its holder."""
@@ -104,7 +106,7 @@ def test_a_lite_file_held_by_another_process_is_refused_every_time(ckpt, tmp_pat
     try:
         assert holder.stdout.readline().strip() == "holding", holder.stderr.read()[-2000:]
         for attempt in range(3):
-            err = _one_line_error(["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
+            err = _one_line_error(["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
                                    "--backend", "milvus", "--uri", str(lite)], BUSY)
             assert f"PID {holder.pid}" in err and "Milvus server" in err, (attempt, err)
             assert not (tmp_path / "idx").exists()
@@ -112,7 +114,7 @@ def test_a_lite_file_held_by_another_process_is_refused_every_time(ckpt, tmp_pat
         holder.kill()
         holder.wait(timeout=30)
     # the holder is gone (even by SIGKILL): the file is free again
-    r = CliRunner().invoke(app, ["index", "build", "--model", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
+    r = CliRunner().invoke(app, ["index", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "idx"), "--quiet",
                                  "--backend", "milvus", "--uri", str(lite)])
     assert r.exit_code == 0, r.output
 
@@ -126,7 +128,7 @@ def test_index_add_while_adah_serve_holds_the_lite_file(ckpt, tmp_path):
     from serve_support import Server
 
     out, lite = tmp_path / "idx", tmp_path / "m1.db"
-    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--model", str(ckpt), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "adah", "index", "build", "--checkpoint", str(ckpt), "--out", str(out),
                         "--quiet", "--backend", "milvus", "--uri", str(lite)], env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from adah.config import Config, ModelConfig
-from adah.data.registry import load_dataset, make_split
+from adah.data.registry import make_split
+from adah.features.dataset import load_dataset
 from adah.features.image_cache import FeatureCache, extract_features
 from adah.models.adah import build_backbone
 from adah.training.precomputed import ENV_SWITCH

@@ -1,3 +1,4 @@
+import pytest
 """Progress output in a log file or pipe (issue 13): no ``\\r`` redraws, one line per epoch."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from adah.training.trainer import train
 from conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_training_into_a_pipe_prints_one_line_per_epoch(tmp_path, capsys):
     cfg = tiny_config(**{"train.epochs": 2, "train.progress": True, "data.num_items": 100, "data.num_query": 20,
                          "data.num_train": 60, "train.batch_size": 16})
@@ -21,6 +23,8 @@ def test_training_into_a_pipe_prints_one_line_per_epoch(tmp_path, capsys):
     out = captured.out + captured.err
     assert "\r" not in out
     lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[0].startswith("training path: maps"), lines  # said once, before the epochs
+    lines = lines[1:]
     assert len(lines) == 2, lines
     assert [line.split()[:2] for line in lines] == [["epoch", "1"], ["epoch", "2"]]
 

@@ -101,6 +101,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert [strip(x) for x in log_a] == [strip(x) for x in log_b]
 
 
+@pytest.mark.slow
 def test_checkpoints_rotate_and_refuse_other_configs(scenes_small, tmp_path):
     data, split = scenes_small
     cfg = tiny_config(**{"train.epochs": 2, "train.max_batches_per_epoch": 4, "train.checkpoint_every": 1,
@@ -121,6 +122,7 @@ def test_checkpoints_rotate_and_refuse_other_configs(scenes_small, tmp_path):
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.history[-1]["step"] == 12
 
 
+@pytest.mark.slow
 def test_in_process_resume_from_every_checkpoint_matches(scenes_small, tmp_path):
     """Resuming from a mid-epoch checkpoint (kept by keep_checkpoints) reproduces the final weights."""
     data, split = scenes_small
@@ -134,6 +136,7 @@ def test_in_process_resume_from_every_checkpoint_matches(scenes_small, tmp_path)
     _assert_same_weights(whole.model, resumed.model)
 
 
+@pytest.mark.slow
 def test_resume_inside_the_second_pass_of_a_min_steps_epoch_matches(scenes_small, tmp_path):
     """With train.min_steps an epoch is several passes; a checkpoint inside the second pass
     carries the whole epoch's order, so resuming from it gives the uninterrupted weights."""

@@ -289,6 +289,7 @@ def scenes_client(tmp_path_factory):
         yield ix, c
 
 
+@pytest.mark.slow
 def test_index_without_image_files_or_image_attention(scenes_client):
     index, client = scenes_client
     body = client.post("/api/search/text", json={"text": "red circle", "k": 5}).json()

@@ -62,10 +62,13 @@ def test_decodes_wait_for_a_free_slot(folder_index, monkeypatch):
     running, most = [0], [0]
     guard = threading.Lock()
 
+    both = threading.Barrier(2, timeout=20)  # two decodes meet here: they run at once, whatever the load
+
     def slow_decode(data, max_pixels, side):
         with guard:
             running[0] += 1
             most[0] = max(most[0], running[0])
+        both.wait()
         time.sleep(0.05)
         with guard:
             running[0] -= 1
@@ -82,6 +85,7 @@ def test_decodes_wait_for_a_free_slot(folder_index, monkeypatch):
     assert most[0] == 2
 
 
+@pytest.mark.slow
 def test_the_thumbnail_cache_is_bounded_in_bytes(client):
     cache = client.app.state.service.thumbnails.cache
     for size in range(100, 160):
@@ -124,6 +128,7 @@ def test_a_thumbnail_url_never_shows_another_item_after_a_remove(folder_index, t
 
 
 # --------------------------------------------------------------------------- case 12: a client gone mid-body
+@pytest.mark.slow
 def test_a_client_that_disconnects_mid_body_is_one_info_line(folder_index):
     import socket
     from urllib.parse import urlsplit

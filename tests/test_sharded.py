@@ -38,6 +38,7 @@ def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in skip}
 
 
+@pytest.mark.slow
 def test_two_processes_extract_the_same_cache_and_resume(tmp_path, weights):  # noqa: F811
     import torch
 
@@ -63,6 +64,7 @@ def test_two_processes_extract_the_same_cache_and_resume(tmp_path, weights):  # 
     assert _files(tmp_path / "part") == _files(tmp_path / "one")  # batches.done removed, the rest identical
 
 
+@pytest.mark.slow
 def test_two_processes_build_the_same_index(tmp_path):
     ckpt = make_checkpoint(tmp_path / "model.pt", num_items=150)
     build_index(ckpt, tmp_path / "one", progress=False, batch_size=16)

@@ -144,6 +144,7 @@ def test_word_pieces_merge_into_words():
     assert words == [{"word": "a", "kept": True, "weight": 0.4}, {"word": "snowboarder", "kept": True, "weight": 0.6}]
 
 
+@pytest.mark.slow
 @needs_minilm
 def test_minilm_runs_with_the_network_disabled(tmp_path):
     """A fresh process whose sockets refuse to connect, with an empty hub cache and no offline

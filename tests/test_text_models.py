@@ -35,6 +35,7 @@ def test_scenes_vocabulary_encodes_its_own_tags(scenes_small):
         assert np.array_equal(vocab.encode([tags])[0], data.texts[row])
 
 
+@pytest.mark.slow
 def test_checkpoint_carries_the_text_vocabulary(scenes_small, tmp_path):
     data, split = scenes_small
     train(tiny_config(**{"train.max_batches_per_epoch": 2}), data, split, tmp_path / "run")
@@ -78,6 +79,7 @@ def write_chinese_dataset(folder: Path, n: int = 72) -> None:
                                ensure_ascii=False) + "\n")
 
 
+@pytest.mark.slow
 def test_chinese_folder_dataset_trains_and_evaluates_from_the_cli(tmp_path):
     write_chinese_dataset(tmp_path / "zh")
     config = tiny_config(**{

@@ -34,6 +34,7 @@ def test_min_step_decreases_full_objective_on_a_fixed_batch(scenes_small, tmp_pa
     assert after < before - 1e-3
 
 
+@pytest.mark.slow
 def test_max_step_increases_adversarial_terms_on_a_fixed_batch(scenes_small, tmp_path):
     data, split = scenes_small
     trainer = Trainer(tiny_config(**{"train.attention_lr": 0.01}), data, split, tmp_path)
@@ -80,6 +81,7 @@ def _short_run(data, split, path, seed=0):
     return result, encode(result.model, data, split.query)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_codes_and_checkpoint_reproduces_them(scenes_small, tmp_path):
     data, split = scenes_small
     r1, c1 = _short_run(data, split, tmp_path / "a")
@@ -98,6 +100,7 @@ def test_same_seed_gives_identical_codes_and_checkpoint_reproduces_them(scenes_s
     assert [p.name for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")] == []
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_refused(scenes_small, tmp_path):
     data, split = scenes_small
     _short_run(data, split, tmp_path / "a")
@@ -147,6 +150,7 @@ def test_amp_flag_switches_bf16_and_channels_last_on_gpus_only(scenes_small, tmp
         assert torch.equal(runs[0][k], runs[1][k]), k
 
 
+@pytest.mark.slow
 def test_min_steps_makes_each_epoch_pass_over_the_data_several_times(scenes_small, tmp_path):
     """360 training pairs at batch 64 give 5 batches a pass; 2 epochs need 4 passes an epoch for
     at least 36 steps (2 x 4 x 5 = 40), each pass a permutation of its own."""

@@ -52,7 +52,6 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn's log level: critical, error, warning, info or debug."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The checkpoint (default: the one the "
                                               "index was built with; its fingerprint must match)."),
-    model: Optional[Path] = typer.Option(None, "--model", hidden=True, help="Old name of --checkpoint."),
 ) -> None:
     """Serve the search page at http://HOST:PORT/ and its JSON API (/api/...)."""
     import uvicorn
@@ -69,9 +68,7 @@ def serve(
     if not is_loopback(host):
         typer.echo(f"warning: listening on {host}, not loopback: anyone who can reach this machine can query "
                    "the index and read its thumbnails and captions (there is no authentication)", err=True)
-    if checkpoint is not None and model is not None:
-        raise AdahError("give --checkpoint once (--model is its old name)")
-    loaded = Index.load(index, model=checkpoint or model or "auto")
+    loaded = Index.load(index, model=checkpoint or "auto")
     sock = bind(host, port)
     # not loaded.info(): it reads the image input size, which builds the image branch a text query never needs
     typer.echo(f"index {index}: {len(loaded)} items, {loaded.bits} bits")

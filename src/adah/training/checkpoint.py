@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import pickle
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,18 +164,24 @@ class LazyImageBranch:
     def __init__(self, owner: ADAH, cfg, attention, state: dict) -> None:
         self._owner, self._cfg, self._attention = owner, cfg, attention
         self.pending_state = {k: v for k, v in state.items() if k.startswith(self.PREFIX)}
+        self._lock = threading.Lock()  # several request threads may ask for it at once: built once
+        self._branch = None
 
     def materialise(self) -> torch.nn.Module:
         from adah.models.adah import ImageBranch
 
-        owner = self._owner
-        branch = ImageBranch(self._cfg, self._attention)
-        branch.load_state_dict({k[len(self.PREFIX):]: v for k, v in self.pending_state.items()})
-        param = next(owner.parameters(), None)
-        branch.to(param.device if param is not None else "cpu").train(owner.training)
-        del owner.__dict__["image"]  # a plain attribute until now; the branch becomes a submodule
-        owner.image = branch
-        return branch
+        with self._lock:
+            if self._branch is not None:
+                return self._branch
+            owner = self._owner
+            branch = ImageBranch(self._cfg, self._attention)
+            branch.load_state_dict({k[len(self.PREFIX):]: v for k, v in self.pending_state.items()})
+            param = next(owner.parameters(), None)
+            branch.to(param.device if param is not None else "cpu").train(owner.training)
+            owner.__dict__.pop("image", None)  # a plain attribute until now; the branch becomes a submodule
+            owner.image = branch
+            self._branch = branch
+            return branch
 
     def __getattr__(self, name: str):
         return getattr(self.materialise(), name)
