@@ -1,9 +1,10 @@
-import pytest
 """Progress output in a log file or pipe (issue 13): no ``\\r`` redraws, one line per epoch."""
 
 from __future__ import annotations
 
 import io
+
+import pytest
 
 from adah.data.registry import make_split
 
