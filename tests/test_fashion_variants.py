@@ -1,9 +1,10 @@
-import pytest
 """research/scripts/fashion_variants.py: the data variants that check the photo default on new collections."""
 
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("fashion_variants", ROOT / "research" / "scripts" / "fashion_variants.py")

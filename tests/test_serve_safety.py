@@ -161,3 +161,13 @@ def test_info_shows_no_absolute_path(folder_index):
     assert info["model"]["checkpoint"] == "model.pt" and info["path"] == "idx"
     assert str(folder_index.parent) not in r.text and '"/' not in r.text
     assert info["count"] == 6 and info["model"]["fingerprint"]
+
+
+def test_an_infinite_bound_is_refused(tmp_path):
+    """``--max-body-mb 1e400`` parses to inf: refused as a bound, not taken as "no bound"."""
+    from typer.testing import CliRunner
+
+    from adah.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path), "--max-body-mb", "1e400"])
+    assert r.exit_code == 2 and "--max-body-mb must be a finite number" in r.output, r.output

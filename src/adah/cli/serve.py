@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import socket
 from pathlib import Path
 from typing import Optional
@@ -62,6 +64,9 @@ def serve(
 
     if log_level not in LOG_LEVELS:
         raise AdahError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    for name, value in (("--max-body-mb", max_body_mb), ("--thumbnail-cache-mb", thumbnail_cache_mb)):
+        if not math.isfinite(value) or value > 2**20:  # 1e400 parses to inf: a bound, not "no bound"
+            raise AdahError(f"{name} must be a finite number of MiB up to {2**20}, got {value}")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_k=max_k, max_text_chars=max_text,
                     default_k=min(10, max_k), max_image_pixels=max_image_pixels, decode_side=decode_side,
                     max_decodes=max_decodes, thumbnail_cache_bytes=int(thumbnail_cache_mb * 2**20))

@@ -179,7 +179,8 @@ def _select_rows(rows: str | np.ndarray, n: int, split_path: Path | None) -> tup
 
 def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: str | Path | None = None,
                     rows: str | np.ndarray = "all", split: str | Path | None = None,
-                    overrides: dict[str, Any] | None = None, taken_ids: frozenset[str] = frozenset()) -> Collection:
+                    overrides: dict[str, Any] | None = None, taken_ids: frozenset[str] = frozenset(),
+                    progress: bool = True) -> Collection:
     """The collection to index (see the module docstring for the three kinds of ``data``);
     ``taken_ids``: ids the generated ones must avoid (those of the index being added to)."""
     from adah.training.checkpoint import text_vocabulary_of
@@ -223,7 +224,7 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
 
             # a sentence encoder (minilm) reads the raw captions: token embeddings computed here, not cached
             max_tokens = int((cfg_data.options or {}).get("text_max_tokens", DEFAULT_MAX_TOKENS))
-            tokens, _ = SentenceTokens(max_tokens).embed(list(ds.data.raw_texts), progress=True)
+            tokens, _ = SentenceTokens(max_tokens).embed(list(ds.data.raw_texts), progress=progress)
             ds.data = dataclasses.replace(ds.data, texts=tokens, text_vocabulary=None, vocabulary=[])
         own = _own_split(checkpoint, config.data, ds.list_file) if config.data.name == "folder" else None
         picked, how = _select_rows(rows, len(ds.data), Path(split) if split else own)
@@ -322,7 +323,8 @@ def _build(checkpoint: Path, out: Path, ctx, dev: torch.device, t0: float, *, da
     from adah.training.checkpoint import load_model
 
     model, config, payload = load_model(checkpoint, dev)
-    coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides)
+    coll = load_collection(checkpoint, config, payload, data=data, rows=rows, split=split, overrides=overrides,
+                           progress=progress)
     data_ = coll.data
     available = tuple(m for m in MODALITIES if m == "text" or (data_.has_images and model.has_image_branch))
     modalities = tuple(modalities) if modalities else available

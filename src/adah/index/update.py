@@ -115,7 +115,8 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
         dev = resolve_device(device)
         net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
         seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
-        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen))
+        coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen),
+                               progress=progress)
         modalities = current.modalities
         if "image" in modalities and not coll.data.has_images:
             raise AdahError(f"{data}: the new items have no images but the index holds image codes")
