@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: setup  ## generate scenes, train ADAH and the no-attention variant, print MAP, write PNGs
+demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper preset), print MAP, write PNGs
 	$(BIN)/adah demo --out runs/demo
 
 test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)

@@ -1,7 +1,7 @@
 """Run configuration: small dataclasses, saved with every run and checkpoint.
 
 Every choice the paper leaves open is a field here, with its default and reason listed in the
-README's "Deviations and choices".
+"Deviations and choices" in docs/method.md.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     """Optimisation: Adam(lr 2e-4, beta1 0.5), batch 64, lr/10 every 20 epochs; the paper's 4 E/D : 1 G
-    steps (``--preset paper``); adah's default trains no G step (README: the attention study)."""
+    steps (``--preset paper``); adah's default trains no G step (docs/research/study-of-g.md)."""
 
     epochs: int = 100
     batch_size: int = 64
@@ -131,7 +131,7 @@ class TrainConfig:
     max_batches_per_epoch: int = 0  # 0: full epoch; >0 caps it (smoke tests)
     # 0: an epoch is one pass over the training pairs. >0: each epoch makes as many passes as it takes
     # for `epochs` epochs to give at least this many optimiser steps (the photo configs: 1000, so a
-    # collection of 64 pairs trains 1000 steps, not 40; README, round 8 of the attention study)
+    # collection of 64 pairs trains 1000 steps, not 40; docs/research/study-of-g.md, round 8)
     min_steps: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     keep_checkpoints: int = 3  # resumable checkpoints kept in run_dir/checkpoints (newest)
@@ -173,7 +173,7 @@ class AttentionConfig:
 
     The defaults are the ``adah`` preset, adah's erasing G over all positions; the bundled photo
     configs add ``image_region = "salient"`` and ``rescale`` (the ``salient_erase`` preset, round 7
-    of the study: README, "Attention that earns its place"); the ``paper`` preset (:data:`PRESETS`,
+    of the study: docs/research/study-of-g.md); the ``paper`` preset (:data:`PRESETS`,
     ``--preset paper``) restores the paper's literal G."""
 
     gate: str = "softmax"  # a name in adah.models.gates.GATES: softmax over positions (paper) | sigmoid: one gate per position
