@@ -52,9 +52,17 @@ def skip_reason() -> str | None:
 
 
 def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports of 127.0.0.1 free now (held together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)))
+                 for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 class StandaloneMilvus:
@@ -172,11 +180,27 @@ def _bind_reusing(self, port):
         return None
 
 
+#: the embedded etcd's own settings (``$ETCD_CONFIG_PATH``): without them it listens on
+#: localhost:2379 and :2380 whatever the Milvus config says, so a second server on the machine
+#: (another test session, the fault tests' own server, a benchmark) failed to start
+ETCD_CONFIG = """name: default
+listen-client-urls: http://127.0.0.1:{client}
+advertise-client-urls: http://127.0.0.1:{client}
+listen-peer-urls: http://127.0.0.1:{peer}
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+initial-cluster: default=http://127.0.0.1:{peer}
+"""
+
+
 def _launch(base: str, port: int) -> None:
     import milvus
 
     milvus.MilvusServerConfig.try_bind_port = _bind_reusing
-    config = milvus.MilvusServerConfig(data_dir=base, proxy_port=port)
+    client, peer = free_ports(2)
+    etcd_config = Path(base) / "embed-etcd.yaml"
+    etcd_config.write_text(ETCD_CONFIG.format(client=client, peer=peer))
+    os.environ["ETCD_CONFIG_PATH"] = str(etcd_config)  # the server process inherits it
+    config = milvus.MilvusServerConfig(data_dir=base, proxy_port=port, etcd_port=client)
     for component in COMPONENTS:
         config.set(f"{component}.ip", "127.0.0.1")
     server = milvus.MilvusServer(config)
