@@ -182,7 +182,10 @@ def _bind_reusing(self, port):
 
 #: the embedded etcd's own settings (``$ETCD_CONFIG_PATH``): without them it listens on
 #: localhost:2379 and :2380 whatever the Milvus config says, so a second server on the machine
-#: (another test session, the fault tests' own server, a benchmark) failed to start
+#: (another test session, the fault tests' own server, a benchmark) failed to start. Every
+#: other port is chosen here too, at random, once per launcher (kept across restarts): the
+#: package's own choice (the first free one from each default up) raced between servers
+#: starting at the same time ("bind: address already in use")
 ETCD_CONFIG = """name: default
 listen-client-urls: http://127.0.0.1:{client}
 advertise-client-urls: http://127.0.0.1:{client}
@@ -196,14 +199,17 @@ def _launch(base: str, port: int) -> None:
     import milvus
 
     milvus.MilvusServerConfig.try_bind_port = _bind_reusing
-    client, peer = free_ports(2)
+    config = milvus.MilvusServerConfig(data_dir=base, proxy_port=port)
+    keys = sorted(k for k in config.configurable_items if k.endswith("_port") and k != "proxy_port")
+    ports = dict(zip([*keys, "peer", "metrics"], free_ports(len(keys) + 2)))
+    config.update(**{k: ports[k] for k in keys})
     etcd_config = Path(base) / "embed-etcd.yaml"
-    etcd_config.write_text(ETCD_CONFIG.format(client=client, peer=peer))
+    etcd_config.write_text(ETCD_CONFIG.format(client=ports["etcd_port"], peer=ports["peer"]))
     os.environ["ETCD_CONFIG_PATH"] = str(etcd_config)  # the server process inherits it
-    config = milvus.MilvusServerConfig(data_dir=base, proxy_port=port, etcd_port=client)
     for component in COMPONENTS:
         config.set(f"{component}.ip", "127.0.0.1")
     server = milvus.MilvusServer(config)
+    server.webservice_port = ports["metrics"]  # its health check and metrics
 
     def reply(text: str) -> None:
         sys.stdout.write(text + "\n")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,19 @@ def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_serv
 
     from adah.index.milvus import build_on_milvus
 
-    out = tmp_path / "idx"
+    out, t0 = tmp_path / "idx", time.monotonic()
     build_on_milvus(make_checkpoint(tmp_path / "model.pt"), out, uri=milvus_server.uri, name="adah_replicas",
                     progress=False)
     monkeypatch.setenv("PYTHONPATH", str(SRC))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    replicas = [Server(out) for _ in range(2)]
-    pollers = [Poller(r.url) for r in replicas]
+    with ThreadPoolExecutor(2) as pool:  # started side by side: each imports torch and loads the model
+        futures = [pool.submit(Server, out) for _ in range(2)]
+    replicas = [f.result() for f in futures if f.exception() is None]
+    if len(replicas) < 2:
+        for r in replicas:
+            r.stop()
+        raise next(f.exception() for f in futures if f.exception() is not None)
+    pollers, t_up = [Poller(r.url) for r in replicas], time.monotonic()
     try:
         for p in pollers:
             p.start()
@@ -78,6 +85,7 @@ def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_serv
                              timeout=600, check=False)
         assert add.returncode == 0, add.stderr[-3000:]
         added = time.monotonic()
+        print(f"built + replicas up {t_up - t0:.1f}s, index add {added - t_up:.1f}s")
         deadline = added + SWITCH_S
         while any(p.first_time_with(96) is None for p in pollers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -99,6 +107,8 @@ def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_serv
         switches = sum(a != b for a, b in itertools.pairwise(counts))
         assert switches == 1, f"the replica switched versions {switches} times: {counts}"  # never back to the old one
         assert p.first_time_with(96) - added <= SWITCH_S
+        print(f"{r.url}: {len(p.rounds)} rounds, on the new version from {p.first_time_with(96) - added:+.1f}s "
+              "after the add process exited")
         assert "cannot be loaded" not in logs, logs
     with Index.load(out, backend="faiss") as local:
         assert local.info()["generation"] == 1
