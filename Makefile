@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test test-fast test-milvus-faults bench bench-milvus clean e2e e2e-setup
+.PHONY: setup demo test test-fast test-milvus-faults check-pip-install bench bench-milvus clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test-fast: setup  ## the fast tier for everyday work: no slow, e2e or milvus tes
 
 test-milvus-faults: setup  ## kill -9 / restart faults of a standalone Milvus server (about 4 minutes)
 	ADAH_MILVUS_FAULTS=1 $(BIN)/python -m pytest -q tests/test_milvus_server_faults.py
+
+check-pip-install:  ## docs/install.md's pip install, as written, in a fresh clone and venv, then a 1-epoch demo
+	.ci/pip_install_check.sh
 
 # Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
 # missing: never a browser downloaded by selenium-manager. Needs root (or sudo).
