@@ -22,9 +22,13 @@ setup: $(STAMP)
 demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper preset), print MAP, write PNGs
 	$(BIN)/adah demo --out runs/demo
 
-test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)
+# the whole suite runs in TEST_WORKERS pytest-xdist workers: many tests wait on servers and
+# subprocesses, so 3 workers keep 2 cores busy; the Milvus-server tests share one worker
+TEST_WORKERS ?= 3
+
+test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: setup  ## the fast tier for everyday work: no slow, e2e or milvus tests (about a minute)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e and not milvus"
@@ -52,4 +56,4 @@ bench-milvus: setup  ## the milvus backend on a standalone Milvus server: BIN_IV
 	$(BIN)/python benchmarks/bench_milvus.py $(BENCH_MILVUS_ARGS)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache  # .pytest_cache/adah-chains: the tests' cached coco_mini chain

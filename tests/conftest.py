@@ -4,6 +4,7 @@ standalone Milvus server. Builders (plain functions) are in tests/helpers.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,21 @@ from adah.data.scenes import make_scenes
 from helpers import SCENES_N, make_checkpoint, scenes_config, small_cnn_weights, tiny_config  # noqa: F401
 from milvus_server import milvus_server  # noqa: F401 - the session's standalone Milvus server (tests/milvus_server.py)
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# one thread per worker when the suite runs in parallel (make test: pytest-xdist), two otherwise
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` every test that talks to a standalone Milvus server
+    runs in one worker, one after another: one server for the run (each takes ~10 s and 300+ MB
+    to start, and two on one machine compete for its fixed internal ports)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_server = "milvus_server" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("milvus_uri") == "server")
+        if on_server or item.module.__name__ == "test_milvus_server_faults":
+            item.add_marker(pytest.mark.xdist_group("milvus-server"))
 
 
 @pytest.fixture(scope="session")
