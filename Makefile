@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test test-fast test-milvus-faults bench bench-milvus clean e2e e2e-setup
+.PHONY: setup demo test test-fast test-milvus-faults check-pip-install bench bench-milvus clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,15 +22,22 @@ setup: $(STAMP)
 demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper preset), print MAP, write PNGs
 	$(BIN)/adah demo --out runs/demo
 
-test: setup  ## the whole test suite, the browser test included (several minutes on 2 CPU cores)
+# the whole suite runs in TEST_WORKERS pytest-xdist workers: many tests wait on servers and
+# subprocesses, so 3 workers keep 2 cores busy; the Milvus-server tests share one worker
+TEST_WORKERS ?= 3
+
+test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: setup  ## the fast tier for everyday work: no slow, e2e or milvus tests (about a minute)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e and not milvus"
 
 test-milvus-faults: setup  ## kill -9 / restart faults of a standalone Milvus server (about 4 minutes)
 	ADAH_MILVUS_FAULTS=1 $(BIN)/python -m pytest -q tests/test_milvus_server_faults.py
+
+check-pip-install:  ## docs/install.md's pip install, as written, in a fresh clone and venv, then a 1-epoch demo
+	.ci/pip_install_check.sh
 
 # Debian's chromium + chromium-driver for the browser test (tests/test_browser.py), from apt when
 # missing: never a browser downloaded by selenium-manager. Needs root (or sudo).
@@ -49,4 +56,4 @@ bench-milvus: setup  ## the milvus backend on a standalone Milvus server: BIN_IV
 	$(BIN)/python benchmarks/bench_milvus.py $(BENCH_MILVUS_ARGS)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache  # .pytest_cache/adah-chains: the tests' cached coco_mini chain

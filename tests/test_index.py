@@ -26,23 +26,7 @@ from adah.index import store
 from adah.models import build_model
 from adah.training.trainer import complete_config
 
-from conftest import tiny_config
-
-
-def make_checkpoint(path: Path, seed: int = 0, num_items: int = 90, vocabulary: bool = True) -> Path:
-    cfg = tiny_config(**{"data.num_items": num_items, "data.num_query": 10, "data.num_train": 60})
-    data = load_dataset(cfg.data)
-    cfg = complete_config(cfg, data)
-    torch.manual_seed(seed)
-    model = build_model(cfg.model)
-    save_checkpoint(path, model=model, config=cfg, epoch=0, data_fingerprint=data.fingerprint(),
-                    text_vocabulary=data.text_vocabulary.to_dict() if vocabulary else None)
-    return path
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
+from helpers import make_checkpoint, make_folder, rewrite_manifest, tiny_config  # noqa: F401 - re-exported
 
 
 @pytest.fixture(scope="module")
@@ -140,19 +124,6 @@ def test_rows_from_the_split_and_text_only_index(ckpt, tmp_path):
         build_index(ckpt, tmp_path / "x", rows="query", progress=False)
 
 
-def make_folder(root: Path, n: int = 6) -> Path:
-    from PIL import Image
-
-    (root / "photos").mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        Image.new("RGB", (48 + i, 40), (40 * i, 200 - 30 * i, 90)).save(root / "photos" / f"p{i}.png")
-        rows.append({"id": f"x{i}", "image": f"photos/p{i}.png", "text": f"red_circle sunset picture {i}",
-                     "captions": [f"caption {i}", "another"], "labels": ["thing"] if i % 2 else ["thing", "other"]})
-    (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
 def test_index_a_folder_with_the_models_vocabulary(ckpt, tmp_path):
     folder = make_folder(tmp_path / "mine")
     out = tmp_path / "idx"
@@ -238,12 +209,6 @@ def test_index_without_model_searches_codes_only(built):
 
 
 # --------------------------------------------------------------------------- damaged indexes
-def _rewrite_manifest(folder: Path, **changes) -> None:
-    manifest = json.loads((folder / "index.json").read_text())
-    manifest.update(changes)
-    store.write_manifest(folder, manifest)  # with a valid checksum: only the change is wrong
-
-
 @pytest.mark.parametrize("verify", [True, False])
 def test_truncated_files_are_refused(copy_of, verify):
     for name in ("image.codes", "text.codes", "meta.jsonl", "meta.offsets"):
@@ -258,7 +223,7 @@ def test_truncated_files_are_refused(copy_of, verify):
 
 def test_truncated_below_the_header(copy_of):
     (copy_of / "image.codes").write_bytes(b"ADAHBIN\0")
-    _rewrite_manifest(copy_of, files={**json.loads((copy_of / "index.json").read_text())["files"],
+    rewrite_manifest(copy_of, files={**json.loads((copy_of / "index.json").read_text())["files"],
                                       "image.codes": store.file_entry(copy_of / "image.codes")})
     with pytest.raises(IndexFormatError, match="shorter than the 128-byte header"):
         Index.load(copy_of)
@@ -286,15 +251,15 @@ def test_header_checks_catch_what_verify_false_skips(copy_of):
 
 
 def test_old_and_new_format_versions_are_refused(copy_of):
-    _rewrite_manifest(copy_of, version=0)
+    rewrite_manifest(copy_of, version=0)
     with pytest.raises(IndexFormatError, match="index format version 0; this adah reads version 1: rebuild"):
         Index.load(copy_of)
-    _rewrite_manifest(copy_of, version=FORMAT_VERSION)
+    rewrite_manifest(copy_of, version=FORMAT_VERSION)
     path = copy_of / "text.codes"
     raw = bytearray(path.read_bytes())
     struct.pack_into("<H", raw, 8, 2)  # binary header version 2
     path.write_bytes(bytes(raw))
-    _rewrite_manifest(copy_of, files={**json.loads((copy_of / "index.json").read_text())["files"],
+    rewrite_manifest(copy_of, files={**json.loads((copy_of / "index.json").read_text())["files"],
                                       "text.codes": store.file_entry(path)})
     with pytest.raises(IndexFormatError, match="text.codes: index file format version 2; this adah reads version 1"):
         Index.load(copy_of)
@@ -338,7 +303,7 @@ def test_another_model_is_refused(built, tmp_path):
 
 
 def test_missing_model_says_how_to_fix(copy_of, tmp_path):
-    _rewrite_manifest(copy_of, model={**json.loads((copy_of / "index.json").read_text())["model"],
+    rewrite_manifest(copy_of, model={**json.loads((copy_of / "index.json").read_text())["model"],
                                       "checkpoint": str(tmp_path / "moved.pt"), "checkpoint_relative": None})
     with pytest.raises(AdahError, match="moved.pt\\) is not there; pass the checkpoint explicitly"):
         Index.load(copy_of)

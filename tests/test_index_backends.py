@@ -11,20 +11,9 @@ from adah.errors import AdahError
 from adah.index import Index, faiss_available, hamming_distances, numpy_knn, recall_at_k
 from adah.index.backends import check_packed, make_backend, pack_pm1
 
+from helpers import brute_force, random_packed
+
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
-
-
-def brute_force(queries: np.ndarray, db: np.ndarray, bits: int, k: int):
-    """Unpack, count differing bits, stable-sort per query: the reference."""
-    q = np.unpackbits(queries, axis=1)[:, :bits].astype(np.int64)
-    d = np.unpackbits(db, axis=1)[:, :bits].astype(np.int64)
-    dist = (q[:, None, :] != d[None, :, :]).sum(-1)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, order, 1), order
-
-
-def random_packed(rng, n: int, bits: int) -> np.ndarray:
-    return pack_pm1(rng.choice(np.array([-1, 1], np.int8), size=(n, bits)), bits)
 
 
 @pytest.mark.parametrize("bits,n,k", [(8, 3000, 50), (12, 500, 100), (16, 4000, 64), (64, 2000, 10), (40, 300, 300),

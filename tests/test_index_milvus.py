@@ -22,8 +22,8 @@ from adah.errors import AdahError
 from adah.index import Index, faiss_available
 from adah.index.backends import make_backend
 
-from test_index import _rewrite_manifest, make_checkpoint, make_folder
-from test_index_backends import brute_force, random_packed
+from helpers import rewrite_manifest, make_checkpoint, make_folder
+from helpers import brute_force, random_packed
 
 from adah.index import milvus as milvus_module
 
@@ -37,15 +37,14 @@ HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
 
 
-@pytest.fixture(scope="module")
-def milvus_uri(tmp_path_factory) -> Path:
-    """One Milvus Lite file for the module (one embedded server per file and process)."""
+@pytest.fixture(scope="module", params=["lite", pytest.param("server", marks=[pytest.mark.milvus, pytest.mark.slow])])
+def milvus_uri(request, tmp_path_factory) -> Path | str:
+    """Where this module's suite writes: one Milvus Lite file (one embedded server per file and
+    process), then the session's standalone Milvus server (tests/milvus_server.py; skipped with
+    the reason where its package is missing): the same tests over both."""
+    if request.param == "server":
+        return request.getfixturevalue("milvus_server").uri
     return tmp_path_factory.mktemp("milvus") / "lite.db"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_wrong_model_missing_collection_unreachable_uri(on_milvus, ckpt, milvus_
     # the manifest pointing at collections of another model
     build_on_milvus(other, tmp_path / "other_idx", uri=milvus_uri, name="adah_other", progress=False)
     foreign = json.loads((tmp_path / "other_idx" / "index.json").read_text())["milvus"]
-    _rewrite_manifest(copy, milvus=foreign)
+    rewrite_manifest(copy, milvus=foreign)
     _one_line_error(["index", "info", "--index", str(copy)], "holds codes of model")
     # a collection that is gone
     shutil.rmtree(copy)
@@ -216,7 +215,7 @@ def test_version_mismatch_is_refused(ckpt, milvus_uri, tmp_path, monkeypatch):
     _one_line_error(["search", "--index", str(tmp_path / "old"), "--text", "red_circle"],
                     "Milvus layout version 0; this adah reads 1")
     section = json.loads((tmp_path / "old" / "index.json").read_text())["milvus"]
-    _rewrite_manifest(tmp_path / "old", milvus={**section, "version": 1})  # the collections still say 0
+    rewrite_manifest(tmp_path / "old", milvus={**section, "version": 1})  # the collections still say 0
     _one_line_error(["search", "--index", str(tmp_path / "old"), "--text", "red_circle"],
                     "format version 0; this adah reads 1")
 

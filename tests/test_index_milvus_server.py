@@ -1,7 +1,7 @@
-"""The milvus backend on a standalone Milvus server (issue 32): the Milvus Lite suite of
-tests/test_index_milvus.py run again with the server's URI (exact BIN_FLAT equal to faiss with
-ties, the Index API, CLI and service, add/remove, copy, a version mismatch), plus what only a
-server has: BIN_IVF_FLAT probing every cluster equals faiss, ties included; with fewer probes
+"""The milvus backend on a standalone Milvus server (issue 32). The Milvus Lite suite of
+tests/test_index_milvus.py runs over the server too (its ``milvus_uri`` fixture has both: exact
+BIN_FLAT equal to faiss with ties, the Index API, CLI and service, add/remove, copy, a version
+mismatch); here is what only a server has: BIN_IVF_FLAT probing every cluster equals faiss, ties included; with fewer probes
 every query still gets k hits, each at its true distance, and recall@k is measured (printed and
 recorded, not asserted equal); `adah index build|add|remove --backend milvus --uri http://...`,
 `adah search` and the service on an IVF index. Needs the `milvus` package (tests/milvus_server.py);
@@ -13,19 +13,8 @@ import json
 
 import numpy as np
 import pytest
-from test_index import make_folder
-from test_index_backends import random_packed
-from test_index_milvus import (  # noqa: F401 - collected here again, over the server
-    ckpt,
-    on_milvus,
-    test_a_collection_altered_behind_adahs_back_is_detected_on_open,
-    test_add_and_remove_on_milvus_switch_collections,
-    test_copy_moves_a_local_index_onto_milvus_and_back_without_re_encoding,
-    test_exact_topk_equals_faiss_with_heavy_ties,
-    test_index_api_and_cli_over_milvus_equal_local,
-    test_service_over_milvus,
-    test_version_mismatch_is_refused,
-)
+from helpers import make_folder
+from helpers import random_packed
 from typer.testing import CliRunner
 
 from adah.cli import app
@@ -39,7 +28,7 @@ pytestmark = [pytest.mark.milvus, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def milvus_uri(milvus_server) -> str:
-    """The URI the suite of tests/test_index_milvus.py writes to: here, the session's server."""
+    """The session's server."""
     return milvus_server.uri
 
 

@@ -22,8 +22,7 @@ from adah.index import Index, build_index, store
 from adah.index.update import add_items, copy_index, remove_items
 from adah.utils.locks import LockBusy
 
-from test_index import make_folder
-from test_index_update import base_index, ckpt  # noqa: F401  (fixtures: a tiny model, a 90-item index)
+from helpers import make_folder
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"

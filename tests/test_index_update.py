@@ -21,22 +21,10 @@ from adah.errors import AdahError
 from adah.index import Index, build_index
 from adah.index.update import add_items, remove_items
 
-from test_index import make_checkpoint, make_folder
+from helpers import make_checkpoint, make_folder
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
-
-
-@pytest.fixture()
-def base_index(ckpt, tmp_path) -> Path:
-    out = tmp_path / "idx"
-    build_index(ckpt, out, progress=False, batch_size=32)
-    return out
 
 
 def _snapshot(folder: Path) -> dict:

@@ -13,7 +13,7 @@ from adah.errors import AdahError
 from adah.methods import METHODS, build_method, method_overrides
 from adah.methods.dcmh import batch_similarity, closed_form_codes, dcmh_terms
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_index import make_checkpoint, make_folder
+from helpers import make_checkpoint, make_folder
 from typer.testing import CliRunner
 
 from adah.cli import app
@@ -40,11 +40,6 @@ def _one_line_error(args: list[str], needle: str) -> str:
     assert r.exit_code == 2, r.output
     assert needle in r.stderr and r.stderr.count("\n") == 1, (needle, r.stderr)
     return r.stderr
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 # --------------------------------------------------------------------------- case 10: --uri

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from milvus_server import running_server
-from test_index import make_checkpoint, make_folder
+from helpers import make_checkpoint, make_folder
 
 from adah.index import Index, faiss_available
 
@@ -36,11 +36,6 @@ def server(tmp_path_factory):
     """A server of this module's own: its crashes do not disturb the session's."""
     with running_server(tmp_path_factory.mktemp("milvus-faults")) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 def _env(**extra: str) -> dict:

@@ -16,7 +16,7 @@ from adah.cli import app
 from adah.index import Index, build_index, store
 from adah.index.update import add_items, copy_index
 
-from test_index import make_checkpoint, make_folder
+from helpers import make_checkpoint, make_folder
 
 
 @pytest.fixture()

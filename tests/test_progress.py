@@ -11,7 +11,7 @@ from adah.data.registry import make_split
 from adah.features.dataset import load_dataset
 from adah.utils.progress import SummaryLine, progress_bar
 from adah.training.trainer import train
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 @pytest.mark.slow

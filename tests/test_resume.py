@@ -18,7 +18,7 @@ from adah.training.checkpoint import load_checkpoint, load_model
 from adah.errors import AdahError
 from adah.training.trainer import Trainer, list_checkpoints
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 TRAIN_ARGS = [
     "train", "--config", "scenes_demo", "--quiet", "--epochs", "3",

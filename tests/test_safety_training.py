@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
-from test_hardening_cli import one_line_error
+from helpers import tiny_config
+from helpers import one_line_error
 from typer.testing import CliRunner
 
 from adah.cli import app

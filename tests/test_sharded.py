@@ -16,8 +16,8 @@ import pytest
 from adah.features.image_cache import BATCHES_FILE, extract_features, read_header
 from adah.index import build_index
 
-from test_features import scenes_config, weights  # noqa: F401 - the weights fixture
-from test_index import make_checkpoint
+from helpers import scenes_config
+from helpers import make_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from adah.errors import AdahError
 from adah.evaluation.retrieval import encode, evaluate_codes
 from adah.evaluation.metrics import mean_average_precision
 from adah.training.trainer import train
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 # --------------------------------------------------------------------------- vocabulary in checkpoints

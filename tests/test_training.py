@@ -13,7 +13,7 @@ from adah.evaluation.retrieval import encode, evaluate_codes
 from adah.training.losses import adah_objective, adversarial_objective, total_min_objective
 from adah.training.trainer import Trainer, adversarial_terms, train
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def _objectives(trainer, batch):
