@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_index import make_checkpoint, make_folder
+from helpers import make_folder
 
 from adah.index import Index, faiss_available
 
@@ -57,13 +57,13 @@ class Poller(threading.Thread):
 
 
 @pytest.mark.slow
-def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_server, tmp_path, monkeypatch):
+def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_server, ckpt, tmp_path, monkeypatch):
     from serve_support import Server
 
     from adah.index.milvus import build_on_milvus
 
     out, t0 = tmp_path / "idx", time.monotonic()
-    build_on_milvus(make_checkpoint(tmp_path / "model.pt"), out, uri=milvus_server.uri, name="adah_replicas",
+    build_on_milvus(ckpt, out, uri=milvus_server.uri, name="adah_replicas",
                     progress=False)
     monkeypatch.setenv("PYTHONPATH", str(SRC))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
