@@ -60,11 +60,11 @@ class Poller(threading.Thread):
 def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_server, ckpt, tmp_path, monkeypatch):
     from serve_support import Server
 
-    from adah.index.milvus import build_on_milvus
+    from adah.index.milvus import build_on_milvus, connect
 
     out, t0 = tmp_path / "idx", time.monotonic()
-    build_on_milvus(ckpt, out, uri=milvus_server.uri, name="adah_replicas",
-                    progress=False)
+    build_on_milvus(ckpt, out, uri=milvus_server.uri, name="adah_replicas", progress=False)
+    first = set(json.loads((out / "index.json").read_text())["milvus"]["collections"].values())
     monkeypatch.setenv("PYTHONPATH", str(SRC))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with ThreadPoolExecutor(2) as pool:  # started side by side: each imports torch and loads the model
@@ -116,3 +116,5 @@ def test_two_replicas_switch_to_the_version_added_by_a_third_process(milvus_serv
     for p in pollers:
         last = json.loads(p.rounds[-1][-1])
         assert [h["id"] for h in last["hits"]] == want
+    # the replaced version's collections stay until the next write, for replicas not yet switched
+    assert first <= set(connect(milvus_server.uri).list_collections())
