@@ -22,7 +22,6 @@ under ``torch.no_grad`` in eval mode and the search backends only read.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,29 +33,14 @@ import torch
 
 from adah.data.vocab import Vocabulary, tokenize
 from adah.errors import AdahError
-from adah.utils.images import QUERY_MAX_PIXELS, ImageTooLarge, decode_rgb
 from adah.index import store
 from adah.index.backends import HammingBackend, check_k, check_packed, make_backend, pack_pm1
+from adah.index.query import (MAX_IMAGE_PIXELS, AttentionMap, ImageQueryError, QueryError,  # noqa: F401 - re-exported
+                              UnknownWordsError, decode_image)
+from adah.index.storage import load_model_for
 from adah.models import binarize
 
 TARGETS = ("image", "text")
-MAX_IMAGE_PIXELS = QUERY_MAX_PIXELS  # decoded size limit for query images (decompression bombs)
-
-
-class QueryError(AdahError):
-    """A query that cannot be answered as asked (empty, unreadable, unknown words, no such codes)."""
-
-
-class UnknownWordsError(QueryError):
-    """No token of a text query is in the model's vocabulary; ``words`` lists the query's tokens."""
-
-    def __init__(self, message: str, words: list[str]) -> None:
-        super().__init__(message)
-        self.words = words
-
-
-class ImageQueryError(QueryError):
-    """A query image that cannot be read or decoded."""
 
 
 @dataclass
@@ -78,21 +62,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class AttentionMap:
-    """The image attention G of a query image: binary mask Z and soft attention p over the
-    backbone's (h, w) grid (the image is resized to ``input_size`` before the backbone)."""
-
-    mask: np.ndarray  # (h, w) uint8 in {0, 1}
-    probs: np.ndarray  # (h, w) float32, sums to 1
-    input_size: int
-
-    def to_dict(self) -> dict:
-        return {"mask": self.mask.astype(int).tolist(), "probs": np.round(self.probs, 6).tolist(),
-                "grid": list(self.mask.shape), "input_size": self.input_size,
-                "attended_fraction": float(self.mask.mean())}
 
 
 @dataclass
@@ -233,7 +202,7 @@ class Index:
                 raise AdahError(f"{folder}: the index was rebuilt with another model; load it again with its model")
             net = model
         elif model is not None:
-            net = _load_model_for(folder, manifest, model, dev, vocab)[0]
+            net = load_model_for(folder, manifest, model, dev, vocab)[0]
         try:
             index = cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
                         device=dev, backend=backend, backends=backends, **({} if on_milvus else backend_options))
@@ -506,7 +475,7 @@ class Index:
                 raise QueryError(f"this model reads {backbone.in_dim}-d image feature vectors, not image files; pass "
                                  "the query image's features as a float vector")
             return torch.from_numpy(arr.astype(np.float32).reshape(1, -1)).to(self.device)
-        pixels = decode_image(image, int(backbone.input_size), resize=self._image_resize)
+        pixels = decode_image(image, int(backbone.input_size), resize=self._image_resize, max_pixels=MAX_IMAGE_PIXELS)
         return torch.from_numpy(pixels[None]).to(self.device)
 
     # ----------------------------------------------------------------------- helpers
@@ -535,79 +504,3 @@ class Index:
         return SearchResult(hits, query, target, k, self.bits, self.exact, timings)
 
 
-def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, vocab: Vocabulary | None):
-    """(model, config, checkpoint payload, checkpoint path) of the index's model, after checking
-    its fingerprint and vocabulary against the manifest."""
-    from adah.training.checkpoint import load_model, text_vocabulary_of
-    from adah.index.build import model_fingerprint
-
-    recorded = store.recorded_path(manifest["model"], "checkpoint", folder)
-    path = recorded if model == "auto" else Path(model)
-    if model == "auto" and (recorded is None or not path.is_file()):
-        raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
-                        "explicitly (--checkpoint / Index.load(..., model=PATH))")
-    net, cfg, payload = load_model(path, device, lazy_image=True)  # a text query never builds the image backbone
-    got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
-    if got != want:
-        raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
-                        "another model (or other weights); rebuild it from this checkpoint (adah index build --checkpoint)")
-    saved = text_vocabulary_of(payload, str(path))
-    if saved is not None and vocab is not None and saved.tokens != vocab.tokens:
-        raise AdahError(f"{path}: its text vocabulary differs from the one stored in the index {folder}")
-    return net, cfg, payload, path
-
-
-def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:
-    """A query image -> (3, size, size) uint8 RGB, resized like the indexed images (``stretch``
-    or ``center_crop``). Accepts a path, encoded bytes, a PIL image, or a uint8 array
-    (H, W, 3) / (3, H, W) / (H, W). Raises ImageQueryError on anything unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if isinstance(image, np.ndarray):
-            arr = image
-            if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
-                arr = arr.transpose(1, 2, 0)
-            if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
-                raise ImageQueryError(f"an image array must be uint8 (H, W), (H, W, 3) or (3, H, W), "
-                                      f"got {arr.dtype} {arr.shape}")
-            if arr.size == 0:
-                raise ImageQueryError("empty image array")
-            im = Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
-            return _resize(im.convert("RGB"), size, resize)
-        if isinstance(image, Image.Image):
-            return _resize(image.convert("RGB"), size, resize)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            if len(image) == 0:
-                raise ImageQueryError("empty image upload")
-            source, what = io.BytesIO(bytes(image)), "the uploaded image"
-        elif isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise ImageQueryError(f"image file not found: {path}")
-            source, what = path, str(path)
-        else:
-            raise ImageQueryError(f"an image query must be a path, bytes, a PIL image or an array, "
-                                  f"got {type(image).__name__}")
-        return _resize(decode_rgb(source, max_pixels=MAX_IMAGE_PIXELS, what=what), size, resize)
-    except ImageQueryError:
-        raise
-    except ImageTooLarge as exc:
-        raise ImageQueryError(str(exc)) from None
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        what = "the uploaded image" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)[:200]
-        raise ImageQueryError(f"cannot read {what} as an image ({type(exc).__name__}: {exc})") from None
-
-
-def _resize(im, size: int, resize: str) -> np.ndarray:
-    from PIL import Image
-
-    if resize == "center_crop":
-        w, h = im.size
-        s = size / min(w, h)
-        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
-        left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    else:
-        im = im.resize((size, size), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))

@@ -100,7 +100,7 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     name; ``rows``/``split`` as for :func:`build_index`) with the index's model and append them
     to the index folder ``index`` as a new version. ``model``: ``"auto"`` (the checkpoint the
     index names) or a checkpoint path with the same fingerprint."""
-    from adah.index.core import _load_model_for
+    from adah.index.storage import load_model_for
     from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         dev = resolve_device(device)
-        net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
+        net, config, payload, ckpt = load_model_for(folder, manifest, model, dev, current.vocabulary)
         seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
         coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen),
                                progress=progress)
