@@ -205,9 +205,7 @@ class Index:
     label_names = property(lambda self: self.storage.label_names)
     image_root = property(lambda self: self.storage.image_root)
     modalities = property(lambda self: self.storage.modalities)
-    _meta = property(lambda self: self.storage.meta)
-    _stamp = property(lambda self: self.storage.stamp)
-    _image_resize = property(lambda self: self.storage.image_resize)
+    _meta = property(lambda self: self.storage.meta)  # benchmarks/bench_search.py reads it
     model = property(lambda self: self.encoder.model)
     device = property(lambda self: self.encoder.device)
     text_reader = property(lambda self: self.encoder.text_reader, doc=QueryEncoder.text_reader.__doc__)
