@@ -18,7 +18,7 @@ from adah.index.query import ImageQueryError, QueryEncoder, decode_image
 from adah.index.storage import IndexStorage
 from adah.training.checkpoint import LazyImageBranch, load_model
 
-from test_index import built, ckpt, make_checkpoint  # noqa: F401 - its module-scoped fixtures
+from helpers import make_checkpoint
 
 TEXT = "red_circle crimson_disc sunset"
 
