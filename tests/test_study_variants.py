@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 from typer.testing import CliRunner
 
 from adah.cli import app
