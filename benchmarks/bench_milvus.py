@@ -10,6 +10,9 @@ own (``--one``). The server is the ``milvus`` package's (tests/milvus_server.py:
 whole path (``make_milvus_backend``: insert in bulk, flush, index, load); the server's peak memory
 is its process' VmHWM. Queries go in batches of 100, top-100; recall@100 counts a result found
 when its distance is within the exact 100th (ties make the exact set one choice among equals).
+On a shared machine the load moves during a run: each server ``nprobe`` is timed twice and faiss
+flat once before and once after the server's searches, and the better rate of each is reported
+(the ratios to faiss flat are against its better rate).
 
     python benchmarks/bench_milvus.py [--n 1000000] [--queries 200] [--nlist 1024] [--nprobe 16,64,256]
 """
@@ -64,6 +67,7 @@ def on_server(uri: str, folder: Path, nlist: int, nprobes: list[int]) -> list[di
         backend = milvus.MilvusBackend(built.client, built.collection, BITS, len(db), exact=False, nprobe=nprobe,
                                        nlist=nlist)
         qps, dist, rows = timed_search(backend, q)
+        qps = max(qps, timed_search(backend, q)[0])  # the better of two rounds: the machine's load moves
         np.save(folder / f"ivf{nprobe}.rows.npy", rows), np.save(folder / f"ivf{nprobe}.dist.npy", dist)
         out.append({"backend": f"milvus BIN_IVF_FLAT nprobe={nprobe}", "build_s": build, "qps": qps,
                     "file": f"ivf{nprobe}"})
@@ -106,6 +110,8 @@ def main() -> None:
             results += on_server(uri, folder, args.nlist, nprobes)
             if server is not None:
                 peak = _status_mib(server.server_pid, "VmHWM")
+            again = reference("faiss", folder)  # faiss flat once more, next to the server's searches
+            results[0]["qps"] = max(results[0]["qps"], again.get("qps", 0.0))
         finally:
             if server is not None:
                 server.stop()

@@ -52,9 +52,17 @@ def skip_reason() -> str | None:
 
 
 def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports of 127.0.0.1 free now (held together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)))
+                 for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 class StandaloneMilvus:
@@ -172,14 +180,36 @@ def _bind_reusing(self, port):
         return None
 
 
+#: the embedded etcd's own settings (``$ETCD_CONFIG_PATH``): without them it listens on
+#: localhost:2379 and :2380 whatever the Milvus config says, so a second server on the machine
+#: (another test session, the fault tests' own server, a benchmark) failed to start. Every
+#: other port is chosen here too, at random, once per launcher (kept across restarts): the
+#: package's own choice (the first free one from each default up) raced between servers
+#: starting at the same time ("bind: address already in use")
+ETCD_CONFIG = """name: default
+listen-client-urls: http://127.0.0.1:{client}
+advertise-client-urls: http://127.0.0.1:{client}
+listen-peer-urls: http://127.0.0.1:{peer}
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+initial-cluster: default=http://127.0.0.1:{peer}
+"""
+
+
 def _launch(base: str, port: int) -> None:
     import milvus
 
     milvus.MilvusServerConfig.try_bind_port = _bind_reusing
     config = milvus.MilvusServerConfig(data_dir=base, proxy_port=port)
+    keys = sorted(k for k in config.configurable_items if k.endswith("_port") and k != "proxy_port")
+    ports = dict(zip([*keys, "peer", "metrics"], free_ports(len(keys) + 2)))
+    config.update(**{k: ports[k] for k in keys})
+    etcd_config = Path(base) / "embed-etcd.yaml"
+    etcd_config.write_text(ETCD_CONFIG.format(client=ports["etcd_port"], peer=ports["peer"]))
+    os.environ["ETCD_CONFIG_PATH"] = str(etcd_config)  # the server process inherits it
     for component in COMPONENTS:
         config.set(f"{component}.ip", "127.0.0.1")
     server = milvus.MilvusServer(config)
+    server.webservice_port = ports["metrics"]  # its health check and metrics
 
     def reply(text: str) -> None:
         sys.stdout.write(text + "\n")

@@ -23,8 +23,10 @@ refused with a one-line message, as the local format does.
 
 Builds and updates (``adah index build --backend milvus``, ``adah index add/remove``) write the
 codes to *new* collections (a fresh name per version) before the folder is swapped into place;
-only then are the previous version's collections dropped. A build killed at any moment leaves
-the old manifest, which still names the old, complete collections: the index stays searchable.
+only then are older versions' collections dropped (on a server, the version just replaced stays
+until the next write, for replicas still serving it: :meth:`MilvusTarget.drop_replaced`). A build
+killed at any moment leaves the old manifest, which still names the old, complete collections:
+the index stays searchable.
 (Collections left by a killed build are dropped by the next successful write.)
 
 Search. ``BIN_FLAT`` is exact: results are put in the canonical order (distance, then row) and
@@ -349,13 +351,19 @@ class MilvusTarget:
         return name
 
     def drop_replaced(self, old: dict | None, new: dict | None) -> list[str]:
-        """Drop the collections of the replaced version and any left by killed writes of this
-        index (``<name>_<modality>_g<N>_<hex>`` not named by ``new``); the names dropped.
+        """Drop the collections of earlier versions of this index and any left by killed writes
+        (``<name>_<modality>_g<N>_<hex>`` not named by ``new``); the names dropped. On a server
+        the replaced version's (``old``) stay until the next write: ``adah serve`` replicas
+        still answer from it until they notice the new manifest (within a second), and a search
+        of a dropped collection would fail (503). On Milvus Lite (one process) they go now.
         Best effort: the new version is in place already, so a Milvus that fails now (down,
         restarting) is logged, and the next write drops what is left."""
         keep = set((new or {}).get("collections", {}).values())
+        same_place = (old or {}).get("uri") == self.uri
+        stale = set((old or {}).get("collections", {}).values()) if same_place else set()
+        if not is_lite(self.uri):
+            keep |= stale
         pattern = re.compile(rf"^{re.escape(self.name)}_(image|text)_g\d+_[0-9a-f]{{6}}$")
-        stale = set((old or {}).get("collections", {}).values()) if (old or {}).get("uri") == self.uri else set()
         try:
             client = connect(self.uri)
             stale |= {c for c in _call("list_collections", client.list_collections, timeout=query_timeout())
