@@ -47,6 +47,16 @@ def ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("model") / "model.pt")
 
 
+@pytest.fixture(scope="session")
+def built(ckpt, tmp_path_factory) -> Path:
+    """A 90-item index of :func:`ckpt`'s model, built once. Read-only: copy it to change it."""
+    from adah.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "idx"
+    build_index(ckpt, out, progress=False, batch_size=32)
+    return out
+
+
 @pytest.fixture()
 def base_index(ckpt, tmp_path) -> Path:
     """A fresh 90-item index of :func:`ckpt`'s model in this test's folder, to change."""

@@ -78,7 +78,7 @@ def test_erased_view_map_reads_the_best_checkpoint_as_model_selection_does(tmp_p
     import numpy as np
 
     from adah.experiments import study
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     spec_ev = importlib.util.spec_from_file_location("erased_view", ROOT / "research" / "scripts" / "erased_view.py")
     ev = importlib.util.module_from_spec(spec_ev)

@@ -146,7 +146,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(scenes_small, 
 
     from adah.training.checkpoint import load_checkpoint
     from adah.training.trainer import Trainer, list_checkpoints
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     data, split = scenes_small
     cfg = tiny_config(**{"train.epochs": 1, "train.max_batches_per_epoch": 4, "train.checkpoint_every": 1,

@@ -29,13 +29,6 @@ from adah.training.trainer import complete_config
 from helpers import make_checkpoint, make_folder, rewrite_manifest, tiny_config  # noqa: F401 - re-exported
 
 
-@pytest.fixture(scope="module")
-def built(ckpt, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("index") / "idx"
-    build_index(ckpt, out, progress=False, batch_size=32)
-    return out
-
-
 @pytest.fixture()
 def copy_of(built, tmp_path):
     """A fresh copy of the built index to damage."""

@@ -277,7 +277,7 @@ def scenes_client(tmp_path_factory):
     from adah.index import build_index
     from adah.training.trainer import train
 
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     base = tmp_path_factory.mktemp("scenes")
     cfg = tiny_config(**{"model.attention": "text", "data.num_items": 240, "data.num_query": 40,

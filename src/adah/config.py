@@ -131,7 +131,7 @@ class TrainConfig:
     max_batches_per_epoch: int = 0  # 0: full epoch; >0 caps it (smoke tests)
     # 0: an epoch is one pass over the training pairs. >0: each epoch makes as many passes as it takes
     # for `epochs` epochs to give at least this many optimiser steps (the photo configs: 1000, so a
-    # collection of 64 pairs trains 1000 steps, not 40; docs/research/study-of-g.md, round 8)
+    # collection of 64 pairs trains 1000 steps, not 40; docs/research/study-of-g.md, enough optimiser steps)
     min_steps: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     keep_checkpoints: int = 3  # resumable checkpoints kept in run_dir/checkpoints (newest)
@@ -172,9 +172,9 @@ class AttentionConfig:
     """G's choices that the paper leaves open (used when ``model.attention`` is not ``none``).
 
     The defaults are the ``adah`` preset, adah's erasing G over all positions; the bundled photo
-    configs add ``image_region = "salient"`` and ``rescale`` (the ``salient_erase`` preset, round 7
-    of the study: docs/research/study-of-g.md); the ``paper`` preset (:data:`PRESETS`,
-    ``--preset paper``) restores the paper's literal G."""
+    configs add ``image_region = "salient"`` and ``rescale`` (the ``salient_erase`` preset, the
+    study's erasing inside the object: docs/research/study-of-g.md); the ``paper`` preset
+    (:data:`PRESETS`, ``--preset paper``) restores the paper's literal G."""
 
     gate: str = "softmax"  # a name in adah.models.gates.GATES: softmax over positions (paper) | sigmoid: one gate per position
     temperature: float = 1.0  # scores / temperature before the gate
@@ -338,8 +338,9 @@ PAPER_ATTENTION = {"attention.gate": "softmax", "attention.temperature": 1.0, "a
 assert {f"attention.{f.name}" for f in dataclasses.fields(AttentionConfig)} <= set(PAPER_ATTENTION), \
     "PAPER_ATTENTION must name every AttentionConfig field"
 # adah's erasing G (the study variant ``erase_fixed_g``; on the image branch alone, the bundled
-# photo configs' G until round 7: ``erase_fixed_g_image``): the AttentionConfig defaults, D hashes f, the adversarial terms train
-# E,D on the half of the positions G's fixed, randomly initialised scores leave out; G takes no step
+# photo configs' G before they moved to erasing inside the object: ``erase_fixed_g_image``): the
+# AttentionConfig defaults, D hashes f, the adversarial terms train E,D on the half of the
+# positions G's fixed, randomly initialised scores leave out; G takes no step
 ADAH_ATTENTION = {f"attention.{f.name}": f.default for f in dataclasses.fields(AttentionConfig)}
 ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batches": "own",
                        "loss.adversarial_weight": 1.0})
@@ -350,7 +351,7 @@ ADAH_ATTENTION.update({"train.steps_min": 4, "train.steps_max": 0, "train.g_batc
 # terms on the positions weighted below average; E,D train on the attended codes only
 POOL_ATTENTION = {**PAPER_ATTENTION, "attention.mask": "weight", "attention.init": "zero",
                   "attention.objective": "full", "train.g_batches": "shared", "loss.adversarial_weight": 0.0}
-# erasing inside the object (the study variant ``salient_erase_fixed_g_image``, round 7; the bundled
+# erasing inside the object (the study variant ``salient_erase_fixed_g_image``; the bundled
 # photo configs on the image branch at 448 px): adah's erasing G over each photo's salient cells
 # (SCDA's rule), rescaled: D hashes the mean of the salient cells, the adversarial terms train E,D
 # on the half of them G's fixed, randomly initialised scores leave out

@@ -230,7 +230,8 @@ def study(
     config: str = typer.Option("scenes_demo", help="A JSON config file, or the name of a bundled one."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder (default runs/study-CONFIG)."),
     variants: list[str] = typer.Option([], help="Variants of G, e.g. --variants paper erase adah (default: the "
-                                               "study's standard list; 'none' is always added)."),
+                                               "study's standard list, or --variants-file's variants; 'none' is "
+                                               "always added)."),
     seeds: int = typer.Option(3, "--num-seeds", min=1, help="Seeds per variant and code length (mean and std)."),
     bits: list[int] = typer.Option([32], help="Code lengths, e.g. --bits 16 32 64."),
     epochs: Optional[int] = typer.Option(None, min=1),
@@ -239,7 +240,10 @@ def study(
     data_root: Optional[str] = typer.Option(None, help="Data root (default: $ADAH_DATA, then ../shared/data)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's, auto)"),
     set_: list[str] = typer.Option([], "--set", help="Any config value (repeatable)."),
-    list_variants: bool = typer.Option(False, "--list", help="List the variants and exit."),
+    variants_file: Optional[Path] = typer.Option(None, "--variants-file", help="Your own variants of G in a TOML "
+                                                 "(or JSON) file of the built-in list's format: new names, run "
+                                                 "when --variants is not given (docs/research/study-of-g.md)."),
+    list_variants: bool = typer.Option(False, "--list", help="List the variants (with --variants-file's) and exit."),
     finished_only: bool = typer.Option(False, help="Train nothing: tabulate the runs that have finished."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help=QUIET_HELP),
 ) -> None:
@@ -247,20 +251,23 @@ def study(
     by validation MAP: a Markdown table of test MAP next to `none`, the variant validation
     recommends, and per-epoch diagnostics pictures."""
     from adah.config import Config
-    from adah.experiments.study import DEFAULT_VARIANTS, VARIANTS, run_study
+    from adah.experiments.study import run_study, study_variants
 
     if list_variants:
-        width = max(len(name) for name in VARIANTS)
-        for name, (_, about) in VARIANTS.items():
+        known = study_variants(variants_file)
+        width = max(len(name) for name in known)
+        for name, (_, about) in known.items():
             typer.echo(f"{name:<{width}}  {about}")
         return
     cfg = Config.load(config).override({"train.epochs": epochs, "data.root": data_root, "train.device": device,
                                         **_parse_sets(set_)}).validate()
     require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
+    study_variants(variants_file)  # a bad variants file is refused before OUT is made
     out = check_output_folder(out or Path(f"runs/study-{Path(config).stem}"))
     with run_folder_lock(out):  # two studies writing into one folder would mix their runs
-        result = run_study(cfg, out, variants=tuple(variants) or DEFAULT_VARIANTS, seeds=seeds, bits=tuple(bits),
-                           jobs=jobs, split_path=split, progress=not quiet, finished_only=finished_only)
+        result = run_study(cfg, out, variants=tuple(variants) or None, seeds=seeds, bits=tuple(bits), jobs=jobs,
+                           split_path=split, progress=not quiet, finished_only=finished_only,
+                           variants_file=variants_file)
     typer.echo(result.table_md.read_text())
     typer.echo(f"wrote {result.table_md}\nwrote {result.results_json}" + (f"\nwrote {result.png}" if result.png else ""))
 

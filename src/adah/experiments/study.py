@@ -15,6 +15,9 @@ records the config it was trained with); the table and JSON also keep the finish
 runs in ``OUT`` of variants not named this time (at the seeds and code lengths asked for), so a
 study continued with a subset of its variants does not drop the rest. ``jobs > 1`` trains runs
 in parallel processes (for a many-core machine or a GPU).
+
+The variants are data: the built-in ones in ``variants.toml`` next to this module, a user's own in
+a file of the same format (``adah study --variants-file``, :func:`load_variants`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,186 +42,81 @@ from adah.recipes.demo import object_diagnostics
 from adah.errors import AdahError
 from adah.utils.fileio import atomic_write_text
 
-_PAPER = PRESETS["paper"]
-_ADAH = PRESETS["adah"]
-_POOL = PRESETS["attention_pool"]
+# the built-in variants of G: name -> (config overrides, what it tests), read from a data file
+# shipped with the package (variants.toml: its header describes the format)
+BUILTIN_VARIANTS_FILE = Path(__file__).with_name("variants.toml")
+_ENTRY_KEYS = ("preset", "overrides", "about")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a variant's name is also its runs' folder name
 
-# name -> (overrides on top of the config, what it tests). Every variant but ``none`` and
-# ``adah`` starts from the paper's literal G and changes one or two of its open choices.
-VARIANTS: dict[str, tuple[dict, str]] = {
-    "none": ({"model.attention": "none"}, "no attention, no adversarial term (the ablation baseline)"),
-    "paper": (_PAPER, "the paper's G as written: softmax, alpha = 1/N, hard mask, D hashes Z*f"),
-    "paper_fixed_g": ({**_PAPER, "train.steps_max": 0},
-                      "paper, G never trained: masks fixed at G's random initialisation (adversarial terms as a "
-                      "robustness term)"),
-    "zero_warmup": ({**_PAPER, "attention.init": "zero", "attention.warmup_epochs": 2},
-                    "paper, zero-initialised G (starts from none) and 2 epochs of E,D before G steps"),
-    "sigmoid": ({**_PAPER, "attention.gate": "sigmoid"}, "paper with per-position sigmoid gates, alpha = 1/2"),
-    "keep50": ({**_PAPER, "attention.keep_fraction": 0.5},
-               "paper with a fixed density: the top half of the positions by score"),
-    "soft": ({**_PAPER, "attention.soft_epochs": 5}, "paper with a soft mask clamp(p*N, 0, 1) for 5 epochs"),
-    "full_objective": ({**_PAPER, "attention.objective": "full"},
-                       "paper, G also minimises the attended ranking terms"),
-    "residual50": ({**_PAPER, "attention.residual": 0.5}, "paper with attended = f*(0.5 + 0.5 Z)"),
-    "erase": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0},
-              "D hashes f; G picks the half of the positions whose removal hurts the adversarial terms most "
-              "(adversarial erasing)"),
-    "erase_fixed_g": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0},
-                      "erase with G never trained: a random half erased"),
-    "erase25": ({**_PAPER, "attention.keep_fraction": 0.25, "attention.residual": 1.0},
-                "erase with G choosing a quarter of the positions"),
-    "erase75": ({**_PAPER, "attention.keep_fraction": 0.75, "attention.residual": 1.0},
-                "erase with G choosing three quarters of the positions"),
-    "soft_mask": ({**_PAPER, "attention.mask": "soft"},
-                  "paper with a soft mask clamp(p*N, 0, 1) in training and at test time (no straight-through step)"),
-    "soft_mask_full": ({**_PAPER, "attention.mask": "soft", "attention.objective": "full"},
-                       "soft mask; G also minimises the attended ranking terms"),
-    "soft_mask_full_w0": ({**_PAPER, "attention.mask": "soft", "attention.objective": "full",
-                           "loss.adversarial_weight": 0.0},
-                          "soft mask; G maximises the unattended terms and minimises the attended ones, E,D do not "
-                          "train on unattended codes"),
-    "soft_zero_full_w0": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero", "attention.objective": "full",
-                           "loss.adversarial_weight": 0.0},
-                          "soft_mask_full_w0 starting from none: zero-initialised G, so the first codes are none's"),
-    "pool_full": ({**_PAPER, "attention.mask": "weight", "attention.init": "zero", "attention.objective": "full"},
-                  "attention pooling: D hashes f weighted by w = p*N (mean 1, zero-initialised: starts as none); "
-                  "G minimises the attended terms and maximises the adversarial ones on the positions weighted "
-                  "below average, E,D minimise both"),
-    "pool_full_w0": ({**_PAPER, "attention.mask": "weight", "attention.init": "zero", "attention.objective": "full",
-                      "loss.adversarial_weight": 0.0},
-                     "pool_full, E,D not trained on the unattended codes"),
-    "erase_fixed_g_a50": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
-                           "loss.adversarial_weight": 0.5},
-                          "erase_fixed_g with the adversarial terms at half weight"),
-    "erase_fixed_g_a25": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
-                           "loss.adversarial_weight": 0.25},
-                          "erase_fixed_g with the adversarial terms at a quarter weight"),
-    "erase_random": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
-                      "attention.init": "zero", "attention.noise": 1.0},
-                     "erase_fixed_g without G: a uniformly random half erased, drawn afresh at every step "
-                     "(random erasing; the control for what G's fixed choice adds)"),
-    "erase_random_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
-                            "attention.init": "zero", "attention.noise": 1.0, "model.attention": "image"},
-                           "erase_random on the image branch only (the control for erase_fixed_g_image)"),
-    "erase_fixed_g_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                                      "train.steps_max": 0, "model.attention": "image", "attention.rescale": True},
-                                     "erase_fixed_g_image with the erased view rescaled to f's scale (the pooled "
-                                     "mean of the kept cells, as inverted dropout)"),
-    "erase_random_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                                     "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
-                                     "model.attention": "image", "attention.rescale": True},
-                                    "erase_random_image with the erased view rescaled (the control for "
-                                    "erase_fixed_g_image_rescaled)"),
-    "erase_quarter_fixed_g_image": ({**_PAPER, "attention.keep_fraction": 0.25, "attention.residual": 1.0,
-                                     "train.steps_max": 0, "model.attention": "image"},
-                                    "erase_fixed_g_image erasing a quarter of the cells (the top quarter by G's fixed "
-                                    "scores) instead of half: a gentler view, for photos whose evidence is small"),
-    "erase_nothing_image": ({**_PAPER, "attention.residual": 1.0, "attention.threshold": 1000.0,
-                             "train.steps_max": 0, "model.attention": "image"},
-                            "the control for erasing as such: the image branch's 'erased' view keeps every cell "
-                            "(alpha = 1000/N lies above any p, so Z = 0 and (1 - Z) f = f): T->I_hat is a second "
-                            "T->I term, with the same weight, and nothing is erased"),
-    "attention_pool_image": ({**_POOL, "model.attention": "image"},
-                             "attention_pool on the image branch alone: G's trained weights over the cells replace "
-                             "the average pool"),
-    "erase_image_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                              "model.attention": "image", "attention.rescale": True},
-                             "adversarial erasing on the image branch, rescaled: G trained (the paper's game) picks "
-                             "the half of the cells whose removal hurts the erased view's ranking most"),
-    "erase_fixed_g_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                                "train.steps_max": 0, "attention.rescale": True},
-                               "erase_fixed_g_image_rescaled on both branches (on the text features, a dropout "
-                               "mask fixed per item, rescaled as inverted dropout)"),
-    "erase_random_rescaled": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                               "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
-                               "attention.rescale": True},
-                              "erase_random_image_rescaled on both branches (on the text features, dropout with "
-                              "p = 0.5 for the adversarial terms)"),
-    "erase_fixed_g_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                            "train.steps_max": 0, "model.attention": "text"},
-                           "erase_fixed_g on the text branch only (I->T_hat; the image codes see every position)"),
-    # round 6: words as positions (minilm text): the one place in photo data where positions are separable
-    "erase_random_text": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0, "train.steps_max": 0,
-                           "attention.init": "zero", "attention.noise": 1.0, "model.attention": "text"},
-                          "erase_random on the text branch only (a fresh random half of the words, or units, at "
-                          "every step: the control for erase_fixed_g_text)"),
-    "paper_text": ({**_PAPER, "model.attention": "text"},
-                   "the paper's G on the text branch only (over the words with minilm: what adah fit "
-                   "--attention text trains)"),
-    "erase_fixed_g_image": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                             "train.steps_max": 0, "model.attention": "image"},
-                            "erase_fixed_g on the image branch only (T->I_hat)"),
-    # round 5: the image mask over the maps' channels (what) instead of their cells (where)
-    "erase_fixed_g_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                                      "train.steps_max": 0, "model.attention": "image",
-                                      "attention.image_positions": "channels"},
-                                     "erase_fixed_g_image over the channels: G's fixed random scores erase half of "
-                                     "the image map's channels (at every cell) in the adversarial view"),
-    "erase_random_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                                     "train.steps_max": 0, "attention.init": "zero", "attention.noise": 1.0,
-                                     "model.attention": "image", "attention.image_positions": "channels"},
-                                    "a random half of the channels, drawn afresh at every step (channel dropout on "
-                                    "the adversarial view; the control for erase_fixed_g_image_channels)"),
-    "erase_image_channels": ({**_PAPER, "attention.keep_fraction": 0.5, "attention.residual": 1.0,
-                              "model.attention": "image", "attention.image_positions": "channels"},
-                             "adversarial erasing over the channels: G (the paper's game) picks the half of the "
-                             "channels whose removal hurts the erased view's ranking most"),
-    "attention_pool_image_channels": ({**_POOL, "model.attention": "image", "attention.image_positions": "channels"},
-                                      "attention_pool over the image channels: G's trained weights (mean 1, "
-                                      "starting at 1) rescale each channel of the map, a squeeze-and-excitation "
-                                      "block trained by G's objective"),
-    # round 5: a G that starts from the backbone's own saliency (SCDA): where, without learning
-    "saliency_image": ({**_PAPER, "attention.init": "saliency", "attention.temperature": 100.0,
-                        "train.steps_max": 0, "model.attention": "image", "attention.rescale": True},
-                       "the paper's G on the image branch with its score fixed at each cell's mean activation "
-                       "(SCDA): D hashes the mean of the cells above the mean score (the object), the "
-                       "adversarial terms train E,D on the rest"),
-    "saliency_image_w0": ({**_PAPER, "attention.init": "saliency", "attention.temperature": 100.0,
-                           "train.steps_max": 0, "model.attention": "image", "attention.rescale": True,
-                           "loss.adversarial_weight": 0.0},
-                          "saliency_image without the adversarial terms: SCDA's selective pooling alone"),
-    # round 7: the paper's game inside the object: SCDA's salient cells are what D hashes, and the
-    # adversarial view erases part of them (saliency_image's complement is the background)
-    "salient_erase_fixed_g_image": ({**_PAPER, "attention.image_region": "salient", "attention.keep_fraction": 0.5,
-                                     "attention.residual": 1.0, "attention.rescale": True, "train.steps_max": 0,
-                                     "model.attention": "image"},
-                                    "D hashes the salient cells (SCDA's selective pooling, as saliency_image_w0); the "
-                                    "adversarial terms train E,D on the half of them G's fixed random scores leave "
-                                    "out (erase_fixed_g_image inside the object)"),
-    "salient_erase_image": ({**_PAPER, "attention.image_region": "salient", "attention.keep_fraction": 0.5,
-                             "attention.residual": 1.0, "attention.rescale": True, "model.attention": "image"},
-                            "salient_erase_fixed_g_image with G trained (the paper's game inside the object): G "
-                            "keeps the half of the salient cells whose removal hurts the erased view's ranking most"),
-    "salient_erase_nothing_image": ({**_PAPER, "attention.image_region": "salient", "attention.threshold": 1000.0,
-                                     "attention.residual": 1.0, "attention.rescale": True, "train.steps_max": 0,
-                                     "model.attention": "image"},
-                                    "the control for salient_erase_fixed_g_image: the 'erased' view keeps every salient "
-                                    "cell (T->I_hat a second T->I term on the salient pooling; nothing erased)"),
-    "paper_shared": ({**_PAPER, "train.g_batches": "shared"},
-                     "paper, G's steps on E,D's batch: E,D take as many steps as in none"),
-    "soft_zero_full_w0_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",
-                                  "attention.objective": "full", "loss.adversarial_weight": 0.0,
-                                  "train.g_batches": "shared"},
-                                 "soft_zero_full_w0 with G's steps on E,D's batch"),
-    "soft_zero_full_a25_shared": ({**_PAPER, "attention.mask": "soft", "attention.init": "zero",
-                                   "attention.objective": "full", "loss.adversarial_weight": 0.25,
-                                   "train.g_batches": "shared"},
-                                  "soft_zero_full_w0_shared with E,D also minimising the adversarial terms at a "
-                                  "quarter weight (the paper's full game, damped)"),
-    "pool_full_shared": ({**_PAPER, "attention.mask": "weight", "attention.init": "zero",
-                          "attention.objective": "full", "train.g_batches": "shared"},
-                         "pool_full with G's steps on E,D's batch"),
-    "pool_full_w0_shared": ({**_PAPER, "attention.mask": "weight", "attention.init": "zero",
-                             "attention.objective": "full", "loss.adversarial_weight": 0.0,
-                             "train.g_batches": "shared"},
-                            "pool_full_w0 with G's steps on E,D's batch"),
-    "adah": (_ADAH, "the adah preset, adah's erasing G: erase_fixed_g (the bundled photo configs used it on the image "
-             "branch until round 7: erase_fixed_g_image; now salient_erase_fixed_g_image)"),
-    "attention_pool": (_POOL, "the attention_pool preset (= pool_full_w0_shared)"),
-    "attention_pool_text": ({**_POOL, "model.attention": "text"},
-                            "attention_pool on the text branch alone (where its weights move most; the bundled "
-                            "scenes_demo and wiki configs)"),
-}
+
+def load_variants(path: str | Path, *, builtin: dict[str, tuple[dict, str]] | None = None
+                  ) -> dict[str, tuple[dict, str]]:
+    """Variants of G from a TOML file (one table per variant: ``about``, optional ``preset`` and
+    ``overrides``; the format of ``variants.toml``) or a JSON file of the same shape (an object
+    of name -> entry). Each entry's overrides are checked against the config as ``--set`` is
+    (known keys, values of the field's type); a name in ``builtin`` is refused, since a built-in
+    name means one G in every study. AdahError naming the file and the entry on a bad one."""
+    path = Path(path)
+    raw = _read_variants_file(path)
+    return {name: _variant_entry(path, name, entry, builtin or {}) for name, entry in raw.items()}
+
+
+def _read_variants_file(path: Path) -> dict:
+    if path.suffix not in (".toml", ".json"):
+        raise AdahError(f"{path}: a variants file must be .toml or .json (the format of {BUILTIN_VARIANTS_FILE.name})")
+    if not path.is_file():
+        raise AdahError(f"variants file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = (json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else tomllib.loads(text))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise AdahError(f"{path}: not a readable {path.suffix[1:].upper()} variants file ({exc})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise AdahError(f"{path}: no variants; expected one table per variant, e.g. [my_g] with about = \"...\" "
+                        "and [my_g.overrides]")
+    return raw
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} appears more than once")
+    return dict(pairs)
+
+
+def _variant_entry(path: Path, name: str, entry: object, builtin: dict) -> tuple[dict, str]:
+    """One entry of a variants file, checked: its overrides (the preset's settings first, then the
+    entry's own) and its about."""
+    where = f"{path}: variant {name!r}"
+    if not _NAME.fullmatch(name):
+        raise AdahError(f"{where}: a name may hold letters, digits, '_', '-' and '.' only (it names the runs' folder)")
+    if name in builtin:
+        raise AdahError(f"{where}: the name of a built-in variant (adah study --list); built-in variants cannot be "
+                        "redefined, give yours another name")
+    if not isinstance(entry, dict):
+        raise AdahError(f"{where}: expected a table with 'about' and 'overrides' (and optionally 'preset'), "
+                        f"got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(_ENTRY_KEYS))
+    if unknown:
+        raise AdahError(f"{where}: unknown field(s) {unknown}; expected {', '.join(_ENTRY_KEYS)}")
+    about, preset, overrides = entry.get("about"), entry.get("preset"), entry.get("overrides", {})
+    if not isinstance(about, str) or not about.strip():
+        raise AdahError(f"{where}: 'about' must be a non-empty string saying what the variant tests")
+    if preset is not None and preset not in PRESETS:
+        raise AdahError(f"{where}: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if not isinstance(overrides, dict):
+        raise AdahError(f"{where}: 'overrides' must be a table of config keys (as --set names them, e.g. "
+                        f"\"attention.keep_fraction\" = 0.5), got {type(overrides).__name__}")
+    merged = {**(PRESETS[preset] if preset else {}), **overrides}
+    try:
+        Config().override({"model.attention": "both", **merged})  # known keys, values of the field's type
+    except AdahError as exc:
+        raise AdahError(f"{where}: {exc}") from None
+    return merged, about
+
+
+VARIANTS: dict[str, tuple[dict, str]] = load_variants(BUILTIN_VARIANTS_FILE)
 DEFAULT_VARIANTS = ("none", "paper", "paper_fixed_g", "zero_warmup", "sigmoid", "keep50", "residual50", "erase",
                     "erase_fixed_g")
 DIRECTIONS = ("i2t", "t2i")
@@ -231,15 +131,49 @@ class StudyResult:
     recommended: str | None
 
 
-def variant_config(config: Config, variant: str, *, bits: int, seed: int) -> Config:
-    """``config`` with the variant's overrides; a variant that names no ``model.attention``
+def study_variants(variants_file: str | Path | None = None) -> dict[str, tuple[dict, str]]:
+    """The variants a study can run: the built-in ones, then those of ``variants_file``
+    (:func:`load_variants`; new names only)."""
+    if variants_file is None:
+        return dict(VARIANTS)
+    return {**VARIANTS, **load_variants(variants_file, builtin=VARIANTS)}
+
+
+def variant_config(config: Config, variant: str, *, bits: int, seed: int,
+                   variants: dict[str, tuple[dict, str]] | None = None) -> Config:
+    """``config`` with the variant's overrides (``variants``: the catalogue it is looked up in,
+    default the built-in :data:`VARIANTS`); a variant that names no ``model.attention``
     attends on both branches, whatever the config says, so a variant means the same on every
     config (the bundled photo configs attend on the image branch alone, scenes_demo and wiki on the text
     branch)."""
-    if variant not in VARIANTS:
-        raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return config.override({"model.attention": "both", **VARIANTS[variant][0], "model.bits": bits,
+    variants = VARIANTS if variants is None else variants
+    if variant not in variants:
+        raise AdahError(f"unknown study variant {variant!r}; known: {', '.join(variants)}")
+    return config.override({"model.attention": "both", **variants[variant][0], "model.bits": bits,
                             "train.seed": seed, "train.progress": False}).validate()
+
+
+def select_variants(config: Config, variants: tuple[str, ...] | None, bits: tuple[int, ...],
+                    variants_file: str | Path | None = None) -> tuple[tuple[str, ...], dict[str, tuple[dict, str]]]:
+    """The variants a study runs (``none`` first when not named; without names the file's
+    variants, else :data:`DEFAULT_VARIANTS`) and the catalogue they come from, each checked to
+    build a valid config from ``config`` at every code length before anything trains."""
+    known = study_variants(variants_file)
+    source = f" (built-in, and {variants_file})" if variants_file is not None else ""
+    if not variants:
+        variants = tuple(v for v in known if v not in VARIANTS) if variants_file is not None else DEFAULT_VARIANTS
+    for v in variants:
+        if v not in known:
+            raise AdahError(f"unknown study variant {v!r}; known{source}: {', '.join(known)}")
+    if "none" not in variants:
+        variants = ("none", *variants)
+    for v in variants:
+        for b in bits:
+            try:
+                variant_config(config, v, bits=b, seed=0, variants=known)
+            except AdahError as exc:
+                raise AdahError(f"study variant {v!r}{source} at {b} bits: {exc}") from None
+    return tuple(variants), known
 
 
 def exit_with_parent() -> None:
@@ -310,9 +244,10 @@ def finished_run(run_dir: str | Path, cfg: Config, split_sha256: str) -> tuple[d
 
 
 def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str, run_dir: str,
-            threads: int = 0) -> dict:
+            threads: int = 0, variants: dict[str, tuple[dict, str]] | None = None) -> dict:
     """Train one (variant, bits, seed) and score it; reads result.json instead when it records the
-    same full config and split (:func:`finished_run`), else trains again."""
+    same full config and split (:func:`finished_run`), else trains again. ``variants``: the
+    catalogue ``variant`` is looked up in (default the built-in :data:`VARIANTS`)."""
     import torch
 
     from adah.evaluation.retrieval import encode, evaluate_codes
@@ -320,7 +255,7 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
 
     run_dir = Path(run_dir)
     done = run_dir / "result.json"
-    cfg = variant_config(config, variant, bits=bits, seed=seed)
+    cfg = variant_config(config, variant, bits=bits, seed=seed, variants=variants)
     split_sha256 = Split.load(split_path).digest()
     result, stale = finished_run(run_dir, cfg, split_sha256)
     if result is not None:
@@ -353,34 +288,25 @@ def run_one(config: Config, variant: str, bits: int, seed: int, split_path: str,
     return out
 
 
-def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] = DEFAULT_VARIANTS,
+def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] | None = None,
               seeds: int = 3, bits: tuple[int, ...] = (32,), jobs: int = 1, split_path: str | Path | None = None,
-              progress: bool = True, finished_only: bool = False) -> StudyResult:
+              progress: bool = True, finished_only: bool = False,
+              variants_file: str | Path | None = None) -> StudyResult:
     """Train every variant x bits x seed on one split; write the table, JSON and picture.
-    ``finished_only``: train nothing, report the runs that have finished (a study in progress)."""
-    for v in variants:
-        if v not in VARIANTS:
-            raise AdahError(f"unknown study variant {v!r}; known: {', '.join(VARIANTS)}")
-    if "none" not in variants:
-        variants = ("none", *variants)
+    ``variants``: names from the built-in catalogue or ``variants_file`` (:func:`select_variants`;
+    None: the file's variants, else :data:`DEFAULT_VARIANTS`). ``finished_only``: train nothing,
+    report the runs that have finished (a study in progress)."""
+    variants, known = select_variants(config, variants, bits, variants_file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data, _ = _data(config)
-    saved = out / "split.json"
-    if split_path is not None:
-        split = Split.load(split_path, num_items=len(data))
-        split.save(saved)
-    elif saved.is_file():  # a study continued: the split it started with
-        split = Split.load(saved, num_items=len(data))
-    else:
-        split = make_split(config.data, len(data))
-        split.save(saved)
+    split, saved = _study_split(config, out, split_path)
     tasks = [(v, b, s) for b in bits for s in range(seeds) for v in variants]
     if finished_only:
         tasks = [(v, b, s) for v, b, s in tasks if finished_run(
-            out / v / f"bits{b}-seed{s}", variant_config(config, v, bits=b, seed=s), split.digest())[0]]
+            out / v / f"bits{b}-seed{s}", variant_config(config, v, bits=b, seed=s, variants=known), split.digest())[0]]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-    args = lambda v, b, s: (config, v, b, s, str(saved), str(out / v / f"bits{b}-seed{s}"), threads)  # noqa: E731
+    args = lambda v, b, s: (config, v, b, s, str(saved), str(out / v / f"bits{b}-seed{s}"), threads,  # noqa: E731
+                            {v: known[v]})
     runs = []
     bar = tqdm(total=len(tasks), desc="study runs", disable=not progress)
     if jobs > 1:
@@ -398,38 +324,55 @@ def run_study(config: Config, out_dir: str | Path, *, variants: tuple[str, ...] 
             bar.update(1)
             bar.set_postfix(last=f"{t[0]} {runs[-1]['test_map_mean']:.4f}")
     bar.close()
-    kept = _kept_runs(out, config, split.digest(), variants, bits, seeds)
+    kept = _kept_runs(out, config, split.digest(), variants, bits, seeds, known)
     variants = (*variants, *dict.fromkeys(r["variant"] for r in kept))
     runs += kept
     order = {v: i for i, v in enumerate(variants)}
     runs.sort(key=lambda r: (r["bits"], order[r["variant"]], r["seed"]))
     recommended = recommend(runs)
-    table = format_study_table(runs, config, split, variants, bits, seeds, recommended)
+    table = format_study_table(runs, config, split, variants, bits, seeds, recommended, known)
     table_md = out / "study.md"
     atomic_write_text(table_md, table)
     results_json = out / "study.json"
     atomic_write_text(results_json, json.dumps({"config": config.to_dict(), "split_sha256": split.digest(),
-                                                "variants": {v: {"overrides": VARIANTS[v][0], "about": VARIANTS[v][1]}
+                                                "variants": {v: {"overrides": known[v][0], "about": known[v][1]}
                                                              for v in variants},
                                                 "recommended": recommended, "runs": runs}, indent=1))
     png = plot_study(runs, out / "study.png", title=f"{config.data.name}: validation MAP and mask density by epoch")
     return StudyResult(runs, table_md, results_json, png, recommended)
 
 
+def _study_split(config: Config, out: Path, split_path: str | Path | None) -> tuple[Split, Path]:
+    """The study's split and where it is saved (``out/split.json``): the one given, else the one a
+    study continued in ``out`` started with, else the protocol's."""
+    data, _ = _data(config)
+    saved = out / "split.json"
+    if split_path is not None:
+        split = Split.load(split_path, num_items=len(data))
+        split.save(saved)
+    elif saved.is_file():  # a study continued: the split it started with
+        split = Split.load(saved, num_items=len(data))
+    else:
+        split = make_split(config.data, len(data))
+        split.save(saved)
+    return split, saved
+
+
 def _kept_runs(out: Path, config: Config, split_sha256: str, variants: tuple[str, ...], bits: tuple[int, ...],
-               seeds: int) -> list[dict]:
+               seeds: int, known: dict[str, tuple[dict, str]] | None = None) -> list[dict]:
     """Finished runs in ``out`` of variants not asked for this time, at the code lengths and seeds
     asked for: a study continued with fewer variants keeps the others in its table and JSON
     instead of dropping them; only runs trained with this study's config on its split
     (:func:`finished_run`), the others are left out with a note."""
+    known = VARIANTS if known is None else known
     kept = []
-    for v in VARIANTS:  # the registry's order, so the table's order does not depend on the file system
+    for v in known:  # the catalogue's order, so the table's order does not depend on the file system
         if v in variants:
             continue
         for b in bits:
             for s in range(seeds):
-                result, stale = finished_run(out / v / f"bits{b}-seed{s}", variant_config(config, v, bits=b, seed=s),
-                                             split_sha256)
+                cfg = variant_config(config, v, bits=b, seed=s, variants=known)
+                result, stale = finished_run(out / v / f"bits{b}-seed{s}", cfg, split_sha256)
                 if result is not None:
                     kept.append(result)
                 elif stale:
@@ -455,7 +398,10 @@ def recommend(runs: list[dict]) -> str | None:
     return max(by, key=lambda v: np.mean(by[v])) if by else None
 
 
-def format_study_table(runs, config, split, variants, bits, seeds, recommended) -> str:
+def format_study_table(runs, config, split, variants, bits, seeds, recommended, known=None) -> str:
+    """The Markdown of ``study.md``; ``known``: the catalogue whose ``about`` texts end it
+    (default the built-in :data:`VARIANTS`)."""
+    known = VARIANTS if known is None else known
     lines = [f"Dataset `{config.data.name}`, split `{split.digest()[:16]}` ({len(split.query)} queries, "
              f"{len(split.retrieval)} retrieval items, {len(split.train)} training and {len(split.val)} validation "
              f"pairs), {seeds} seed(s). Test MAP mean ± std over seeds; each run's epoch chosen by validation MAP; "
@@ -481,7 +427,7 @@ def format_study_table(runs, config, split, variants, bits, seeds, recommended) 
                 name += f" (n={len(rs)})"
             lines.append(f"| {name} | {cells[0]} | {cells[1]} | {m:.4f} ± {s:.4f} | {delta} | {vm:.4f} ± {vs:.4f} |")
         lines.append("")
-    lines.append("Variants: " + "; ".join(f"`{v}`: {VARIANTS[v][1]}" for v in variants) + ".")
+    lines.append("Variants: " + "; ".join(f"`{v}`: {known[v][1]}" for v in variants) + ".")
     return "\n".join(lines) + "\n"
 
 

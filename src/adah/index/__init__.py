@@ -3,7 +3,10 @@
 * :func:`build_index` (``adah index build``): encode a collection with a trained model into an
   index folder (format in :mod:`adah.index.store`: versioned, checksummed, written atomically).
 * :class:`Index` (``adah search``): load it with its model; :meth:`Index.search_text`,
-  :meth:`Index.search_image`, :meth:`Index.search_codes`.
+  :meth:`Index.search_image`, :meth:`Index.search_codes`. A facade over its two parts:
+  :class:`~adah.index.storage.IndexStorage` (the folder opened and checked, codes behind their
+  backends, metadata, the version for hot reload) and :class:`~adah.index.query.QueryEncoder`
+  (text and images into codes with the model).
 * :func:`add_items` / :func:`remove_items` (``adah index add|remove``, :mod:`adah.index.update`):
   a new version of the folder, written atomically; :func:`copy_index` (``adah index copy``): the
   same index in another folder or on another backend, not re-encoded.

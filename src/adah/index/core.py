@@ -18,11 +18,16 @@ text, an unreadable image, a target the index lacks) raise :class:`QueryError`; 
 
 An Index is safe to query from several threads at once (the service does): the model runs
 under ``torch.no_grad`` in eval mode and the search backends only read.
+
+The Index is a facade over two parts: ``index.storage`` (:class:`~adah.index.storage.IndexStorage`:
+the codes behind their search backends, metadata, manifest, the folder's version) and
+``index.encoder`` (:class:`~adah.index.query.QueryEncoder`: text and images into codes). Search
+and the assembly of results are its own. ``MAX_IMAGE_PIXELS`` here is the decoded size limit it
+passes for query images.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,31 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from adah.data.vocab import Vocabulary, tokenize
+from adah.data.vocab import Vocabulary
 from adah.errors import AdahError
-from adah.utils.images import QUERY_MAX_PIXELS, ImageTooLarge, decode_rgb
-from adah.index import store
-from adah.index.backends import HammingBackend, check_k, check_packed, make_backend, pack_pm1
-from adah.models import binarize
+from adah.index.backends import HammingBackend, check_k, check_packed, pack_pm1
+from adah.index.query import (MAX_IMAGE_PIXELS, AttentionMap, ImageQueryError, QueryEncoder,  # noqa: F401 - re-exported
+                              QueryError, UnknownWordsError, check_word_attention, decode_image)
+from adah.index.storage import IndexStorage
 
 TARGETS = ("image", "text")
-MAX_IMAGE_PIXELS = QUERY_MAX_PIXELS  # decoded size limit for query images (decompression bombs)
-
-
-class QueryError(AdahError):
-    """A query that cannot be answered as asked (empty, unreadable, unknown words, no such codes)."""
-
-
-class UnknownWordsError(QueryError):
-    """No token of a text query is in the model's vocabulary; ``words`` lists the query's tokens."""
-
-    def __init__(self, message: str, words: list[str]) -> None:
-        super().__init__(message)
-        self.words = words
-
-
-class ImageQueryError(QueryError):
-    """A query image that cannot be read or decoded."""
 
 
 @dataclass
@@ -78,21 +66,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class AttentionMap:
-    """The image attention G of a query image: binary mask Z and soft attention p over the
-    backbone's (h, w) grid (the image is resized to ``input_size`` before the backbone)."""
-
-    mask: np.ndarray  # (h, w) uint8 in {0, 1}
-    probs: np.ndarray  # (h, w) float32, sums to 1
-    input_size: int
-
-    def to_dict(self) -> dict:
-        return {"mask": self.mask.astype(int).tolist(), "probs": np.round(self.probs, 6).tolist(),
-                "grid": list(self.mask.shape), "input_size": self.input_size,
-                "attended_fraction": float(self.mask.mean())}
 
 
 @dataclass
@@ -149,33 +122,16 @@ class Index:
                  path: Path | None = None, model=None, vocabulary: Vocabulary | None = None,
                  device: str | torch.device = "cpu", backend: str = "auto", backends: dict | None = None,
                  **backend_options) -> None:
-        self.bits = bits
-        self.manifest = manifest or {}
-        self.path = path
-        self.model = model
-        self.vocabulary = vocabulary
-        self.device = torch.device(device)
-        self._meta = meta
-        sets = backends if backends is not None else codes
-        bad = [m for m in sets if m not in TARGETS]
-        if bad or not sets:
-            raise AdahError(f"codes must be given for 'image' and/or 'text', got {sorted(sets)}")
-        counts = {m: len(c) for m, c in sets.items()}
-        if len(set(counts.values())) != 1:
-            raise AdahError(f"every modality needs one code per item, got {counts}")
-        self.count = next(iter(counts.values()))
-        if meta is not None and len(meta) != self.count:
-            raise AdahError(f"{len(meta)} metadata rows for {self.count} codes")
-        self.backends: dict[str, HammingBackend] = dict(backends) if backends is not None else {
-            m: make_backend(c, bits, backend, **backend_options) for m, c in codes.items()}
-        coll = self.manifest.get("collection", {})
-        self.label_names: list[str] = list(coll.get("label_names", []))
-        root = coll.get("image_root")
-        self.image_root = store.recorded_path(coll, "image_root", path) if path is not None else (
-            Path(root) if root else None)
-        self._image_resize = coll.get("image_resize", "stretch")
-        self._stamp: tuple | None = None
-        self._load_options: dict = {"backend": backend, "device": str(self.device), **backend_options}
+        storage = IndexStorage(bits=bits, codes=codes, backends=backends, meta=meta, manifest=manifest, path=path,
+                               vocabulary=vocabulary, backend=backend, **backend_options)
+        self._assemble(storage, model, torch.device(device))
+        self._load_options = {"backend": backend, "device": str(self.device), **backend_options}
+
+    def _assemble(self, storage: IndexStorage, model, device: torch.device) -> None:
+        self.storage = storage
+        self.encoder = QueryEncoder(model, vocabulary=storage.vocabulary, device=device,
+                                    config=(storage.manifest.get("model") or {}).get("config") or {},
+                                    image_resize=storage.image_resize)
 
     # ----------------------------------------------------------------------- construction
     @classmethod
@@ -188,59 +144,14 @@ class Index:
         sha256 (a few ms per million codes)."""
         from adah.utils.runtime import resolve_device
 
-        folder = Path(path)
-        stamp = store.version_stamp(folder)
-        manifest = store.read_manifest(folder)
-        bits, count, fingerprint = manifest["bits"], manifest["count"], manifest["model"].get("fingerprint")
-        if not isinstance(fingerprint, str) or not isinstance(bits, int) or bits < 1 or count < 0:
-            raise store.IndexFormatError(f"{folder / store.MANIFEST}: invalid bits, count or model fingerprint")
-        modalities = manifest["modalities"]
-        if not modalities or any(m not in store.CODE_FILES for m in modalities):
-            raise store.IndexFormatError(f"{folder / store.MANIFEST}: invalid modalities {modalities!r}")
-        on_milvus = backend == "milvus" or (backend == "auto" and bool(manifest.get("milvus")))
-        # on Milvus the codes are searched there: their files are checked for size, not read
-        for name in [store.CODE_FILES[m] for m in modalities] + [store.META, store.OFFSETS]:
-            entry = store.check_file_entry(folder, name, manifest)
-            if verify and not (on_milvus and name in store.CODE_FILES.values()) and \
-                    store.file_sha256(folder / name) != entry["sha256"]:
-                raise store.IndexFormatError(f"{folder / name}: checksum mismatch: the file is corrupted; "
-                                             "rebuild the index")
-        nbytes = -(-bits // 8)
-        codes, backends = {}, None
-        if on_milvus:
-            from adah.index import milvus
-
-            unknown = sorted(set(backend_options) - {"uri", "nprobe"})
-            if unknown:
-                raise AdahError(f"backend 'milvus' takes the options uri and nprobe, got {unknown}")
-            backends = milvus.open_backends(folder, manifest, **backend_options)
-        else:
-            codes = {m: store.read_binary(folder / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits,
-                                          row_bytes=nbytes, count=count, fingerprint=fingerprint, verify=verify)
-                     for m in modalities}
-        meta_entry = manifest["files"][store.META]
-        meta = store.MetaReader(folder, count, fingerprint, sha256=meta_entry["sha256"], size=meta_entry["bytes"],
-                                verify=False)  # its sha256 was checked above
-        vocab = None
-        if manifest.get("vocabulary") is not None:
-            vocab = Vocabulary.from_dict(manifest["vocabulary"], source=f"{folder / store.MANIFEST} (vocabulary)")
-        dev = resolve_device(device)
-        net = None
-        if isinstance(model, torch.nn.Module):  # a loaded model (Index.reload): same fingerprint
-            from adah.index.build import model_fingerprint
-
-            if model_fingerprint(model) != fingerprint:
-                raise AdahError(f"{folder}: the index was rebuilt with another model; load it again with its model")
-            net = model
-        elif model is not None:
-            net = _load_model_for(folder, manifest, model, dev, vocab)[0]
+        storage = IndexStorage.open(path, backend=backend, verify=verify, **backend_options)
         try:
-            index = cls(bits=bits, codes=codes, meta=meta, manifest=manifest, path=folder, model=net, vocabulary=vocab,
-                        device=dev, backend=backend, backends=backends, **({} if on_milvus else backend_options))
+            dev = resolve_device(device)
+            index = cls.__new__(cls)
+            index._assemble(storage, storage.load_model(model, dev), dev)
         except BaseException:
-            meta.close()
+            storage.close()
             raise
-        index._stamp = stamp
         index._load_options = {"device": device, "backend": backend, "verify": verify, **backend_options}
         return index
 
@@ -258,23 +169,17 @@ class Index:
     def changed_on_disk(self) -> bool:
         """True when the folder now holds another version than the one loaded (``adah index
         add/remove`` or a rebuild swapped a new one in); a cheap ``stat`` of its manifest."""
-        if self.path is None or self._stamp is None:
-            return False
-        return store.version_stamp(self.path) != self._stamp
+        return self.storage.changed_on_disk()
 
     def reload(self) -> "Index":
         """The folder's current version as a new Index, loaded with the same options; the model
         already in memory is reused when the fingerprint is unchanged (add/remove keep it)."""
         if self.path is None:
             raise AdahError("this index was made in memory (from_codes); there is nothing to reload")
-        same = (self.model is not None and
-                store.read_manifest(self.path)["model"].get("fingerprint") == self.manifest["model"].get("fingerprint"))
-        model = self.model if same else ("auto" if self.model is not None else None)
-        return type(self).load(self.path, model=model, **self._load_options)
+        return type(self).load(self.path, model=self.storage.model_for_reload(self.model), **self._load_options)
 
     def close(self) -> None:
-        if isinstance(self._meta, store.MetaReader):
-            self._meta.close()
+        self.storage.close()
 
     def __enter__(self) -> "Index":
         return self
@@ -290,10 +195,21 @@ class Index:
         return (f"Index({where}{self.count} items, {self.bits} bits, codes {sorted(self.backends)}, "
                 f"backend {self.backend_name})")
 
-    # ----------------------------------------------------------------------- properties
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in TARGETS if m in self.backends)
+    # ----------------------------------------------------------------------- the parts' attributes
+    bits = property(lambda self: self.storage.bits)
+    count = property(lambda self: self.storage.count)
+    manifest = property(lambda self: self.storage.manifest)
+    path = property(lambda self: self.storage.path)
+    vocabulary = property(lambda self: self.storage.vocabulary)
+    backends = property(lambda self: self.storage.backends)
+    label_names = property(lambda self: self.storage.label_names)
+    image_root = property(lambda self: self.storage.image_root)
+    modalities = property(lambda self: self.storage.modalities)
+    _meta = property(lambda self: self.storage.meta)  # benchmarks/bench_search.py reads it
+    model = property(lambda self: self.encoder.model)
+    device = property(lambda self: self.encoder.device)
+    text_reader = property(lambda self: self.encoder.text_reader, doc=QueryEncoder.text_reader.__doc__)
+    query_image_size = property(lambda self: self.encoder.image_size)
 
     @property
     def backend_name(self) -> str:
@@ -327,32 +243,15 @@ class Index:
                            "image": self.model is not None and self.model.has_image_branch},
         }
 
-    @property
-    def query_image_size(self) -> int | None:
-        if self.model is None or not self.model.has_image_branch:
-            return None
-        return int(getattr(self.model.image.backbone, "input_size", 0)) or None
-
     # ----------------------------------------------------------------------- items
     def item(self, row: int) -> dict:
         """Metadata of index row ``row``: id, labels, caption, text, image (as stored),
         image_path (absolute, when the image is a file), source_row."""
-        if isinstance(row, (bool, np.bool_)) or not isinstance(row, (int, np.integer)) or not 0 <= row < self.count:
-            raise AdahError(f"row must be an integer in [0, {self.count}), got {row!r}")
-        rec = dict(self._meta[int(row)]) if self._meta is not None else {"id": str(row)}
-        rec.setdefault("id", str(row))
-        rec.setdefault("labels", [])
-        rec["image_path"] = str(self.image_path(int(row), rec)) if self.image_root and rec.get("image") else None
-        return rec
+        return self.storage.item(row)
 
     def image_path(self, row: int, record: dict | None = None) -> Path | None:
         """Absolute path of row ``row``'s image file (None when images are not files)."""
-        rec = record if record is not None else (self._meta[int(row)] if self._meta is not None else {})
-        image = rec.get("image")
-        if not image or self.image_root is None:
-            return None
-        p = Path(image)
-        return p if p.is_absolute() else self.image_root / p
+        return self.storage.image_path(row, record)
 
     # ----------------------------------------------------------------------- search
     def search_codes(self, codes, *, target: str = "image", k: int = 10,
@@ -387,39 +286,14 @@ class Index:
             result.text_attention = self.text_attention(text)
         return result
 
-    @property
-    def text_reader(self):
-        """What turns query text into the model's text input (the model's text encoder part:
-        the saved vocabulary for bow_mlp, the offline MiniLM for minilm); None when it has none."""
-        if not hasattr(self, "_text_reader"):
-            from adah.models.text_encoders import get_text_encoder
-
-            cfg = (self.manifest.get("model") or {}).get("config") or {}
-            name = (cfg.get("model") or {}).get("text_encoder", "bow_mlp")
-            self._text_reader = get_text_encoder(name).reader(cfg.get("model"), self.vocabulary,
-                                                              (cfg.get("data") or {}).get("options"))
-        return self._text_reader
-
     def text_attention(self, text: str) -> list[dict]:
         """The words of ``text`` with the text attention's verdict: ``[{"word", "kept", "weight"}]``
         (weight: the word's share of the soft attention p). QueryError for models whose text
         attention is over MLP units (bow_mlp), which have no words to show."""
-        from adah.models.text_encoders import words_of
-
         self._need_model()
         self.query_tokens(text)
-        if not hasattr(self.model.text, "attend") or self.model.cfg.text_encoder == "bow_mlp":
-            raise QueryError("this index's model attends over hidden units of a bag-of-words MLP (bow_mlp), not over "
-                             "words; train with model.text_encoder='minilm' to see which words it keeps")
-        if not self.model.cfg.text_attention:
-            raise QueryError(f"this index's model has no text attention (model.attention="
-                             f"{self.model.cfg.attention!r}): every word counts; train with --attention text or both "
-                             "to see which words G keeps")
-        inputs, pieces = self.text_reader.encode([text])
-        with torch.no_grad():
-            att = self.model.text.attend(inputs.to(self.device))
-        n = len(pieces[0])
-        return words_of(pieces[0], att.mask[0, :n].cpu().numpy(), att.probs[0, :n].float().cpu().numpy())
+        check_word_attention(self.model)
+        return self.encoder.text_attention(text)
 
     def search_image(self, image, *, k: int = 10, target: str = "text", attention: bool = False,
                      name: str | None = None) -> SearchResult:
@@ -428,14 +302,7 @@ class Index:
         (3, H, W); for a feature-vector model (backbone ``mlp``), a float (D,) vector.
         ``attention``: also return the query's attention mask (spatial backbones)."""
         t0 = time.perf_counter()
-        tensor = self._image_tensor(image)
-        att = None
-        with torch.no_grad():
-            codes = binarize(self.model.encode_image(tensor)).cpu().numpy()
-            if attention and self.model.image.spatial_mask:
-                out = self.model.image.attend(tensor)
-                att = AttentionMap(out.mask[0, 0].cpu().numpy().astype(np.uint8),
-                                   out.probs[0, 0].float().cpu().numpy(), int(self.query_image_size or 0))
+        codes, att = self.encoder.encode_image(image, attention=attention, max_pixels=MAX_IMAGE_PIXELS)
         t1 = time.perf_counter()
         dist, rows = self.search_codes(codes, target=target, k=k, packed=False)
         t2 = time.perf_counter()
@@ -450,69 +317,24 @@ class Index:
     def attention(self, image) -> AttentionMap | None:
         """The attention mask G puts on ``image`` (None for feature-vector backbones and for a
         mask over channels, which has no place on the photo)."""
-        tensor = self._image_tensor(image)
-        if not self.model.image.spatial_mask:
-            return None
-        with torch.no_grad():
-            out = self.model.image.attend(tensor)
-        return AttentionMap(out.mask[0, 0].cpu().numpy().astype(np.uint8), out.probs[0, 0].float().cpu().numpy(),
-                            int(self.query_image_size or 0))
+        return self.encoder.image_attention(image, max_pixels=MAX_IMAGE_PIXELS)
 
     # ----------------------------------------------------------------------- query encoding
     def query_tokens(self, text: str) -> tuple[list[str], list[str]]:
         """(known, unknown) tokens of ``text`` under the model's vocabulary, each once, in order."""
-        if not isinstance(text, str):
-            raise QueryError(f"a text query must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise QueryError("empty text query")
-        if self.vocabulary is None and self.text_reader is not None:  # a sentence encoder (minilm)
-            known, unknown = self.text_reader.tokens(text)
-            return list(dict.fromkeys(known)), list(dict.fromkeys(unknown))
-        if self.vocabulary is None:
-            raise QueryError("this index's model has no text vocabulary (its training data had no words, e.g. Wiki's "
-                             "LDA topics or DCMH tag vectors), so it cannot read text queries")
-        tokens = list(dict.fromkeys(tokenize(text, self.vocabulary.tokenizer, self.vocabulary.ngram)))
-        known = [t for t in tokens if t in self.vocabulary]
-        unknown = [t for t in tokens if t not in self.vocabulary]
-        return known, unknown
+        return self.encoder.tokens(text)
 
     def encode_text(self, text: str) -> np.ndarray:
         """(1, bits) int8 +-1 code of a text query; UnknownWordsError when no token is known."""
-        known, unknown = self.query_tokens(text)
-        if not known:
-            shown = ", ".join(repr(t) for t in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
-            size = f" of {len(self.vocabulary):,} tokens" if self.vocabulary is not None else ""
-            raise UnknownWordsError(f"no word of the query is in the model's vocabulary{size} "
-                                    f"(unknown: {shown or 'none'}); try other words", words=unknown)
-        self._need_model()
-        inputs, _ = self.text_reader.encode([text])
-        with torch.no_grad():
-            return binarize(self.model.encode_text(inputs.to(self.device))).cpu().numpy()
+        return self.encoder.encode_text(text)
 
     def encode_image(self, image) -> np.ndarray:
         """(1, bits) int8 +-1 code of a query image (see :meth:`search_image` for inputs)."""
-        tensor = self._image_tensor(image)
-        with torch.no_grad():
-            return binarize(self.model.encode_image(tensor)).cpu().numpy()
-
-    def _image_tensor(self, image) -> torch.Tensor:
-        self._need_model()
-        if not self.model.has_image_branch:
-            raise QueryError("this index's model was trained on text only; it cannot encode a query image")
-        backbone = self.model.image.backbone
-        if not backbone.spatial:  # feature vectors (mlp): the caller brings the features
-            arr = np.asarray(image) if isinstance(image, (np.ndarray, list, tuple)) else None
-            if arr is None or arr.dtype.kind not in "fiu" or arr.size != backbone.in_dim:
-                raise QueryError(f"this model reads {backbone.in_dim}-d image feature vectors, not image files; pass "
-                                 "the query image's features as a float vector")
-            return torch.from_numpy(arr.astype(np.float32).reshape(1, -1)).to(self.device)
-        pixels = decode_image(image, int(backbone.input_size), resize=self._image_resize)
-        return torch.from_numpy(pixels[None]).to(self.device)
+        return self.encoder.encode_image(image, max_pixels=MAX_IMAGE_PIXELS)[0]
 
     # ----------------------------------------------------------------------- helpers
     def _need_model(self) -> None:
-        if self.model is None:
-            raise QueryError("this index was opened without its model (model=None); only search_codes works")
+        self.encoder.need_model()
 
     def _backend(self, target: str) -> HammingBackend:
         if target not in TARGETS:
@@ -535,79 +357,3 @@ class Index:
         return SearchResult(hits, query, target, k, self.bits, self.exact, timings)
 
 
-def _load_model_for(folder: Path, manifest: dict, model, device: torch.device, vocab: Vocabulary | None):
-    """(model, config, checkpoint payload, checkpoint path) of the index's model, after checking
-    its fingerprint and vocabulary against the manifest."""
-    from adah.training.checkpoint import load_model, text_vocabulary_of
-    from adah.index.build import model_fingerprint
-
-    recorded = store.recorded_path(manifest["model"], "checkpoint", folder)
-    path = recorded if model == "auto" else Path(model)
-    if model == "auto" and (recorded is None or not path.is_file()):
-        raise AdahError(f"{folder}: the model it was built with ({recorded}) is not there; pass the checkpoint "
-                        "explicitly (--checkpoint / Index.load(..., model=PATH))")
-    net, cfg, payload = load_model(path, device, lazy_image=True)  # a text query never builds the image backbone
-    got, want = model_fingerprint(net), manifest["model"]["fingerprint"]
-    if got != want:
-        raise AdahError(f"{path}: model fingerprint {got} differs from the index's {want}: the index was built with "
-                        "another model (or other weights); rebuild it from this checkpoint (adah index build --checkpoint)")
-    saved = text_vocabulary_of(payload, str(path))
-    if saved is not None and vocab is not None and saved.tokens != vocab.tokens:
-        raise AdahError(f"{path}: its text vocabulary differs from the one stored in the index {folder}")
-    return net, cfg, payload, path
-
-
-def decode_image(image, size: int, resize: str = "stretch") -> np.ndarray:
-    """A query image -> (3, size, size) uint8 RGB, resized like the indexed images (``stretch``
-    or ``center_crop``). Accepts a path, encoded bytes, a PIL image, or a uint8 array
-    (H, W, 3) / (3, H, W) / (H, W). Raises ImageQueryError on anything unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if isinstance(image, np.ndarray):
-            arr = image
-            if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
-                arr = arr.transpose(1, 2, 0)
-            if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
-                raise ImageQueryError(f"an image array must be uint8 (H, W), (H, W, 3) or (3, H, W), "
-                                      f"got {arr.dtype} {arr.shape}")
-            if arr.size == 0:
-                raise ImageQueryError("empty image array")
-            im = Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
-            return _resize(im.convert("RGB"), size, resize)
-        if isinstance(image, Image.Image):
-            return _resize(image.convert("RGB"), size, resize)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            if len(image) == 0:
-                raise ImageQueryError("empty image upload")
-            source, what = io.BytesIO(bytes(image)), "the uploaded image"
-        elif isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise ImageQueryError(f"image file not found: {path}")
-            source, what = path, str(path)
-        else:
-            raise ImageQueryError(f"an image query must be a path, bytes, a PIL image or an array, "
-                                  f"got {type(image).__name__}")
-        return _resize(decode_rgb(source, max_pixels=MAX_IMAGE_PIXELS, what=what), size, resize)
-    except ImageQueryError:
-        raise
-    except ImageTooLarge as exc:
-        raise ImageQueryError(str(exc)) from None
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        what = "the uploaded image" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)[:200]
-        raise ImageQueryError(f"cannot read {what} as an image ({type(exc).__name__}: {exc})") from None
-
-
-def _resize(im, size: int, resize: str) -> np.ndarray:
-    from PIL import Image
-
-    if resize == "center_crop":
-        w, h = im.size
-        s = size / min(w, h)
-        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
-        left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    else:
-        im = im.resize((size, size), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))

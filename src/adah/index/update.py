@@ -61,7 +61,8 @@ def _old_rows(index, keep: np.ndarray | None = None) -> Iterable[tuple[dict[str,
     for start in range(0, len(rows), COPY_CHUNK):
         part = rows[start : start + COPY_CHUNK]
         codes = {m: index.backends[m].codes[part] for m in index.modalities}
-        yield codes, [dict(index._meta[int(r)]) if index._meta is not None else {"id": str(r)} for r in part]
+        meta = index.storage.meta
+        yield codes, [dict(meta[int(r)]) if meta is not None else {"id": str(r)} for r in part]
 
 
 def _history(manifest: dict, entry: dict) -> list[dict]:
@@ -100,7 +101,7 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     name; ``rows``/``split`` as for :func:`build_index`) with the index's model and append them
     to the index folder ``index`` as a new version. ``model``: ``"auto"`` (the checkpoint the
     index names) or a checkpoint path with the same fingerprint."""
-    from adah.index.core import _load_model_for
+    from adah.index.storage import load_model_for
     from adah.utils.runtime import resolve_device
 
     t0 = time.perf_counter()
@@ -113,8 +114,8 @@ def add_items(index: str | os.PathLike, data: str | os.PathLike, *, rows: str | 
     with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
         dev = resolve_device(device)
-        net, config, payload, ckpt = _load_model_for(folder, manifest, model, dev, current.vocabulary)
-        seen = {str(rec.get("id")) for rec in (current._meta if current._meta is not None else [])}
+        net, config, payload, ckpt = load_model_for(folder, manifest, model, dev, current.vocabulary)
+        seen = {str(rec.get("id")) for rec in (current.storage.meta if current.storage.meta is not None else [])}
         coll = load_collection(ckpt, config, payload, data=data, rows=rows, split=split, taken_ids=frozenset(seen),
                                progress=progress)
         modalities = current.modalities
@@ -197,10 +198,10 @@ def remove_items(index: str | os.PathLike, ids: Iterable[str]) -> UpdateResult:
     store.read_manifest(folder)
     with store.writer_lock(folder), _open_current(folder) as current:
         manifest = current.manifest
-        if current._meta is None:
+        if current.storage.meta is None:
             raise AdahError(f"{folder}: the index has no metadata, so no ids to remove by")
-        found = np.array([str(rec.get("id")) in wanted for rec in current._meta], dtype=bool)
-        present = {str(current._meta[int(r)].get("id")) for r in np.flatnonzero(found)}
+        found = np.array([str(rec.get("id")) in wanted for rec in current.storage.meta], dtype=bool)
+        present = {str(current.storage.meta[int(r)].get("id")) for r in np.flatnonzero(found)}
         missing = [i for i in dict.fromkeys(ids) if i not in present]
         if missing:
             shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")

@@ -1,6 +1,8 @@
 """Training: the ADAH objective (:mod:`adah.training.losses`: the triplet ranking terms and the
-adversarial terms, one function per pair) and the trainer that alternates E,D's minimisation with
-G's maximisation (:mod:`adah.training.trainer`: resume, checkpoints, per-epoch diagnostics).
+adversarial terms, one function per pair), the trainer that alternates E,D's minimisation with
+G's maximisation (:mod:`adah.training.trainer`), checkpoints and resume
+(:mod:`adah.training.checkpoint`: files, RNG states, resume checks) and the per-epoch
+diagnostics (:mod:`adah.training.diagnostics`).
 
     from adah.training import train, Trainer, TrainResult
 """

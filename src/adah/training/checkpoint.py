@@ -1,13 +1,21 @@
 """Checkpoints: model + config + epoch, and whatever trainer state is passed (optimizers,
 counters, RNG states), written atomically, with a sha256 of the payload (:func:`payload_digest`:
 every tensor's bytes, every value) checked on load, so a flipped byte is refused by name
-(:class:`CheckpointDamaged`) instead of loaded."""
+(:class:`CheckpointDamaged`) instead of loaded.
+
+Resume: a run's resumable checkpoints (``run_dir/checkpoints/step-N.pt``, :func:`write_resumable`,
+:func:`list_checkpoints`), every RNG state (:func:`capture_rng`, :func:`restore_rng`) and the
+checks that a checkpoint belongs to this run (:func:`read_resumable`, :func:`check_resume_config`).
+The trainer decides what state goes in (:meth:`adah.training.trainer.Trainer.save_resumable`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pickle
+import random
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -188,3 +196,76 @@ class LazyImageBranch:
 
     def __call__(self, *args, **kwargs):
         return self.materialise()(*args, **kwargs)
+
+
+# -- resume ------------------------------------------------------------------------------------
+# config fields that may change between a run and its resumption
+RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.eval_every",
+                     "train.checkpoint_every", "train.keep_checkpoints"}
+
+
+def check_resume_config(saved: Config, current: Config, path: Path) -> None:
+    """Refuse to resume when anything but RESUMABLE_CHANGES differs; name the differing keys."""
+    a, b = saved.to_dict(), current.to_dict()
+    diff = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a for k in a[sec]
+            if a[sec][k] != b[sec].get(k) and f"{sec}.{k}" not in RESUMABLE_CHANGES]
+    if diff:
+        raise AdahError(f"{path}: checkpoint config differs from this run's: {'; '.join(diff)}")
+
+
+def capture_rng(data_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "data": data_gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, data_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    data_gen.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Resumable checkpoints of a run, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+
+
+def link_atomically(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` (a hard link, else a copy), replacing it atomically."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def write_resumable(run_dir: str | Path, *, keep: int, model: ADAH, config: Config, epoch: int, step: int,
+                    **state: Any) -> Path:
+    """Save a resumable checkpoint ``run_dir/checkpoints/step-N.pt`` (:func:`save_checkpoint`),
+    point ``run_dir/last.pt`` at it and keep only the newest ``keep`` of them; returns its path."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"step-{step:09d}.pt"
+    save_checkpoint(path, model=model, config=config, epoch=epoch, step=step, **state)
+    link_atomically(path, run_dir / "last.pt")
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_resumable(path: Path, config: Config, split_sha256: str, data_fingerprint: Any) -> dict:
+    """A resumable checkpoint's payload, refused (AdahError naming ``path``) when it was trained
+    with another config (:func:`check_resume_config`), on another split or on other data."""
+    payload = load_checkpoint(path)
+    check_resume_config(config_of(payload, str(path)), config, path)
+    if payload.get("split_sha256") != split_sha256:
+        raise AdahError(f"{path}: the checkpoint was trained on another split (split.json differs)")
+    if payload.get("data_fingerprint") != data_fingerprint:
+        raise AdahError(f"{path}: the checkpoint was trained on different data")
+    return payload

@@ -13,9 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,23 +22,30 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adah.training.checkpoint import config_of, load_checkpoint, load_newest, save_checkpoint
+from adah.training.checkpoint import (capture_rng, list_checkpoints, load_checkpoint, load_newest, read_resumable,
+                                     restore_rng, save_checkpoint, write_resumable)
+from adah.training.diagnostics import format_record, probe_diagnostics, probe_rows
 from adah.config import Config
 from adah.data.base import CrossModalData, Split
 from adah.errors import AdahError
-from adah.models.gates import GATES
 from adah.models.parts import check_parts
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_metric, validation_scores
 from adah.utils.fileio import atomic_write_text
 from adah.training import precomputed
-from adah.training.losses import ADV_TERMS, MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
+from adah.training.losses import MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
 from adah.models.text_encoders import check_text_inputs
 from adah.training.similarity import check_data_for_similarity, get_similarity
 from adah.utils.progress import progress_bar
 from adah.utils.runtime import amp_policy, autocast, batch_tensors, resolve_device, seed_everything
+
+# moved to adah.training.checkpoint and adah.training.diagnostics; still importable from here
+from adah.training.checkpoint import RESUMABLE_CHANGES, check_resume_config, link_atomically  # noqa: F401
+from adah.training.diagnostics import PROBE_ROWS, normalised_entropy  # noqa: F401
+
+_format_record = format_record  # the old private name (tests)
 
 
 @dataclass
@@ -392,7 +396,7 @@ class Trainer:
             if main:
                 self._append_log(record)
                 if tc.progress:
-                    tqdm.write(_format_record(record, self.val_metric, self.attended))
+                    tqdm.write(format_record(record, self.val_metric, self.attended))
                 self.save_resumable()
         if not math.isfinite(self.best_val_map):  # no validation rows: the last epoch is the model
             self.best_epoch, self.best_val_map = self.epoch, float("nan")
@@ -411,38 +415,10 @@ class Trainer:
         c = self.config
         return f"{c.data.name}, attention {c.model.attention}, {c.model.bits} bits, seed {c.train.seed}"
 
-    @torch.no_grad()
     def probe_diagnostics(self) -> dict[str, float]:
-        """G's state on the fixed probe rows (validation rows, else the first training rows), with
-        the hard mask: for each attended modality the mask density, the normalised entropy of p
-        (1: uniform, 0: one position) and the share of mask positions that changed since the last
-        epoch end."""
-        if self.config.model.attention == "none" or len(self.probe_rows) == 0:
-            return {}
-        self.model.eval()
-        masks: dict[str, list] = {}
-        probs: dict[str, list] = {}
-        for start in range(0, len(self.probe_rows), 256):
-            images, texts, _ = batch_tensors(self.data, self.probe_rows[start : start + 256], self.device)
-            outs = {}
-            if self.config.model.image_attention and images is not None:
-                outs["image"] = self.model.image.attend(images)
-            if self.config.model.text_attention:
-                outs["text"] = self.model.text.attend(texts)
-            for name, att in outs.items():
-                masks.setdefault(name, []).append(att.mask.flatten(1).float().cpu())
-                probs.setdefault(name, []).append(att.probs.flatten(1).float().cpu())
-        out = {}
-        for name in masks:
-            mask = torch.cat(masks[name]).numpy() > 0.5
-            p = torch.cat(probs[name])
-            out[f"diag_density_{name}"] = float(mask.mean())
-            out[f"diag_entropy_{name}"] = normalised_entropy(p, self.config.attention.gate)
-            prev = self.probe_masks.get(name)
-            if prev is not None and prev.shape == mask.shape:
-                out[f"diag_changed_{name}"] = float((prev != mask).mean())
-            self.probe_masks[name] = mask
-        return out
+        """G's state on the fixed probe rows with the hard mask (:func:`adah.training.diagnostics.probe_diagnostics`:
+        mask density, normalised entropy, share changed since the last epoch end)."""
+        return probe_diagnostics(self.model, self.config, self.data, self.probe_rows, self.device, self.probe_masks)
 
     def _append_log(self, record: dict) -> None:
         """Rewrite metrics.jsonl from the history (atomic), so a resumed run never duplicates lines."""
@@ -460,9 +436,9 @@ class Trainer:
         ``train.keep_checkpoints`` files and points ``last.pt`` at the newest. Never writes
         non-finite weights (:func:`check_finite_training`)."""
         check_finite_training(self)
-        path = self.run_dir / "checkpoints" / f"step-{self.step:09d}.pt"
-        save_checkpoint(
-            path, model=self.model, config=self.config, epoch=self.epoch, step=self.step,
+        return write_resumable(
+            self.run_dir, keep=self.config.train.keep_checkpoints, model=self.model, config=self.config,
+            epoch=self.epoch, step=self.step,
             optimizer_min=self.opt_min.state_dict(),
             optimizer_max=self.opt_max.state_dict() if self.opt_max else None,
             epoch_state=self.epoch_state, rng=capture_rng(self.data_gen), history=self.history,
@@ -473,18 +449,11 @@ class Trainer:
             split_sha256=self.split.digest(), data_fingerprint=self.data_fingerprint,
             metrics=self.history[-1] if self.history else {}, text_vocabulary=self.text_vocabulary,
         )
-        link_atomically(path, self.run_dir / "last.pt")
-        for old in list_checkpoints(self.run_dir)[: -self.config.train.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
 
     def load_resumable(self, path: Path) -> None:
-        payload = load_checkpoint(path)
-        check_resume_config(config_of(payload, str(path)), self.config, path)
-        if payload.get("split_sha256") != self.split.digest():
-            raise AdahError(f"{path}: the checkpoint was trained on another split (split.json differs)")
-        if payload.get("data_fingerprint") != self.data_fingerprint:
-            raise AdahError(f"{path}: the checkpoint was trained on different data")
+        """Continue from a checkpoint :meth:`save_resumable` wrote (refused when it is of another
+        config, split or data: :func:`adah.training.checkpoint.read_resumable`)."""
+        payload = read_resumable(path, self.config, self.split.digest(), self.data_fingerprint)
         self.model.load_state_dict(payload["model"])
         self.opt_min.load_state_dict(payload["optimizer_min"])
         if self.opt_max is not None:
@@ -519,88 +488,6 @@ def check_finite_training(trainer: Trainer, stats: dict[str, float] | None = Non
     tail = f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was written"
     raise AdahError(f"training stopped at epoch {trainer.epoch + 1}, step {trainer.step}: {what} not finite "
                     f"(NaN or infinite); {tail}; lower train.lr / train.attention_lr or check the data")
-
-
-# config fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.eval_every",
-                     "train.checkpoint_every", "train.keep_checkpoints"}
-
-
-def check_resume_config(saved: Config, current: Config, path: Path) -> None:
-    """Refuse to resume when anything but RESUMABLE_CHANGES differs; name the differing keys."""
-    a, b = saved.to_dict(), current.to_dict()
-    diff = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a for k in a[sec]
-            if a[sec][k] != b[sec].get(k) and f"{sec}.{k}" not in RESUMABLE_CHANGES]
-    if diff:
-        raise AdahError(f"{path}: checkpoint config differs from this run's: {'; '.join(diff)}")
-
-
-def capture_rng(data_gen: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "data": data_gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict, data_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    data_gen.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Resumable checkpoints of a run, oldest first."""
-    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
-
-
-def link_atomically(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` (a hard link, else a copy), replacing it atomically."""
-    tmp = dst.with_name(f".{dst.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-PROBE_ROWS = 512
-
-
-def probe_rows(split: Split) -> np.ndarray:
-    """Rows whose masks the diagnostics follow: the validation rows, else the first training rows."""
-    rows = split.val if len(split.val) else split.train
-    return np.asarray(rows[:PROBE_ROWS])
-
-
-def normalised_entropy(probs: torch.Tensor, gate: str) -> float:
-    """Mean over items of the entropy of G's soft attention, divided by its maximum (the gate's
-    own measure, :data:`adah.models.gates.GATES`): for the softmax, H(p) / log N; for
-    per-position sigmoid gates, the mean binary entropy / log 2."""
-    return GATES.get(gate).entropy(probs)
-
-
-def _format_record(r: dict, metric: str = "MAP", attended: str = "IT") -> str:
-    """One epoch's line: ``metric`` names the validation score that selects best.pt; the mask
-    density is shown for the ``attended`` branches (I, T) only."""
-    parts = [f"epoch {r['epoch']:3d}", f"objective {r.get('objective', float('nan')):.4f}"]
-    for k in ADV_TERMS:
-        if k in r:
-            parts.append(f"{k} {r[k]:.4f}")
-    masks = {"I": r.get("mask_image", 1), "T": r.get("mask_text", 1)}
-    if attended:
-        parts.append(f"mask {'/'.join(attended)} " + "/".join(f"{masks[b]:.2f}" for b in attended))
-    if "g_gain" in r:
-        parts.append(f"G gain {r['g_gain']:+.4f}")
-    if "val_map" in r:
-        dirs = [d for d in ("i2t", "t2i", "t2t") if f"val_map_{d}" in r]
-        parts.append(f"val {metric} (selects best.pt) " + " ".join(f"{d.replace('2', '->').upper()} {r[f'val_map_{d}']:.4f}" for d in dirs))
-    parts.append(f"{r['seconds']:.1f}s")
-    return " | ".join(parts)
 
 
 def train(config: Config, data: CrossModalData, split: Split, run_dir: str | Path, *,
