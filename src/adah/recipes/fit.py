@@ -193,6 +193,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.index import build_index
     from adah.training.trainer import train
 
+    start = time.perf_counter()
     list_file = find_list_file(photos)
     out = Path(out)
     cfg, similarity = fit_config(list_file, out, similarity=similarity, ignore_labels=ignore_labels,
@@ -200,10 +201,8 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
                                  device=device, fast=fast, preset=preset)
     cfg.train.progress = progress
     resumed = prepare_out(out, overwrite)
-    seconds = {}
-    t0 = time.perf_counter()
-    data = fit_features(cfg, device=device, progress=progress)
-    seconds["features"] = round(time.perf_counter() - t0, 1)
+    seconds = {}  # the split of the time by stage (fit.json, the CLI's summary line)
+    data = fit_features(cfg, device=device, progress=progress, seconds=seconds)
     if resumed:
         check_unfinished(out, cfg, data)
     saved_split = out / "split.json"
@@ -212,11 +211,14 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     t0 = time.perf_counter()
     result = train(cfg, data, split, out, resume=resumed)
     seconds["train"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
     report = evaluate_codes(encode(result.model, data, split.query), encode(result.model, data, split.retrieval),
                             directions=("i2t", "t2i"))
+    seconds["evaluate"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     built = build_index(out / "best.pt", out / "index", batch_size=64, force=True, progress=progress)
     seconds["index"] = round(time.perf_counter() - t0, 1)
+    seconds["total"] = round(time.perf_counter() - start, 1)
     chance = random_recall(len(split.query))
     fit = FitResult(out, built.path, out / "best.pt", similarity, len(data), len(split.query), report.recall,
                     report.map, chance, seconds, held_out_warnings(len(split.query), chance), resumed,
@@ -233,18 +235,25 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     return fit
 
 
-def fit_features(cfg: Config, *, device: str, progress: bool):
-    """Make (or continue, or check) both feature caches, then load the data set that reads them."""
+def fit_features(cfg: Config, *, device: str, progress: bool, seconds: dict | None = None):
+    """Make (or continue, or check) both feature caches, then load the data set that reads them.
+    ``seconds`` (when given) gets the time of each: ``image_features``, ``text_features``."""
     from dataclasses import replace
 
     from adah.features.dataset import load_dataset
     from adah.features.image_cache import extract_features
 
+    seconds = {} if seconds is None else seconds
+    t0 = time.perf_counter()
     extract_features(cfg, cfg.data.options["features"], device=device, progress=progress)
+    seconds["image_features"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
     if "text_features" in cfg.data.options:  # make (or check) the token cache with this call's progress setting
         from adah.features.text_cache import attach_text_cache
 
         plain = replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != "text_features"})
         attach_text_cache(load_dataset(plain), cfg.data.options["text_features"], progress=progress)
-    return load_dataset(cfg.data)
+    data = load_dataset(cfg.data)
+    seconds["text_features"] = round(time.perf_counter() - t0, 1)
+    return data
 
