@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from adah.config import PRESETS, Config, DataConfig, LossConfig, ModelConfig, TrainConfig
 from adah.errors import AdahError
 from adah.utils.fileio import atomic_write_text
@@ -189,7 +191,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.data.base import Split
     from adah.data.folder import find_list_file
     from adah.data.registry import make_split
-    from adah.evaluation.retrieval import encode, evaluate_codes, random_recall
+    from adah.evaluation.retrieval import evaluate_codes, random_recall
     from adah.index import build_index
     from adah.training.trainer import train
 
@@ -212,12 +214,12 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     result = train(cfg, data, split, out, resume=resumed)
     seconds["train"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    report = evaluate_codes(encode(result.model, data, split.query), encode(result.model, data, split.retrieval),
-                            directions=("i2t", "t2i"))
-    seconds["evaluate"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
     built = build_index(out / "best.pt", out / "index", batch_size=64, force=True, progress=progress)
     seconds["index"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    codes = indexed_codes(built.path, np.asarray(data.labels))  # every item's codes: no second pass over the maps
+    report = evaluate_codes(codes(split.query), codes(split.retrieval), directions=("i2t", "t2i"))
+    seconds["evaluate"] = round(time.perf_counter() - t0, 1)
     seconds["total"] = round(time.perf_counter() - start, 1)
     chance = random_recall(len(split.query))
     fit = FitResult(out, built.path, out / "best.pt", similarity, len(data), len(split.query), report.recall,
@@ -233,6 +235,27 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / "last.pt").unlink(missing_ok=True)
     return fit
+
+
+def indexed_codes(index: Path, labels: np.ndarray):
+    """``rows -> Codes`` of the items of the index folder ``index`` built over every row of the
+    data set (row order), as :func:`adah.evaluation.retrieval.encode` gives them: the held-out
+    evaluation reads the codes the index wrote instead of encoding the collection again."""
+    from adah.evaluation.retrieval import Codes
+    from adah.index import store
+
+    manifest = store.read_manifest(index)
+    bits, count = manifest["bits"], manifest["count"]
+    if count != len(labels) or "text" not in manifest["modalities"]:
+        raise AdahError(f"{index}: {count} items ({manifest['modalities']}), expected the text codes of all "
+                        f"{len(labels)} items; rebuild it with adah fit --overwrite")
+    unpacked = {}
+    for m in manifest["modalities"]:
+        packed = store.read_binary(index / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits, row_bytes=-(-bits // 8),
+                                   count=count, fingerprint=manifest["model"]["fingerprint"])
+        unpacked[m] = np.unpackbits(packed, axis=1)[:, :bits].astype(np.int8) * 2 - 1
+    image = unpacked.get("image")
+    return lambda rows: Codes(None if image is None else image[rows], unpacked["text"][rows], labels[rows])
 
 
 def fit_features(cfg: Config, *, device: str, progress: bool, seconds: dict | None = None):
