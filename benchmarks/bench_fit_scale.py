@@ -154,6 +154,7 @@ def main() -> None:
         if done.returncode:
             sys.exit(f"fit-scale N={n} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"fit-scale N={n:,} measured: {json.dumps(rows[-1])}", flush=True)  # kept if a later size fails
     report(rows, extraction_seconds_per_photo(), epochs)
 
 

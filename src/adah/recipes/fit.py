@@ -195,7 +195,10 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.index import build_index
     from adah.training.trainer import train
 
+    from adah.features.extraction import keep_freed_memory
+
     start = time.perf_counter()
+    keep_freed_memory()  # every stage passes big maps through convolutions: no page faults per batch
     list_file = find_list_file(photos)
     out = Path(out)
     cfg, similarity = fit_config(list_file, out, similarity=similarity, ignore_labels=ignore_labels,
