@@ -11,7 +11,9 @@ against the floor: the ``channels_last`` forward pass of what that cache stores 
 already in memory. Rounds alternate floor, extraction, floor (other jobs' load hits both alike);
 the ratio of a round is the extraction's rate over the mean of the two floors around it, and the
 median is printed beside the goal, with the share of the extraction the forward pass spent
-waiting for decoded pixels and for the previous batch's write (the pipeline's own loss).
+waiting for decoded pixels and for the previous batch's write (the pipeline's own loss), and
+the CPU seconds a photo of each (user + system time of the process: the figure other jobs on a
+shared machine disturb least).
 
 ``--threads=1,2``: the torch thread counts to measure (default: 1 and 2; on 2 cores the decoder
 threads share the cores with a 2-thread forward pass). On a GPU too when there is one.
@@ -20,6 +22,7 @@ threads share the cores with a 2-thread forward pass). On a GPU too when there i
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -43,6 +46,11 @@ def synthetic_photos(folder: Path, n: int, rng: np.random.Generator) -> None:
         lines.append(json.dumps({"image": f"images/{i}.jpg", "text": f"word{i % 7} word{i % 5}",
                                  "labels": [f"l{i % 4}"]}))
     (folder / "items.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def floor_rate(backbone, device: torch.device, batches: int) -> float:
@@ -73,11 +81,16 @@ def bench(cfg, tmp: Path, device: str) -> tuple[float, dict]:
     batches = -(-N_PHOTOS // BATCH)
     extract_features(cfg, tmp / "cache", batch_size=BATCH, device=device, overwrite=True, progress=False,
                      max_batches=1)  # warm-up: the files in the page cache, the weights loaded once
-    rounds = []
+    rounds, cpu = [], {"floor": 0.0, "extract": 0.0}
     for _ in range(ROUNDS):
+        c0 = cpu_seconds()
         before = floor_rate(backbone, dev, batches)
+        c1 = cpu_seconds()
         result = extract_features(cfg, tmp / "cache", batch_size=BATCH, device=device, overwrite=True, progress=False)
+        c2 = cpu_seconds()
         after = floor_rate(backbone, dev, batches)
+        cpu["floor"] += c1 - c0 + cpu_seconds() - c2
+        cpu["extract"] += c2 - c1
         rounds.append((result.images_per_second, (before + after) / 2, result.waits, result.seconds))
     ratios = [rate / floor for rate, floor, _, _ in rounds]
     ratio = float(np.median(ratios))
@@ -88,7 +101,8 @@ def bench(cfg, tmp: Path, device: str) -> tuple[float, dict]:
           f"{floor:.2f} photos/s (channels_last forward of the stored part, pixels in memory): median ratio {ratio:.2f}x "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; goal >= {GOAL}x: {'met' if ratio >= GOAL else 'NOT met'}); "
           f"the forward pass waited {100 * waited['decode']:.1f}% of the time for decoding, "
-          f"{100 * waited['write']:.1f}% for writing")
+          f"{100 * waited['write']:.1f}% for writing; CPU seconds a photo (user + system, all threads): extraction "
+          f"{cpu['extract'] / (ROUNDS * N_PHOTOS):.3f}, floor {cpu['floor'] / (2 * ROUNDS * (N_PHOTOS + BATCH)):.3f}")
     sys.stdout.flush()
     header = result.header
     per_photo = (tmp / "cache" / "maps.npy").stat().st_size / header["shape"][0]
