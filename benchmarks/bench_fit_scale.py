@@ -150,7 +150,7 @@ def main() -> None:
     rows = []
     for n in (int(s) for s in sizes.split(",")):
         done = subprocess.run([sys.executable, __file__, f"--one={n}", f"--epochs={epochs}"], capture_output=True,
-                              text=True)
+                              text=True, check=False)
         if done.returncode:
             sys.exit(f"fit-scale N={n} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -192,10 +192,9 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.data.folder import find_list_file
     from adah.data.registry import make_split
     from adah.evaluation.retrieval import evaluate_codes, random_recall
+    from adah.features.extraction import keep_freed_memory
     from adah.index import build_index
     from adah.training.trainer import train
-
-    from adah.features.extraction import keep_freed_memory
 
     start = time.perf_counter()
     keep_freed_memory()  # every stage passes big maps through convolutions: no page faults per batch
@@ -214,7 +213,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     split = (Split.load(saved_split, num_items=len(data)) if resumed and saved_split.is_file()
              else make_split(cfg.data, len(data)))
     t0 = time.perf_counter()
-    result = train(cfg, data, split, out, resume=resumed)
+    train(cfg, data, split, out, resume=resumed)  # best.pt: the index encodes with it
     seconds["train"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     built = build_index(out / "best.pt", out / "index", batch_size=64, force=True, progress=progress)
