@@ -8,10 +8,14 @@ One call runs, with progress bars:
    same photos and captions (``--overwrite`` retrains without recomputing them);
 2. training (:mod:`adah.training.trainer`) with the triplet similarity the data allows: label overlap and
    the pairing (``both``) when every item has labels, the pairing alone (``pairs``) otherwise;
-3. evaluation on the held-out query rows: recall@K of each query's own pair (and MAP when labels
-   exist), beside a random ranking, with a warning when there are too few queries to measure;
-4. an index of every item (:mod:`adah.index`) in ``OUT/index``; then the rolling checkpoints are
+3. an index of every item (:mod:`adah.index`) in ``OUT/index``: each item encoded once;
+4. evaluation on the held-out query rows, from the codes the index holds (no second pass over the
+   maps): recall@K of each query's own pair (and MAP when labels exist), beside a random ranking,
+   with a warning when there are too few queries to measure; then the rolling checkpoints are
    deleted (``keep_checkpoints``): ``best.pt`` and the index stay.
+
+``fit.json``'s ``seconds`` holds the split of the time: ``image_features``, ``text_features``,
+``train``, ``index``, ``evaluate``, ``total``.
 
 What it trains: what adah recommends for photos, the shipped photo config (``coco_mini`` /
 ``fashion_products``: 448 px, erasing inside the object on the image branch, 40 epochs with the
@@ -20,7 +24,7 @@ epochs). ``attention`` names the branch; its G is the one adah recommends for it
 (:data:`ATTENTION_PRESETS`, docs/research/study-of-g.md "Outcome") unless ``preset`` names another.
 
 A fit killed at any stage is continued by running the same command again: the feature caches and
-the training resume where they stopped; the evaluation and the index are redone. Only a finished
+the training resume where they stopped; the index and the evaluation are redone. Only a finished
 fit (``fit.json`` written) needs ``overwrite`` to be trained again.
 
 The split: the list file's split column when it names test/query rows; when it has ``val`` rows
