@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adah-installed
 
-.PHONY: setup demo test test-fast test-milvus-faults bench bench-scale bench-milvus clean e2e e2e-setup
+.PHONY: setup demo test test-fast test-milvus-faults bench bench-milvus clean e2e e2e-setup
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ e2e: setup e2e-setup  ## the page in headless Chromium, then 1,000 requests over
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process
 	$(BIN)/python benchmarks/run.py
 
+.PHONY: bench-scale
 bench-scale: setup  ## adah fit's stages on N synthetic photos (default 1,000 and 2,000), extrapolated to 100,000, with the memory peak
 	$(BIN)/python benchmarks/bench_fit_scale.py $(BENCH_SCALE_ARGS)
 
