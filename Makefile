@@ -52,6 +52,10 @@ e2e: setup e2e-setup  ## the page in headless Chromium, then 1,000 requests over
 bench: setup  ## speed benchmarks, printing ratios against references run in the same process
 	$(BIN)/python benchmarks/run.py
 
+.PHONY: bench-scale
+bench-scale: setup  ## adah fit's stages on N synthetic photos (default 1,000 and 2,000), extrapolated to 100,000, with the memory peak
+	$(BIN)/python benchmarks/bench_fit_scale.py $(BENCH_SCALE_ARGS)
+
 bench-milvus: setup  ## the milvus backend on a standalone Milvus server: BIN_IVF_FLAT next to faiss flat and multi-hash
 	$(BIN)/python benchmarks/bench_milvus.py $(BENCH_MILVUS_ARGS)
 

@@ -81,6 +81,52 @@ def test_injected_stop_then_rerun_is_byte_identical_and_a_finished_cache_is_left
     assert again.already_complete and again.new_rows == 0 and (out / "maps.npy").stat().st_mtime_ns == mtime
 
 
+def test_pipelined_extraction_writes_the_serial_loops_bytes(reference, weights):
+    """Decoding ahead in threads and writing behind in a thread change nothing: the maps are
+    byte for byte those of a plain loop (batch by batch: pixels, forward, float16)."""
+    cfg = scenes_config(weights)
+    data = load_dataset(cfg.data)
+    backbone = build_backbone(cfg.model).eval()
+    features = backbone.features.to(memory_format=torch.channels_last)
+    serial = []
+    with torch.inference_mode():
+        for s in range(0, N, 8):
+            x = backbone.preprocess(torch.from_numpy(np.ascontiguousarray(data.images[s : s + 8])))
+            serial.append(features(x.contiguous(memory_format=torch.channels_last)).to(torch.float16).numpy())
+    stored = np.load(reference / "maps.npy")
+    assert stored.shape == (N, 64, 4, 4) and np.array_equal(stored, np.concatenate(serial))
+
+
+def test_a_failing_write_stops_the_pipeline_after_the_batches_before_it(tmp_path, reference, weights, monkeypatch):
+    """A batch whose maps overflow float16 stops extraction with the batches before it recorded
+    (written in order by the writer thread); a rerun finishes the same bytes as the reference."""
+    from adah.features import extraction
+
+    real, calls = extraction._stored_features, []
+
+    def overflowing(backbone, compact):
+        inner = real(backbone, compact)
+
+        class Blows(torch.nn.Module):
+            def forward(self, x):
+                calls.append(len(x))
+                return inner(x) * (1e9 if len(calls) == 4 else 1.0)  # the header's probe, batches 0, 1, 2
+
+            def to(self, *args, **kwargs):
+                inner.to(*args, **kwargs)
+                return self
+        return Blows()
+
+    cfg, out = scenes_config(weights), tmp_path / "c"
+    monkeypatch.setattr(extraction, "_stored_features", overflowing)
+    with pytest.raises(AdahError, match="rows 16-23: backbone maps overflow float16"):
+        extract_features(cfg, out, batch_size=8, progress=False)
+    assert read_header(out)["done"] == 16 and not read_header(out)["complete"]
+    monkeypatch.setattr(extraction, "_stored_features", real)
+    rest = extract_features(cfg, out, progress=False)
+    assert rest.new_rows == N - 16 and set(rest.waits) == {"decode", "write"} and same_files(out, reference)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path, reference, weights):
     cfg = scenes_config(weights)
@@ -259,3 +305,24 @@ def test_a_nuswide_sized_cache_is_read_row_by_row(tmp_path):
     assert block.shape == (257, 64, 7, 7) and block.dtype == np.float32 and (block[-1] == 1.5).all()
     grew = rss() - before
     assert grew < 200 << 20, f"RSS grew by {grew / 2**20:.0f} MiB for a 1.2 GB cache"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
+def test_keep_freed_memory_reuses_big_blocks_without_page_faults():
+    """After keep_freed_memory freed 64 MB blocks are reused from the heap: allocating and
+    touching one again costs no page faults at least every other time (a fresh mmap, the default
+    for blocks over 32 MB, faults on each of its 16,384 pages every time: 98,304 over six)."""
+    import resource
+
+    from adah.features.extraction import keep_freed_memory
+
+    def faults_of_a_big_block() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = torch.ones(16 * 2**20)  # 64 MB, every page written
+        del block
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    keep_freed_memory()
+    keep_freed_memory()  # once per process: a second call changes nothing
+    faults_of_a_big_block()
+    assert sum(faults_of_a_big_block() for _ in range(6)) <= 3 * 16_384 + 100

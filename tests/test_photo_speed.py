@@ -184,3 +184,40 @@ def test_an_old_cache_still_reads_and_a_changed_head_is_refused(compact, tmp_pat
     (damaged / HEAD_FILE).unlink()
     with pytest.raises(CacheDamaged, match="missing"):
         FeatureCache(damaged)
+
+
+@pytest.mark.slow
+def test_fit_evaluates_from_the_index_codes_as_encoding_again_would(tmp_path):
+    """``adah fit`` scores the held-out rows with the codes its index wrote (one pass over the maps
+    instead of two): the same MAP and recall as encoding the rows again with best.pt, and the
+    time of each stage in fit.json."""
+    from PIL import Image
+
+    from adah.data.registry import make_split
+    from adah.evaluation.retrieval import encode, evaluate_codes
+    from adah.recipes.fit import fit_config, fit_folder
+    from adah.training.checkpoint import load_model
+
+    (tmp_path / "photos" / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((64, 48)).save(
+            tmp_path / "photos" / "images" / f"{i}.png")
+        rows.append({"image": f"images/{i}.png", "text": f"item {i % 4} word{i % 7}", "labels": [f"l{i % 4}"],
+                     "split": "test" if i % 5 == 0 else "train"})
+    (tmp_path / "photos" / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "fit"
+    fit = fit_folder(tmp_path / "photos", out, text_encoder="bow_mlp", bits=16, epochs=2, device="cpu",
+                     progress=False, fast=True)
+    saved = json.loads((out / "fit.json").read_text())
+    assert set(saved["seconds"]) == {"image_features", "text_features", "train", "index", "evaluate", "total"}
+    cfg, _ = fit_config(tmp_path / "photos" / "items.jsonl", out, similarity="auto", ignore_labels=False,
+                        text_encoder="bow_mlp", bits=16, epochs=2, seed=0, attention=None, device="cpu", fast=True)
+    data = load_dataset(cfg.data)
+    split = make_split(cfg.data, len(data))
+    model, _, _ = load_model(out / "best.pt", torch.device("cpu"))
+    again = evaluate_codes(encode(model, data, split.query), encode(model, data, split.retrieval),
+                           directions=("i2t", "t2i"))
+    assert fit.num_query == 8 and set(fit.map) == {"i2t", "t2i"}
+    assert fit.map == again.map and fit.recall == again.recall

@@ -8,10 +8,14 @@ One call runs, with progress bars:
    same photos and captions (``--overwrite`` retrains without recomputing them);
 2. training (:mod:`adah.training.trainer`) with the triplet similarity the data allows: label overlap and
    the pairing (``both``) when every item has labels, the pairing alone (``pairs``) otherwise;
-3. evaluation on the held-out query rows: recall@K of each query's own pair (and MAP when labels
-   exist), beside a random ranking, with a warning when there are too few queries to measure;
-4. an index of every item (:mod:`adah.index`) in ``OUT/index``; then the rolling checkpoints are
+3. an index of every item (:mod:`adah.index`) in ``OUT/index``: each item encoded once;
+4. evaluation on the held-out query rows, from the codes the index holds (no second pass over the
+   maps): recall@K of each query's own pair (and MAP when labels exist), beside a random ranking,
+   with a warning when there are too few queries to measure; then the rolling checkpoints are
    deleted (``keep_checkpoints``): ``best.pt`` and the index stay.
+
+``fit.json``'s ``seconds`` holds the split of the time: ``image_features``, ``text_features``,
+``train``, ``index``, ``evaluate``, ``total``.
 
 What it trains: what adah recommends for photos, the shipped photo config (``coco_mini`` /
 ``fashion_products``: 448 px, erasing inside the object on the image branch, 40 epochs with the
@@ -20,7 +24,7 @@ epochs). ``attention`` names the branch; its G is the one adah recommends for it
 (:data:`ATTENTION_PRESETS`, docs/research/study-of-g.md "Outcome") unless ``preset`` names another.
 
 A fit killed at any stage is continued by running the same command again: the feature caches and
-the training resume where they stopped; the evaluation and the index are redone. Only a finished
+the training resume where they stopped; the index and the evaluation are redone. Only a finished
 fit (``fit.json`` written) needs ``overwrite`` to be trained again.
 
 The split: the list file's split column when it names test/query rows; when it has ``val`` rows
@@ -35,6 +39,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from adah.config import PRESETS, Config, DataConfig, LossConfig, ModelConfig, TrainConfig
 from adah.errors import AdahError
@@ -189,10 +195,13 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.data.base import Split
     from adah.data.folder import find_list_file
     from adah.data.registry import make_split
-    from adah.evaluation.retrieval import encode, evaluate_codes, random_recall
+    from adah.evaluation.retrieval import evaluate_codes, random_recall
+    from adah.features.extraction import keep_freed_memory
     from adah.index import build_index
     from adah.training.trainer import train
 
+    start = time.perf_counter()
+    keep_freed_memory()  # every stage passes big maps through convolutions: no page faults per batch
     list_file = find_list_file(photos)
     out = Path(out)
     cfg, similarity = fit_config(list_file, out, similarity=similarity, ignore_labels=ignore_labels,
@@ -200,23 +209,24 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
                                  device=device, fast=fast, preset=preset)
     cfg.train.progress = progress
     resumed = prepare_out(out, overwrite)
-    seconds = {}
-    t0 = time.perf_counter()
-    data = fit_features(cfg, device=device, progress=progress)
-    seconds["features"] = round(time.perf_counter() - t0, 1)
+    seconds = {}  # the split of the time by stage (fit.json, the CLI's summary line)
+    data = fit_features(cfg, device=device, progress=progress, seconds=seconds)
     if resumed:
         check_unfinished(out, cfg, data)
     saved_split = out / "split.json"
     split = (Split.load(saved_split, num_items=len(data)) if resumed and saved_split.is_file()
              else make_split(cfg.data, len(data)))
     t0 = time.perf_counter()
-    result = train(cfg, data, split, out, resume=resumed)
+    train(cfg, data, split, out, resume=resumed)  # best.pt: the index encodes with it
     seconds["train"] = round(time.perf_counter() - t0, 1)
-    report = evaluate_codes(encode(result.model, data, split.query), encode(result.model, data, split.retrieval),
-                            directions=("i2t", "t2i"))
     t0 = time.perf_counter()
     built = build_index(out / "best.pt", out / "index", batch_size=64, force=True, progress=progress)
     seconds["index"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    codes = indexed_codes(built.path, np.asarray(data.labels))  # every item's codes: no second pass over the maps
+    report = evaluate_codes(codes(split.query), codes(split.retrieval), directions=("i2t", "t2i"))
+    seconds["evaluate"] = round(time.perf_counter() - t0, 1)
+    seconds["total"] = round(time.perf_counter() - start, 1)
     chance = random_recall(len(split.query))
     fit = FitResult(out, built.path, out / "best.pt", similarity, len(data), len(split.query), report.recall,
                     report.map, chance, seconds, held_out_warnings(len(split.query), chance), resumed,
@@ -233,18 +243,46 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     return fit
 
 
-def fit_features(cfg: Config, *, device: str, progress: bool):
-    """Make (or continue, or check) both feature caches, then load the data set that reads them."""
+def indexed_codes(index: Path, labels: np.ndarray):
+    """``rows -> Codes`` of the items of the index folder ``index`` built over every row of the
+    data set (row order), as :func:`adah.evaluation.retrieval.encode` gives them: the held-out
+    evaluation reads the codes the index wrote instead of encoding the collection again."""
+    from adah.evaluation.retrieval import Codes
+    from adah.index import store
+
+    manifest = store.read_manifest(index)
+    bits, count = manifest["bits"], manifest["count"]
+    if count != len(labels) or "text" not in manifest["modalities"]:
+        raise AdahError(f"{index}: {count} items ({manifest['modalities']}), expected the text codes of all "
+                        f"{len(labels)} items; rebuild it with adah fit --overwrite")
+    unpacked = {}
+    for m in manifest["modalities"]:
+        packed = store.read_binary(index / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits, row_bytes=-(-bits // 8),
+                                   count=count, fingerprint=manifest["model"]["fingerprint"])
+        unpacked[m] = np.unpackbits(packed, axis=1)[:, :bits].astype(np.int8) * 2 - 1
+    image = unpacked.get("image")
+    return lambda rows: Codes(None if image is None else image[rows], unpacked["text"][rows], labels[rows])
+
+
+def fit_features(cfg: Config, *, device: str, progress: bool, seconds: dict | None = None):
+    """Make (or continue, or check) both feature caches, then load the data set that reads them.
+    ``seconds`` (when given) gets the time of each: ``image_features``, ``text_features``."""
     from dataclasses import replace
 
     from adah.features.dataset import load_dataset
     from adah.features.image_cache import extract_features
 
+    seconds = {} if seconds is None else seconds
+    t0 = time.perf_counter()
     extract_features(cfg, cfg.data.options["features"], device=device, progress=progress)
+    seconds["image_features"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
     if "text_features" in cfg.data.options:  # make (or check) the token cache with this call's progress setting
         from adah.features.text_cache import attach_text_cache
 
         plain = replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != "text_features"})
         attach_text_cache(load_dataset(plain), cfg.data.options["text_features"], progress=progress)
-    return load_dataset(cfg.data)
+    data = load_dataset(cfg.data)
+    seconds["text_features"] = round(time.perf_counter() - t0, 1)
+    return data
 
