@@ -21,15 +21,16 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` every test that talks to a standalone Milvus server
-    runs in one worker, one after another: one server for the run (each takes ~10 s and 300+ MB
-    to start, and two on one machine compete for its fixed internal ports)."""
+    """Under ``pytest -n N --dist loadgroup`` the tests that talk to a standalone Milvus server
+    run in two groups, each in one worker with its own server (about 10 s and 300 MB to start;
+    tests/milvus_server.py gives each its own ports): the Lite suite run over a server, and the
+    server-only tests. Their time is mostly waiting on the server, so two groups halve it."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_server = "milvus_server" in getattr(item, "fixturenames", ()) or (
-            callspec is not None and callspec.params.get("milvus_uri") == "server")
-        if on_server or item.module.__name__ == "test_milvus_server_faults":
-            item.add_marker(pytest.mark.xdist_group("milvus-server"))
+        if callspec is not None and callspec.params.get("milvus_uri") == "server":
+            item.add_marker(pytest.mark.xdist_group("milvus-server-a"))
+        elif "milvus_server" in getattr(item, "fixturenames", ()) or item.module.__name__ == "test_milvus_server_faults":
+            item.add_marker(pytest.mark.xdist_group("milvus-server-b"))
 
 
 @pytest.fixture(scope="session")
