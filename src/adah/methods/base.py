@@ -154,7 +154,7 @@ class Method:
     def check_finite(self, loss: torch.Tensor, what: str) -> None:
         """A NaN or infinite loss is an error naming the method and the setting to lower."""
         if not torch.isfinite(loss):
-            raise AdahError(f"train.method {self.name!r}: the {what} loss is {float(loss)} at epoch "
+            raise AdahError(f"train.method {self.name!r}: the {what} loss is {float(loss.detach())} at epoch "
                             f"{self.trainer.epoch + 1}, step {self.trainer.step}; the training diverged: lower "
                             "the learning rate (train.method_options, docs/methods.md)")
 
