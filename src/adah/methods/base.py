@@ -4,7 +4,7 @@ through three hooks:
 
 * ``step(rows, images, texts, labels)``: one optimisation step on a batch (``rows``: the batch's
   row numbers in the data), returning each logged number by name (``objective`` among them);
-* ``end_epoch()``: work done once an epoch (DCMH's closed-form B update), numbers to log;
+* ``end_epoch()``: work done once an epoch (DCMH's text-net pass and closed-form B update), numbers to log;
 * ``set_epoch(epoch)``: the learning rates of the epoch about to run;
 
 plus ``state_dict`` / ``load_state_dict`` (optimizers, buffers) so a resumed run continues exactly.
@@ -154,7 +154,7 @@ class Method:
     def check_finite(self, loss: torch.Tensor, what: str) -> None:
         """A NaN or infinite loss is an error naming the method and the setting to lower."""
         if not torch.isfinite(loss):
-            raise AdahError(f"train.method {self.name!r}: the {what} loss is {float(loss)} at epoch "
+            raise AdahError(f"train.method {self.name!r}: the {what} loss is {float(loss.detach())} at epoch "
                             f"{self.trainer.epoch + 1}, step {self.trainer.step}; the training diverged: lower "
                             "the learning rate (train.method_options, docs/methods.md)")
 
