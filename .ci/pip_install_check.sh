@@ -9,10 +9,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/adah-pip-check.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-git clone --quiet "$repo" "$work/adah"
-# the working tree's docs/install.md and pyproject.toml (CI: the same as the commit cloned)
-cp "$repo/docs/install.md" "$work/adah/docs/install.md"
-cp "$repo/pyproject.toml" "$work/adah/pyproject.toml"
+git clone --quiet "$repo" "$work/adah"  # what is committed: CI's clean clone
 cd "$work/adah"
 
 # the first bash block after "## With pip (a clone)"

@@ -1,6 +1,6 @@
 """Page faults and CPU seconds a photo of MobileNetV2's forward pass at 448 px (the part a compact
 cache stores; random weights, random pixels, batch 16, one thread), without and with
-:func:`adah.features.extraction.keep_freed_memory`, each in a fresh process (the setting is
+:func:`adah.utils.runtime.keep_freed_memory`, each in a fresh process (the setting is
 process-wide). User and system time come from ``resource.getrusage``: the figures other jobs on
 a shared machine disturb least."""
 
@@ -19,7 +19,7 @@ def one(keep: bool) -> dict:
     from torchvision.models import mobilenet_v2
 
     if keep:
-        from adah.features.extraction import keep_freed_memory
+        from adah.utils.runtime import keep_freed_memory
 
         keep_freed_memory()
     torch.set_num_threads(1)

@@ -314,7 +314,7 @@ def test_keep_freed_memory_reuses_big_blocks_without_page_faults():
     for blocks over 32 MB, faults on each of its 16,384 pages every time: 98,304 over six)."""
     import resource
 
-    from adah.features.extraction import keep_freed_memory
+    from adah.utils.runtime import keep_freed_memory
 
     def faults_of_a_big_block() -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

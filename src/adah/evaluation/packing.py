@@ -14,6 +14,11 @@ def pack_bits(codes: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(codes) > 0, axis=1)
 
 
+def unpack_pm1(packed: np.ndarray, bits: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits` for ±1 codes: (n, ceil(bits / 8)) uint8 -> (n, bits) int8."""
+    return np.unpackbits(np.asarray(packed, dtype=np.uint8), axis=1, count=bits).astype(np.int8) * 2 - 1
+
+
 def to_words(packed: np.ndarray) -> np.ndarray:
     """(n, nbytes) uint8 -> (n, ceil(nbytes / 8)) uint64, zero padded (a view, no copy, when
     the rows are whole words already)."""

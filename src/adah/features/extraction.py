@@ -13,10 +13,8 @@ batches are shared out over the processes (:func:`_extract_sharded`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +34,7 @@ from adah.features.cache_format import (
 )
 from adah.utils.locks import exclusive, lock_file_in
 from adah.utils.progress import progress_bar
+from adah.utils.runtime import keep_freed_memory  # noqa: F401 - also imported from here
 
 
 @dataclass
@@ -80,33 +79,6 @@ def deterministic(device_type: str = "cuda"):
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
-
-
-_FREED_MEMORY_KEPT = False
-
-
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel
-    (``mallopt``: blocks up to 1 GiB from the heap, not ``mmap``; no trimming below 1 GiB).
-
-    A CNN's forward pass on the CPU allocates and frees activations of tens to hundreds of MB per
-    layer (MobileNetV2 at 448 px, batch 32: up to 616 MB); by default each one is a fresh
-    ``mmap`` whose pages the kernel zeroes on first touch. Measured here (one thread, batch 16,
-    448 px): 46,634 page faults and 0.114 s of system time a photo against 0.073 s of user time;
-    with this, 1,666 faults and 0.004 s (the forward's values are the same: only where the memory
-    comes from changes). The process keeps up to 1 GiB of freed memory. Once per process;
-    glibc (Linux) only, a no-op elsewhere."""
-    global _FREED_MEMORY_KEPT
-    if _FREED_MEMORY_KEPT or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...)
-        return
-    m_trim_threshold, m_mmap_threshold, limit = -1, -3, 1 << 30
-    libc.mallopt(m_mmap_threshold, limit)
-    libc.mallopt(m_trim_threshold, limit)
-    _FREED_MEMORY_KEPT = True
 
 
 def _pixel_data(cfg: DataConfig) -> CrossModalData:

@@ -196,7 +196,7 @@ def fit_folder(photos: str | Path, out: str | Path, *, similarity: str = "auto",
     from adah.data.folder import find_list_file
     from adah.data.registry import make_split
     from adah.evaluation.retrieval import evaluate_codes, random_recall
-    from adah.features.extraction import keep_freed_memory
+    from adah.utils.runtime import keep_freed_memory
     from adah.index import build_index
     from adah.training.trainer import train
 
@@ -247,6 +247,7 @@ def indexed_codes(index: Path, labels: np.ndarray):
     """``rows -> Codes`` of the items of the index folder ``index`` built over every row of the
     data set (row order), as :func:`adah.evaluation.retrieval.encode` gives them: the held-out
     evaluation reads the codes the index wrote instead of encoding the collection again."""
+    from adah.evaluation.packing import unpack_pm1
     from adah.evaluation.retrieval import Codes
     from adah.index import store
 
@@ -259,7 +260,7 @@ def indexed_codes(index: Path, labels: np.ndarray):
     for m in manifest["modalities"]:
         packed = store.read_binary(index / store.CODE_FILES[m], kind=f"codes:{m}", bits=bits, row_bytes=-(-bits // 8),
                                    count=count, fingerprint=manifest["model"]["fingerprint"])
-        unpacked[m] = np.unpackbits(packed, axis=1)[:, :bits].astype(np.int8) * 2 - 1
+        unpacked[m] = unpack_pm1(packed, bits)
     image = unpacked.get("image")
     return lambda rows: Codes(None if image is None else image[rows], unpacked["text"][rows], labels[rows])
 

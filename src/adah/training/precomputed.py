@@ -173,7 +173,7 @@ class Precomputed:
     @torch.no_grad()
     def _compute(self) -> np.ndarray:
         """One pass over the cache: [pooled attended | pooled unattended | mask density] per row."""
-        from adah.features.extraction import keep_freed_memory
+        from adah.utils.runtime import keep_freed_memory
 
         keep_freed_memory()  # a compact cache's last block runs on every read: no page faults per batch
         t = self.trainer
