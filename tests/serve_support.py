@@ -131,13 +131,7 @@ def coco_chain() -> dict:
     return {"tmp": final, "cfg": cfg, "cfg_file": final / "coco_mini.json", "out": outputs}
 
 
-def coco_mobilenet_run(base: Path | None = None) -> dict:
-    """The coco_mini chain of :func:`coco_chain` (``base`` is no longer used: the chain lives in
-    the test cache)."""
-    return coco_chain()
-
-
-def coco_index(base: Path | None = None) -> Path:
+def coco_index() -> Path:
     """An index of all 159 coco_mini photos and captions, encoded by the MobileNetV2 model of
     :func:`coco_chain` (photos go through the checkpoint's frozen backbone)."""
     return coco_chain()["tmp"] / "coco_index"
@@ -149,7 +143,7 @@ def coco_milvus_index(base: Path) -> Path:
     (``adah index copy --backend milvus``: the local index's codes, not encoded again), written
     in a subprocess: a Lite file is held by one process at a time, and ``adah serve`` opens it
     in its own."""
-    local = coco_index(base)
+    local = coco_index()
     out = base / "coco_milvus_index"
     cmd = [sys.executable, "-m", "adah", "index", "copy", "--index", str(local), "--out", str(out),
            "--backend", "milvus", "--uri", str(base / "coco_milvus.db")]

@@ -45,7 +45,7 @@ def server(request, tmp_path_factory):
             pytest.skip("pymilvus / milvus-lite not installed: pip install 'adah[milvus]' (make test installs it)")
         srv = Server(coco_milvus_index(base))
     else:
-        srv = Server(coco_index(base))
+        srv = Server(coco_index())
     srv.backend = request.param
     yield srv
     srv.stop()

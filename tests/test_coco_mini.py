@@ -17,7 +17,7 @@ from adah.cli import app
 from adah.data.base import Split
 from adah.features.dataset import load_dataset
 from adah.features.image_cache import FeatureCache, read_header, without_cache
-from serve_support import coco_mobilenet_run, needs_coco
+from serve_support import coco_chain, needs_coco
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, needs_coco]
 def chain(tmp_path_factory) -> dict:
     """features extract and train once per session (shared with the index and service tests),
     then eval with the attention picture."""
-    run = coco_mobilenet_run(tmp_path_factory.getbasetemp() / "coco")
+    run = coco_chain()
     tmp = run["tmp"]
     png = tmp_path_factory.mktemp("coco-eval") / "attention.png"  # the chain's own folder is shared: not written
     args = ["eval", "--checkpoint", str(tmp / "run" / "best.pt"), "--attention-png", str(png),

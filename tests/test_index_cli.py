@@ -178,7 +178,7 @@ def test_errors_are_one_line(scenes_index, runner, tmp_path):
 def test_coco_mini_index_holds_real_photos_and_captions(tmp_path_factory, runner):
     """coco_mini (real photos) indexed through --data FOLDER with the model's vocabulary: hits
     carry the COCO id, the photo's absolute path and its first caption; a photo finds captions."""
-    index = coco_index(tmp_path_factory.getbasetemp() / "coco")
+    index = coco_index()
     out = _search(runner, "--index", str(index), "--text", "a dog on the grass", "-k", "8")
     assert len(out["hits"]) == 8
     rows = {json.loads(line)["id"]: json.loads(line) for line in (COCO / "items.jsonl").read_text().splitlines()}

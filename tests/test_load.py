@@ -16,7 +16,7 @@ REQUESTS, CONCURRENCY = 1000, 8
 
 @pytest.mark.slow
 def test_1000_requests_over_8_connections(tmp_path_factory):
-    index_dir = coco_index(tmp_path_factory.getbasetemp() / "coco")
+    index_dir = coco_index()
     with Index.load(index_dir, model=None) as index:
         words = [w for w in COCO_WORDS if w in index.vocabulary]
     assert len(words) >= 8

@@ -28,7 +28,7 @@ PHOTO = COCO / "images" / "30752.jpg"  # a man and his dog skiing (640x426)
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
-    with Index.load(coco_index(tmp_path_factory.getbasetemp() / "coco")) as ix:
+    with Index.load(coco_index()) as ix:
         yield ix
 
 
@@ -263,7 +263,7 @@ def test_cli_errors_are_one_line(tmp_path, tmp_path_factory):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        index = coco_index(tmp_path_factory.getbasetemp() / "coco")
+        index = coco_index()
         r = runner.invoke(cli_app, ["serve", "--index", str(index), "--port", str(port)])
     assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output, r.output
 
