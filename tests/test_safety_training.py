@@ -325,7 +325,7 @@ def test_quiet_draws_no_minilm_bar(tmp_path, monkeypatch):
     class Stop(Exception):
         pass
 
-    def embed(self, texts, *, batch_size=64, progress=False):
+    def embed(self, texts, *, batch_size=64, progress=False, out=None):
         asked.append(progress)
         raise Stop
 

@@ -200,6 +200,33 @@ def test_token_cache_is_reused_without_loading_the_encoder(tmp_path, monkeypatch
         text_features.text_token_cache(texts[:2] + ["x"], tmp_path / "cache", max_tokens=6, progress=False)
 
 
+@needs_minilm
+def test_token_cache_is_written_batch_by_batch_as_float16(tmp_path):
+    """The cache holds what the float32 embeddings round to in float16, byte for byte as np.save
+    writes them, and making it never holds a float32 copy of the collection (numpy's allocations
+    are traced: the whole (n, L, 384) float32 array would be 6.3 MB)."""
+    import tracemalloc
+
+    from adah.features.text_cache import TOKENS_FILE, text_token_cache
+    from adah.models.minilm import SentenceTokens
+
+    texts = [f"a photo number {i} of a {'red' if i % 2 else 'blue'} bag" for i in range(256)]
+    tracemalloc.start()
+    try:
+        cache = text_token_cache(texts, tmp_path / "cache", max_tokens=16, progress=False, batch_size=32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    full = 256 * 16 * 384 * 4
+    assert peak < full / 3, f"{peak:,} bytes traced at the peak, against {full:,} for a float32 copy"
+    expected, pieces = SentenceTokens(16).embed(texts, batch_size=32)
+    np.save(tmp_path / "expected.npy", expected.astype(np.float16))
+    assert (tmp_path / "cache" / TOKENS_FILE).read_bytes() == (tmp_path / "expected.npy").read_bytes()
+    assert cache.pieces == pieces and cache.tokens.shape == (256, 16, 384)
+    with pytest.raises(AdahError, match=r"out must have shape \(2, 16, 384\)"):
+        SentenceTokens(16).embed(texts[:2], out=np.zeros((2, 8, 384), np.float16))
+
+
 def test_explain_on_a_model_without_text_attention_is_a_clear_error():
     """A minilm model trained with --attention none (adah fit's default) keeps every word: --explain
     says so instead of showing a mask that does not exist."""

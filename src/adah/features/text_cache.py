@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from adah.errors import AdahError
-from adah.models.minilm import DEFAULT_MAX_TOKENS, ENCODER, SentenceTokens, minilm_path, weights_id
+from adah.models.minilm import DEFAULT_MAX_TOKENS, DIM, ENCODER, SentenceTokens, minilm_path, weights_id
 from adah.utils.fileio import atomic_write_text, user_file_mode
 
 FORMAT = "adah-text-token-cache"
@@ -81,22 +81,25 @@ def text_token_cache(texts: list[str], folder: str | os.PathLike, *, max_tokens:
             raise AdahError(f"{folder} holds a text token cache of something else ({'; '.join(diff)}); delete it or "
                             "name another data.options.text_features folder")
         return _read(folder)
-    tokens, pieces = SentenceTokens(max_tokens).embed(texts, batch_size=batch_size, progress=progress)
+    encoder = SentenceTokens(max_tokens)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{TOKENS_FILE}.", suffix=".tmp")
     os.fchmod(fd, user_file_mode())  # mkstemp makes 0600
     os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, tokens.astype(np.float16))
-            f.flush()
+    try:  # written batch by batch as float16: no float32 copy of the collection in memory
+        shape = (len(texts), max_tokens, DIM)
+        tokens = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        _, pieces = encoder.embed(texts, batch_size=batch_size, progress=progress, out=tokens)
+        tokens.flush()
+        del tokens
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, folder / TOKENS_FILE)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     atomic_write_text(folder / PIECES_FILE, json.dumps(pieces, ensure_ascii=False))
-    atomic_write_text(folder / HEADER_FILE, json.dumps({**want, "shape": list(tokens.shape), "dtype": "float16"},
+    atomic_write_text(folder / HEADER_FILE, json.dumps({**want, "shape": list(shape), "dtype": "float16"},
                                                        indent=2) + "\n")  # last: the cache exists from here on
     cache = _read(folder)
     cache.reused = False

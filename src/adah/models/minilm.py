@@ -60,16 +60,23 @@ class SentenceTokens:
         _, tok = self._load()
         return tok.tokenize(_check_text(text))[: self.max_tokens]
 
-    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, list[list[str]]]:
+    def embed(self, texts: list[str], *, batch_size: int = 64, progress: bool = False,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]]]:
         """(n, max_tokens, 384) float32 token embeddings (zero rows past each text's pieces) and
-        each text's word pieces."""
+        each text's word pieces. ``out``: an all-zero (n, max_tokens, 384) array (e.g. a float16
+        memmap) to write the embeddings into, batch by batch, cast to its dtype, instead of holding
+        a float32 copy of the whole collection in memory; it is returned."""
         import torch
 
         from adah.utils.progress import progress_bar
 
         model, tok = self._load()
         texts = [_check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
-        out = np.zeros((len(texts), self.max_tokens, DIM), dtype=np.float32)
+        shape = (len(texts), self.max_tokens, DIM)
+        if out is None:
+            out = np.zeros(shape, dtype=np.float32)
+        elif tuple(out.shape) != shape:
+            raise AdahError(f"embed: out must have shape {shape} (texts, max_tokens, {DIM}), got {tuple(out.shape)}")
         pieces: list[list[str]] = []
         for start in progress_bar(range(0, len(texts), batch_size), desc="text tokens minilm", unit="batch",
                                   disable=not progress, leave=False):
