@@ -18,17 +18,27 @@ stage's seconds plus the epochs not run times the mean of the measured epochs af
 (whose seconds hold the one-off pass over the maps).
 
 Printed: each stage's seconds at each N, their slope per 1,000 photos between the two largest
-sizes, the 100,000-photo extrapolation (slope x 100,000 + intercept), and the peak RSS
-(``resource.getrusage``'s ``ru_maxrss``) of each N's process, with its slope.
+sizes, the 100,000-photo extrapolation (slope x 100,000 + intercept), and the memory of each N's
+process, with its slope: the peak RSS (``resource.getrusage``'s ``ru_maxrss``) and, sampled from
+``/proc/self/status`` every 20 ms (:class:`MemoryPeaks`), the peak of its anonymous memory
+(``RssAnon``: heap, arrays, tensors) and of its file-backed pages (``RssFile``: the libraries and
+the memory-mapped feature caches). The anonymous peak is the figure that must fit in the
+machine's memory: file-backed pages of a read-only mapping are clean page cache that the kernel
+drops and reads again under memory pressure, so they count in the RSS without needing memory of
+their own. Each fit stage's own peaks are printed too (stages nest: the one-off pass of the
+fast path is inside training).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +47,81 @@ import numpy as np
 EXTRACT_PHOTOS, EXTRACT_BATCH, TARGET, FULL_EPOCHS = 32, 16, 100_000, 40
 LABELS, VOCAB = 20, 200
 STAGES = ("image_features", "text_features", "train", "evaluate", "index")
+# the functions fit_folder calls, by stage (MemoryPeaks.stage wraps them): module, attribute path, name
+TRACED = (("adah.features.image_cache", "extract_features", "image_features"),
+          ("adah.features.text_cache", "attach_text_cache", "text_features"),
+          ("adah.training.trainer", "train", "train"),
+          ("adah.training.precomputed", "Precomputed._compute", "train: one-off pass"),
+          ("adah.training.trainer", "Trainer.probe_diagnostics", "train: probe"),
+          ("adah.index", "build_index", "index"))
+
+
+def rss_kib() -> dict[str, int]:
+    """``RssAnon`` and ``RssFile`` of this process (KiB), from /proc/self/status (Linux)."""
+    found = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+class MemoryPeaks:
+    """Peaks of ``RssAnon`` and ``RssFile`` (MiB) sampled every ``interval`` seconds by a thread,
+    overall and per stage (the innermost stage running when sampled; ``other`` outside any)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval, self.stack, self.peaks = interval, ["other"], {}
+        self._stop, self._lock = threading.Event(), threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        now = {k: v / 1024 for k, v in rss_kib().items()}
+        with self._lock:  # the sampling thread and the wrapped stages both sample
+            for name in ("all", self.stack[-1]):
+                peak = self.peaks.setdefault(name, {"anon": 0.0, "file": 0.0})
+                peak["anon"] = max(peak["anon"], now["RssAnon"])
+                peak["file"] = max(peak["file"], now["RssFile"])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def stage(self, owner, attr: str, name: str) -> None:
+        """Wrap ``owner.attr`` so that what it runs is sampled as stage ``name``."""
+        inner = getattr(owner, attr)
+
+        def traced(*args, **kwargs):
+            self.sample()
+            self.stack.append(name)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.sample()
+                self.stack.pop()
+
+        setattr(owner, attr, traced)
+
+    def trace_fit(self, stack: contextlib.ExitStack) -> None:
+        """Wrap fit's stages (:data:`TRACED`) until ``stack`` closes."""
+        for module, path, name in TRACED:
+            owner = importlib.import_module(module)
+            *outer, attr = path.split(".")
+            for part in outer:
+                owner = getattr(owner, part)
+            stack.callback(setattr, owner, attr, getattr(owner, attr))
+            self.stage(owner, attr, name)
 
 
 def synthetic_folder(folder: Path, n: int, rng: np.random.Generator, size: tuple[int, int] = (8, 6)) -> None:
@@ -93,11 +178,15 @@ def one_size(n: int, epochs: int) -> dict:
                             text_encoder="minilm", bits=32, epochs=epochs, seed=0, attention=None, device="cpu")
         synthetic_image_cache(cfg, rng)
         t0 = time.perf_counter()
-        fit = fit_folder(tmp / "photos", tmp / "fit", epochs=epochs, device="cpu", progress=False)
+        with MemoryPeaks() as memory, contextlib.ExitStack() as traced:
+            memory.trace_fit(traced)
+            fit = fit_folder(tmp / "photos", tmp / "fit", epochs=epochs, device="cpu", progress=False)
         total = time.perf_counter() - t0
         epoch_seconds = [json.loads(line)["seconds"] for line in (tmp / "fit" / "metrics.jsonl").read_text().splitlines()]
+    peaks = {k: {m: round(v, 1) for m, v in p.items()} for k, p in memory.peaks.items()}
     return {"n": n, "seconds": fit.seconds, "epochs": epoch_seconds, "total": total,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_anon_mib": peaks["all"]["anon"], "peak_file_mib": peaks["all"]["file"], "stage_peaks_mib": peaks}
 
 
 def extraction_seconds_per_photo() -> float:
@@ -122,19 +211,22 @@ def report(rows: list[dict], per_photo: float, epochs: int) -> None:
         r["stages"]["train"] = r["seconds"]["train"] + (FULL_EPOCHS - len(r["epochs"])) * per_epoch
         print(f"fit-scale N={r['n']:,}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["stages"].items())
               + f" (image_features = {per_photo:.2f} s/photo x N; train for {FULL_EPOCHS} epochs from {epochs} measured: "
-              f"{', '.join(f'{s:.1f}' for s in r['epochs'])} s); peak RSS {r['peak_rss_mib']:.0f} MiB")
+              f"{', '.join(f'{s:.1f}' for s in r['epochs'])} s); peak RSS {r['peak_rss_mib']:.0f} MiB, peak anonymous "
+              f"{r['peak_anon_mib']:.0f} MiB, peak file-backed {r['peak_file_mib']:.0f} MiB")
+        print(f"fit-scale N={r['n']:,} peaks by stage (anonymous / file-backed MiB): " + "; ".join(
+            f"{k} {p['anon']:.0f} / {p['file']:.0f}" for k, p in r["stage_peaks_mib"].items() if k != "all"))
     if len(rows) < 2:
         return
     a, b = rows[-2], rows[-1]
     dn = b["n"] - a["n"]
     parts = []
     total = 0.0
-    for k in (*STAGES, "peak_rss_mib"):
+    for k in (*STAGES, "peak_rss_mib", "peak_anon_mib", "peak_file_mib"):
         va, vb = (r["stages"][k] if k in STAGES else r[k] for r in (a, b))
         slope = (vb - va) / dn
         at = vb + slope * (TARGET - b["n"])
         total += at if k in STAGES else 0.0
-        parts.append(f"{k} {1000 * slope:.2f}/1,000 photos -> {at:,.0f}" + (" MiB" if k == "peak_rss_mib" else " s"))
+        parts.append(f"{k} {1000 * slope:.2f}/1,000 photos -> {at:,.0f}" + (" s" if k in STAGES else " MiB"))
     print(f"fit-scale extrapolated to {TARGET:,} photos from N={a['n']:,} and N={b['n']:,} (linear): " + "; ".join(parts)
           + f"; all stages {total / 3600:.1f} h")
 

@@ -16,7 +16,7 @@ from adah.training.losses import ADV_TERMS
 from adah.utils.runtime import batch_tensors
 
 PROBE_ROWS = 512
-PROBE_BATCH = 256
+PROBE_BATCH = 32
 
 
 def probe_rows(split: Split) -> np.ndarray:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENV_SWITCH = "ADAH_FAST_PATH"  # "0", "off" or "false": always train over the maps
 MEMORY_BUDGET = 8 << 30  # bytes of pooled vectors (float32) the fast path may hold in memory
-BATCH = 256  # items per batch of the one pass over the cache
+BATCH = 32  # items per batch of the one pass over the cache
 
 
 def fast_path_reason(trainer: Trainer) -> str | None:
