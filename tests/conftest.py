@@ -48,6 +48,7 @@ def _defines_a_module_fixture(path: Path) -> bool:
     return path.suffix == ".py" and path.is_file() and 'scope="module"' in path.read_text(encoding="utf-8")
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: pytest without xdist runs too
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` with the groups of :func:`xdist_group`, decided from the test ids in
     the controller: pytest-xdist's own ``xdist_group`` markers rename the test ids, which
