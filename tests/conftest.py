@@ -4,7 +4,9 @@ standalone Milvus server. Builders (plain functions) are in tests/helpers.py."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,47 @@ from milvus_server import milvus_server  # noqa: F401 - the session's standalone
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` the tests that talk to a standalone Milvus server
-    run in two groups, each in one worker with its own server (about 10 s and 300 MB to start;
-    tests/milvus_server.py gives each its own ports): the Lite suite run over a server, and the
-    server-only tests. Their time is mostly waiting on the server, so two groups halve it."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("milvus_uri") == "server":
-            item.add_marker(pytest.mark.xdist_group("milvus-server-a"))
-        elif "milvus_server" in getattr(item, "fixturenames", ()) or item.module.__name__ == "test_milvus_server_faults":
-            item.add_marker(pytest.mark.xdist_group("milvus-server-b"))
+#: the modules whose tests all talk to the session's standalone Milvus server
+MILVUS_SERVER_MODULES = ("test_index_milvus_server", "test_milvus_replicas", "test_milvus_server_faults")
+
+
+def xdist_group(nodeid: str, root: Path) -> str | None:
+    """The worker group of a test under ``pytest -n N --dist loadgroup`` (None: any worker).
+
+    The tests that talk to a standalone Milvus server run in two groups, each in one worker
+    with its own server (about 10 s and 300 MB to start; tests/milvus_server.py gives each its
+    own ports): the Lite suite run over a server, and the server-only tests. Their time is
+    mostly waiting on the server, so two groups halve it. The tests of a module that defines a
+    module-scoped fixture (a trained model, a fitted folder, an index) run in one worker: such a
+    fixture is set up once in each worker that runs a test of the module."""
+    path, _, rest = nodeid.partition("::")
+    module = Path(path).stem
+    if module == "test_index_milvus" and re.search(r"\[server[-\]]", rest):
+        return "milvus-server-a"
+    if module in MILVUS_SERVER_MODULES:
+        return "milvus-server-b"
+    return f"module-{module}" if _defines_a_module_fixture(root / path) else None
+
+
+@functools.cache
+def _defines_a_module_fixture(path: Path) -> bool:
+    return path.suffix == ".py" and path.is_file() and 'scope="module"' in path.read_text(encoding="utf-8")
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: pytest without xdist runs too
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups of :func:`xdist_group`, decided from the test ids in
+    the controller: pytest-xdist's own ``xdist_group`` markers rename the test ids, which
+    pytest 9 no longer allows (each test of a group ran in any worker)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Groups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid, config.rootpath) or super()._split_scope(nodeid)
+
+    return Groups(config, log)
 
 
 @pytest.fixture(scope="session")

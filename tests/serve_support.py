@@ -92,6 +92,7 @@ def _build_chain(base: Path, raw: dict) -> dict:
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, f"adah {' '.join(args)}:\n{res.output}"
         outputs[name] = res.output
+    # the training folder: the photos' maps come from the feature cache (adah.index.build.with_feature_cache)
     build_index(base / "run" / "best.pt", base / "coco_index", data=COCO, progress=False)
     (base / "outputs.json").write_text(json.dumps(outputs))
     return outputs

@@ -17,9 +17,7 @@ from adah.cli import app
 from adah.data.base import Split
 from adah.features.dataset import load_dataset
 from adah.features.image_cache import FeatureCache, read_header, without_cache
-from serve_support import coco_chain, needs_coco
-
-SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+from serve_support import COCO, DATA_ROOT, coco_chain, needs_coco
 
 pytestmark = [pytest.mark.slow, needs_coco]
 
@@ -101,8 +99,28 @@ def test_a_model_with_other_weights_or_backbone_is_refused_on_the_cache(chain):
     other = chain["tmp"] / "other-weights.pth"
     other.write_bytes(b"other weights")
     train = ["train", "--config", str(chain["cfg_file"]), "--out", str(chain["tmp"] / "bad"), "--data-root",
-             str(SHARED), "--quiet"]
+             str(DATA_ROOT), "--quiet"]
     res = CliRunner().invoke(app, [*train, "--set", f"model.image_weights={other}"])
     assert res.exit_code == 2 and "made with weights 'DEFAULT'" in res.output and "other-weights.pth" in res.output
     res = CliRunner().invoke(app, [*train, "--set", "model.image_backbone=vgg19"])
     assert res.exit_code == 2 and "holds mobilenet_v2 maps" in res.output
+
+
+def test_the_index_of_the_training_folder_holds_the_codes_of_its_photos(chain, tmp_path):
+    """The chain's index (``build_index --data`` coco_mini, the folder the model was trained on)
+    reads each photo's maps from the training's feature cache: its codes are those of the photos
+    passed through the checkpoint's backbone (every 16th photo encoded again from its pixels)."""
+    from adah.index import build_index, store
+
+    rows = np.arange(0, 159, 16)
+    build_index(chain["tmp"] / "run" / "best.pt", tmp_path / "photos", data=COCO, rows=rows, progress=False,
+                overrides={"data.options.features": None})  # no cache: the photos through the backbone
+
+    def codes(index: Path, modality: str, count: int) -> np.ndarray:
+        manifest = store.read_manifest(index)
+        return store.read_binary(index / store.CODE_FILES[modality], kind=f"codes:{modality}", bits=32, row_bytes=4,
+                                 count=count, fingerprint=manifest["model"]["fingerprint"])
+
+    for modality in ("image", "text"):
+        np.testing.assert_array_equal(codes(chain["tmp"] / "coco_index", modality, 159)[rows],
+                                      codes(tmp_path / "photos", modality, len(rows)), err_msg=modality)

@@ -146,6 +146,51 @@ def test_a_model_without_vocabulary_indexes_images_only(tmp_path):
         assert len(index.search_image(folder / "photos" / "p0.png", target="image", k=2).hits) == 2
 
 
+def test_a_folder_index_reads_the_photos_maps_from_the_models_feature_cache(tmp_path, weights, monkeypatch):
+    """A model trained on cached maps (frozen backbone, data.options.features), indexed over its
+    own folder (`adah index build --data FOLDER`): the build reads each photo's maps from that
+    cache instead of passing the photo through the backbone, and writes the codes encoding the
+    photos gives; a model whose backbone weights differ from the cache's encodes the photos."""
+    from adah.features.image_cache import FeatureCache, extract_features
+    from helpers import scenes_config
+
+    folder = make_folder(tmp_path / "mine", n=12)
+    cfg = scenes_config(weights, **{"data.name": "folder", "data.num_items": 0, "data.num_query": 3,
+                                    "data.num_train": 9, "data.options": {
+                                        "path": str(folder), "image_size": 32, "features": str(tmp_path / "cache")}})
+    assert extract_features(cfg, tmp_path / "cache", progress=False).complete
+    data = load_dataset(cfg.data)
+    assert isinstance(data.images, FeatureCache)
+    cfg = complete_config(cfg, data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    save_checkpoint(tmp_path / "same.pt", model=model, config=cfg, epoch=0, data_fingerprint=data.fingerprint(),
+                    text_vocabulary=data.text_vocabulary.to_dict())
+    model.image.backbone.features[1].running_mean.add_(0.5)  # as if trained end to end: not the cache's maps
+    save_checkpoint(tmp_path / "tuned.pt", model=model, config=cfg, epoch=0, data_fingerprint=data.fingerprint(),
+                    text_vocabulary=data.text_vocabulary.to_dict())
+    read = []
+    real_read = FeatureCache._read
+    monkeypatch.setattr(FeatureCache, "_read", lambda self, rows: read.append(len(rows)) or real_read(self, rows))
+
+    def codes(ckpt: str, **kwargs) -> np.ndarray:
+        read.clear()
+        out = tmp_path / f"idx-{ckpt}-{len(kwargs)}"
+        build_index(tmp_path / f"{ckpt}.pt", out, data=folder, batch_size=5, progress=False, **kwargs)
+        with Index.load(out) as index:
+            assert [index.item(i)["id"] for i in range(12)] == [f"x{i}" for i in range(12)]
+        fingerprint = store.read_manifest(out)["model"]["fingerprint"]
+        return store.read_binary(out / store.CODE_FILES["image"], kind="codes:image", bits=16, row_bytes=2, count=12,
+                                 fingerprint=fingerprint)
+
+    cached = codes("same")
+    assert sum(read) == 12  # every photo's maps came from the cache
+    photos = codes("same", overrides={"data.options.features": None})
+    assert read == [] and np.array_equal(cached, photos)  # the codes of a trained model: tests/test_coco_mini.py
+    tuned = codes("tuned")
+    assert read == [] and np.array_equal(tuned, codes("tuned", overrides={"data.options.features": None}))
+
+
 # --------------------------------------------------------------------------- bad queries
 def test_bad_text_queries(built):
     with Index.load(built) as index:

@@ -348,10 +348,11 @@ class FeatureCache(LazyImages):
         return dataclasses.replace(model, image_size=int(h["image_size"]))
 
 
-def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalData:
-    """``data`` with its images replaced by the cache in ``path``, after checking the cache was
-    made from these images (same number of items and image fingerprint; texts may differ)."""
-    cache = FeatureCache(path)
+def attach_cache(data: CrossModalData, path: str | os.PathLike | FeatureCache) -> CrossModalData:
+    """``data`` with its images replaced by the cache in ``path`` (or the cache itself), after
+    checking the cache was made from these images (same number of items and image fingerprint;
+    texts may differ)."""
+    cache = path if isinstance(path, FeatureCache) else FeatureCache(path)
     made_from = cache.header["dataset"]
     if made_from.get("num_items") != len(data):
         raise AdahError(f"feature cache {cache.path} has {made_from.get('num_items')} rows but dataset "
@@ -361,3 +362,18 @@ def attach_cache(data: CrossModalData, path: str | os.PathLike) -> CrossModalDat
                         f"{made_from.get('images_fingerprint')}, these {data.image_fingerprint()}); extract "
                         "features again with the same data options, or pass --overwrite")
     return dataclasses.replace(data, images=cache)
+
+
+def matching_cache(data: CrossModalData, path: str | os.PathLike, features: torch.nn.Module) -> CrossModalData | None:
+    """``data`` with its images replaced by the finished cache in ``path`` when that cache holds
+    the maps ``features`` (a backbone's conv layers) gives for these very images: the same
+    weights (their digest, ``features_sha256``) and the checks of :func:`attach_cache`. None when
+    there is no such cache (missing, unfinished, damaged, other weights or images): the caller
+    then computes the maps from the pixels."""
+    try:
+        cache = FeatureCache(path)
+        if cache.header.get("features_sha256") != state_digest(features):
+            return None
+        return attach_cache(data, cache)
+    except (AdahError, OSError):
+        return None

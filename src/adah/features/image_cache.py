@@ -41,8 +41,8 @@ from __future__ import annotations
 from adah.features.cache_format import (  # noqa: F401 - the cache's format, integrity checks and reader
     BATCHES_FILE, CHUNKS_KEY, COMPACT_HEADS, DEFAULT_BATCH_SIZE, FEATURES_OPTION, FORMAT, HEAD_FILE, HEADER_FILE,
     IDENTITY_KEYS, LAYERS, MAPS_FILE, READ_VERSIONS, STORE_DTYPE, VERSION, CacheDamaged, FeatureCache,
-    attach_cache, check_maps_file, chunk_digest, load_head, read_header, state_digest, verify_cache, weights_identity,
-    without_cache,
+    attach_cache, check_maps_file, chunk_digest, load_head, matching_cache, read_header, state_digest, verify_cache,
+    weights_identity, without_cache,
 )
 from adah.features.extraction import DECODE_THREADS, ExtractResult, deterministic, extract_features  # noqa: F401
 

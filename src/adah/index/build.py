@@ -253,6 +253,23 @@ def load_collection(checkpoint: Path, config: Config, payload: dict, *, data: st
                       same_as_training=same)
 
 
+def with_feature_cache(coll: Collection, cfg_data, model: ADAH) -> Collection:
+    """``coll`` with its photos' maps read from the model's own feature cache
+    (``data.options.features`` of its config: ``adah train`` on cached maps) when that cache was
+    made from these very photos by this model's backbone (:func:`adah.features.image_cache.matching_cache`):
+    ``adah index build --data`` the training folder then reads each photo's maps instead of
+    passing it through the backbone again. Otherwise ``coll`` as it is (its photos are encoded)."""
+    from adah.features.image_cache import matching_cache
+
+    path = (cfg_data.options or {}).get("features")
+    features = getattr(getattr(model.image, "backbone", None), "features", None)
+    images = coll.data.images
+    if not path or features is None or images is None or hasattr(images, "fit_model_config"):  # none, or cached already
+        return coll
+    data = matching_cache(coll.data, path, features)
+    return coll if data is None else dataclasses.replace(coll, data=data)
+
+
 def _own_split(checkpoint: Path, cfg_data, list_file: Path) -> Path | None:
     """split.json beside the checkpoint when ``list_file`` is the model's own training folder
     (its split describes those rows), else None."""
@@ -328,6 +345,9 @@ def _build(checkpoint: Path, out: Path, ctx, dev: torch.device, t0: float, *, da
     data_ = coll.data
     available = tuple(m for m in MODALITIES if m == "text" or (data_.has_images and model.has_image_branch))
     modalities = tuple(modalities) if modalities else available
+    if "image" in modalities:
+        coll = with_feature_cache(coll, (config.override(overrides) if overrides else config).data, model)
+        data_ = coll.data
     bad = [m for m in modalities if m not in MODALITIES]
     if bad or not modalities:
         raise AdahError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
