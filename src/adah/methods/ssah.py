@@ -145,7 +145,7 @@ class SSAH(Method):
         buf["F_label"][pos], buf["H_label"][pos] = f_l.detach(), h_l.detach()
         out["label_objective"] = float(label_loss.detach())
         # 2. the discriminators: LabNet's features (1) against each modality's (0)
-        (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.model.image(images)),
+        (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.branches.image(images)),
                                              self.taps["text"].output_of(lambda: self.model.text(texts)))
         codes, feats = {"image": image_out.codes, "text": text_out.codes}, {"image": f_i, "text": f_t}
         real = f_l.detach()
