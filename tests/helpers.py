@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from adah.config import Config, ModelConfig
@@ -105,18 +106,42 @@ def scenes_config(weights: Path, cache: Path | None = None, **overrides) -> Conf
     return Config.load("scenes_demo").override(base)
 
 
-def small_cnn_weights(path: Path) -> Path:
-    """A small_cnn weights file with trained-looking BatchNorm statistics."""
+def small_cnn_weights(path: Path, dropout: float = 0.0) -> Path:
+    """A small_cnn weights file with trained-looking BatchNorm statistics (fc layers with dropout
+    layers between them when ``dropout``: the layout a model with ``model.dropout`` loads)."""
     from adah.models.adah import build_backbone
 
     torch.manual_seed(0)
-    net = build_backbone(ModelConfig(image_backbone="small_cnn", image_size=32, image_fc_dims=(32, 32)))
+    net = build_backbone(ModelConfig(image_backbone="small_cnn", image_size=32, image_fc_dims=(32, 32),
+                                     dropout=dropout))
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2.0)
     torch.save(net.state_dict(), path)
     return path
+
+
+def assert_same_training(slow, fast, rows: np.ndarray, min_code: float) -> None:
+    """Two Trainers after ``fit`` (over the maps, and on the fast path) hold the same weights and
+    logged numbers, and give the same image codes of ``rows`` from the maps (float rounding);
+    ``min_code``: the least mean |code|, so that untrained zeros do not pass."""
+    assert slow.fast is None and fast.fast is not None
+    for (name, a), b in zip(slow.model.state_dict().items(), fast.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():  # every item asked for, test queries included: the checkpoint's codes
+        maps = torch.from_numpy(slow.data.images[rows])
+        a, b = slow.model.encode_image(maps), fast.model.encode_image(maps)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert (torch.sign(a) == torch.sign(b)).float().mean() > 0.999
+    assert a.abs().mean() > min_code
+    assert len(slow.history) == len(fast.history) > 0
+    for r, s in zip(slow.history, fast.history):  # losses, mask density, validation MAP, probes
+        assert set(r) == set(s)
+        for k in r:
+            if k != "seconds":
+                assert r[k] == pytest.approx(s[k], abs=1e-4, rel=1e-4), k
+    assert fast.history[-1]["step"] == slow.history[-1]["step"] > 0
 
 
 # --------------------------------------------------------------------------- CLI

@@ -21,6 +21,8 @@ from adah.models.adah import build_backbone
 from adah.training.precomputed import ENV_SWITCH
 from adah.training.trainer import Trainer
 
+from helpers import assert_same_training
+
 N = 120
 
 
@@ -72,21 +74,7 @@ def test_fast_path_gives_the_codes_of_the_path_over_the_maps(tmp_path, cache, mo
     fast, fast_path = run(cfg, tmp_path / "fast", monkeypatch, fast=True)
     assert slow_path["path"] == "maps" and ENV_SWITCH in slow_path["reason"]
     assert fast_path["path"] == "precomputed" and fast.fast is not None and slow.fast is None
-    for (name, a), b in zip(slow.model.state_dict().items(), fast.model.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=name)
-    rows = np.arange(N)  # every item, test queries included, from the maps: the checkpoint's codes
-    with torch.no_grad():
-        maps = torch.from_numpy(slow.data.images[rows])
-        a, b = slow.model.encode_image(maps), fast.model.encode_image(maps)
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    assert (torch.sign(a) == torch.sign(b)).float().mean() > 0.999
-    assert a.abs().mean() > 0.05  # trained codes, not zeros
-    for r, s in zip(slow.history, fast.history):  # losses, mask density, validation MAP, probes
-        assert set(r) == set(s)
-        for k in r:
-            if k != "seconds":
-                assert r[k] == pytest.approx(s[k], abs=1e-4), k
-    assert fast.history[-1]["step"] == slow.history[-1]["step"] > 0
+    assert_same_training(slow, fast, np.arange(N), min_code=0.05)
 
 
 @pytest.mark.parametrize("overrides, reason", [

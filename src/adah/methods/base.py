@@ -8,6 +8,10 @@ through three hooks:
 * ``set_epoch(epoch)``: the learning rates of the epoch about to run;
 
 plus ``state_dict`` / ``load_state_dict`` (optimizers, buffers) so a resumed run continues exactly.
+A step runs the model's branches through :attr:`Method.branches` on the ``images`` it is given: the
+trainer's model over the data's images, or on the fast path (:mod:`adah.training.precomputed`:
+cached maps, a frozen backbone, no attention) the same parameters over pooled vectors computed once
+per item; the method computes the same thing either way and never needs to know which path runs.
 The model is the trainer's :class:`adah.models.ADAH` without attention (the same image backbones and
 text MLP as ADAH), so checkpoints, evaluation, indexes and the service work unchanged; a method may
 hold extra networks (SSAH's label network and discriminators) in its state.
@@ -119,6 +123,7 @@ class Method:
     and the training rows' positions (row number in the data -> position in the training split)."""
 
     name = ""
+    uses_image_features = False  # True: steps call branches.image_features (the fast path then keeps them too)
 
     def __init__(self, trainer: Any, options: Any) -> None:
         self.trainer = trainer
@@ -141,6 +146,14 @@ class Method:
         hashing = {id(p) for p in self.model.hashing_parameters()}
         self.image_params = [p for p in self.model.image.parameters() if id(p) in hashing]
         self.text_params = [p for p in self.model.text.parameters() if id(p) in hashing]
+
+    @property
+    def branches(self) -> torch.nn.Module:
+        """The branches as the trainer runs them (:attr:`adah.training.trainer.Trainer.branches`), to
+        call on a step's ``images``: ``branches.image(images)`` (the image BranchOutput),
+        ``branches(images, texts)`` (both), ``branches.image_features(images)`` (the images' own
+        features, with :attr:`uses_image_features`). The hash layers are the model's either way."""
+        return self.trainer.branches
 
     def hash_layer(self, modality: str) -> torch.nn.Module:
         """The last linear layer of a branch's hash head (its output then goes through tanh)."""

@@ -128,7 +128,7 @@ class DCMH(Method):
         """The image net's step on a batch, G and B fixed; the batch is kept for the text pass."""
         pos = self.positions(rows)
         sim = batch_similarity(self.similarity, labels, self.labels, pos)
-        _, f = self.taps["image"].output_of(lambda: self.model.image(images))
+        _, f = self.taps["image"].output_of(lambda: self.branches.image(images))
         terms = self._half_step(self.F, self.G, f, pos, sim, self.opt_image, self.image_params)
         self.pending.append(np.asarray(rows))
         out = {f"image_{k}": float(v.detach()) / len(pos) for k, v in terms.items() if k != "objective"}

@@ -69,6 +69,7 @@ def djsrh_terms(image_codes: torch.Tensor, text_codes: torch.Tensor, target: tor
 
 class DJSRH(Method):
     name = "djsrh"
+    uses_image_features = True
 
     def __init__(self, trainer) -> None:
         raw = {**DATASET_DEFAULTS.get(trainer.config.data.name, {}), **trainer.config.train.method_options}
@@ -79,20 +80,10 @@ class DJSRH(Method):
         self.opt_text = make_optimizer(o.optimizer, self.text_params, o.lr_text, momentum=o.momentum,
                                        weight_decay=o.weight_decay)
 
-    @torch.no_grad()
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The images' own features: vectors as they are, cached backbone maps averaged over their
-        cells; from pixels, the backbone's pooled maps (detached)."""
-        if images.ndim == 2:
-            return images.float()
-        if images.is_floating_point() and images.shape[1] != 3:
-            return images.float().mean(dim=(2, 3))
-        return self.model.image.feature_maps(images).float().mean(dim=(2, 3))
-
     def step(self, rows, images, texts, labels) -> dict[str, float]:
         o = self.opts
-        target = o.mu * joint_affinity(self.image_features(images), texts, o.beta, o.eta)
-        image_out, text_out = self.model(images, texts)
+        target = o.mu * joint_affinity(self.branches.image_features(images), texts, o.beta, o.eta)
+        image_out, text_out = self.branches(images, texts)
         terms = djsrh_terms(image_out.codes, text_out.codes, target)
         loss = terms["i2t"] + o.lambda1 * terms["i2i"] + o.lambda2 * terms["t2t"]
         self.check_finite(loss, "reconstruction")

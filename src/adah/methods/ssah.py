@@ -11,7 +11,9 @@ text networks. For each network * in {l, v (image), t (text)} (Eq. 3 and 5 of th
 
 with F^l, H^l of every training item kept as buffers. Two discriminators D^{v,l}, D^{t,l} learn to
 tell a modality's semantic features (target 0) from LabNet's (target 1); the image and text
-networks are trained to make theirs pass as LabNet's. B = sign(H^v + H^t + H^l) once an epoch.
+networks maximise the discriminators' loss on theirs (the min-max of the paper's Eq. 7).
+B = sign(H^v + H^t + H^l) once an epoch. Each term is a mean over its elements, as the authors'
+code takes them (J1, J2 over the batch x n pairs, quantization over the bits, labels over the classes).
 The semantic features of the image and text networks are the input of adah's hash layer (the
 last fc of the image head, the text MLP's output), so their sizes must agree; label prediction
 heads on them belong to this method. docs/methods.md lists the deviations.
@@ -26,13 +28,23 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from adah.errors import AdahError
-from adah.methods.base import METHODS, LayerTap, Method, MethodSpec, make_optimizer, parse_options
+from adah.methods.base import (
+    METHODS,
+    LayerTap,
+    Method,
+    MethodSpec,
+    make_optimizer,
+    parse_options,
+)
 from adah.methods.dcmh import batch_similarity, closed_form_codes, pairwise_nll
+
+ADVERSARIAL_FORMS = ("minimax", "nonsaturating")  # how the image and text nets meet the discriminators
 
 
 @dataclass
 class SSAHOptions:
-    """Weights as the authors' code (all 1); learning rates: its first values, held (see docs)."""
+    """Weights as the authors' code (all 1); learning rates: its first values, held, except LabNet's
+    (docs/methods.md: at 1e-2 its ReLU features die and its codes collapse)."""
 
     alpha: float = 1.0  # J1, semantic features
     gamma: float = 1.0  # J2, codes
@@ -41,16 +53,20 @@ class SSAHOptions:
     delta: float = 1.0  # adversarial (image and text networks)
     label_hidden: int = 4096  # LabNet: labels -> 4096 -> semantic features
     disc_hidden: int = 512  # discriminators: features -> disc_hidden -> disc_hidden -> 1 (paper: 4096)
-    lr_label: float = 1e-2
+    lr_label: float = 1e-3  # the authors' code: 1e-2 (a deviation, docs/methods.md)
     lr_image: float = 10 ** -4.5
     lr_text: float = 10 ** -3.5
     lr_disc: float = 1e-3
+    adversarial: str = "minimax"  # the paper's Eq. 7 | "nonsaturating" (the nets aim at target 1)
 
     def validate(self) -> None:
         if min(self.alpha, self.gamma, self.beta, self.eta, self.delta) < 0:
             raise AdahError("train.method_options: SSAH's loss weights must be >= 0")
         if self.label_hidden <= 0 or self.disc_hidden <= 0:
             raise AdahError("train.method_options.label_hidden and .disc_hidden must be positive")
+        if self.adversarial not in ADVERSARIAL_FORMS:
+            raise AdahError(f"train.method_options.adversarial must be one of {list(ADVERSARIAL_FORMS)}, "
+                            f"got {self.adversarial!r}")
 
 
 class LabelNet(nn.Module):
@@ -71,6 +87,19 @@ def discriminator(dim: int, hidden: int) -> nn.Module:
     """Semantic features (m, dim) -> (m,) logits: from LabNet (1) or from a modality (0)."""
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, 1), nn.Flatten(0))
+
+
+def adversarial_term(logits: torch.Tensor, form: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logged value, loss to minimise) of a modality net against its discriminator's ``logits``
+    on its semantic features. ``minimax`` (the paper's Eq. 7: the nets maximise the discriminator's
+    loss, target 0): its gradient vanishes as the discriminator grows sure; ``nonsaturating`` (the
+    nets minimise the loss of target 1): its gradient grows with the discriminator's certainty."""
+    if form == "minimax":
+        disc_loss = nnf.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+        return disc_loss, -disc_loss
+    fool = nnf.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    return fool, fool
+
 
 
 def ssah_terms(feat: torch.Tensor, codes: torch.Tensor, labels_hat: torch.Tensor, label_feat_all: torch.Tensor,
@@ -129,9 +158,11 @@ class SSAH(Method):
         opt.step()
 
     def _weighted(self, terms: dict[str, torch.Tensor], m: int) -> torch.Tensor:
+        """Each term a mean over its elements, as the authors' code (pairs, bits, labels)."""
         o, n = self.opts, len(self.train_rows)
+        bits, c = self.B.shape[1], self.labels.shape[1]
         return ((o.alpha * terms["j1"] + o.gamma * terms["j2"]) / (n * m)
-                + (o.beta * terms["quantization"] + o.eta * terms["label"]) / m)
+                + o.beta * terms["quantization"] / (m * bits) + o.eta * terms["label"] / (m * c))
 
     def step(self, rows, images, texts, labels) -> dict[str, float]:
         pos, m, buf = self.positions(rows), len(rows), self.buffers
@@ -145,7 +176,7 @@ class SSAH(Method):
         buf["F_label"][pos], buf["H_label"][pos] = f_l.detach(), h_l.detach()
         out["label_objective"] = float(label_loss.detach())
         # 2. the discriminators: LabNet's features (1) against each modality's (0)
-        (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.model.image(images)),
+        (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.branches.image(images)),
                                              self.taps["text"].output_of(lambda: self.model.text(texts)))
         codes, feats = {"image": image_out.codes, "text": text_out.codes}, {"image": f_i, "text": f_t}
         real = f_l.detach()
@@ -159,9 +190,8 @@ class SSAH(Method):
         for k in ("image", "text"):
             terms = ssah_terms(feats[k], codes[k], torch.sigmoid(self.nets[f"head_{k}"](feats[k])), buf["F_label"],
                                buf["H_label"], sim, self.B[pos], labels)
-            logits = self.nets[f"disc_{k}"](feats[k])
-            terms["adversarial"] = nnf.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-            loss = self._weighted(terms, m) + self.opts.delta * terms["adversarial"]
+            terms["adversarial"], adv = adversarial_term(self.nets[f"disc_{k}"](feats[k]), self.opts.adversarial)
+            loss = self._weighted(terms, m) + self.opts.delta * adv
             self._update(k, loss)
             buf[f"H_{k}"][pos] = codes[k].detach()
             out.update({f"{k}_{t}": float(v.detach()) for t, v in terms.items()})

@@ -124,6 +124,18 @@ class ADAH(nn.Module):
     def encode_text(self, texts: torch.Tensor) -> torch.Tensor:
         return self.text(texts).codes
 
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C) float: the images' own features, before any layer that trains (DJSRH's affinities):
+        feature vectors as they are; conv maps (cached, or the backbone's from pixels) averaged over
+        their cells."""
+        if self.image is None:
+            raise AdahError("this model was trained on text only (model.image_backbone='none'); "
+                            "it has no image features")
+        if images.ndim == 2:
+            return images.float()
+        return self.image.feature_maps(images).float().mean(dim=(2, 3))
+
     def attention_parameters(self) -> list[nn.Parameter]:
         """Parameters of G (both modalities); empty for the ``none`` variant."""
         image = list(self.image.attention.parameters()) if self.image is not None else []

@@ -11,6 +11,13 @@ optimiser steps, same random draws (dropout in D is applied to the same tensors 
 order), so the codes equal those of the path over the maps up to float rounding
 (``tests/test_photo_speed.py`` compares them).
 
+The deep baselines (``train.method``: :mod:`adah.methods`) take the same path: they train without
+attention, so the pooled attended part is the pooled map, and they run the branches through
+:attr:`adah.training.trainer.Trainer.branches`, which is :class:`PooledModel` here (its hash layer
+is the model's, so their layer taps see the same values). A method that reads the images' own
+features (DJSRH: the maps averaged over their cells, :meth:`adah.models.adah.ADAH.image_features`)
+gets them from an extra block of the table (``tests/test_methods_fast_path.py`` compares both paths).
+
 :func:`fast_path_reason` says why the fast path does not apply (None when it does); the trainer
 then keeps its path over the maps. It is off when anything before D can change from step to step
 or epoch to epoch: a trainable backbone or G, G steps, Gumbel noise or soft-mask epochs on the
@@ -49,8 +56,6 @@ def fast_path_reason(trainer: Trainer) -> str | None:
     cfg, model, data = trainer.config, trainer.model, trainer.data
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "off", "false", "no"):
         return f"switched off by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
-    if getattr(trainer, "method", None) is not None:
-        return f"train.method {cfg.train.method!r} computes its own loss on the branches"
     if model.image is None or data.images is None:
         return "no image branch"
     if getattr(data.images, "fit_model_config", None) is None:
@@ -75,7 +80,7 @@ def fast_path_reason(trainer: Trainer) -> str | None:
     if any(id(p) in trained or p.requires_grad and trainer.opt_max is not None for p in fixed):
         return "a part before D is trained"
     n = len(np.union1d(trainer.split.train, trainer.split.val))
-    need = n * (2 * math.prod(pooled_shape(trainer)) + 1) * 4
+    need = n * (2 * math.prod(pooled_shape(trainer)) + 1 + feature_columns(trainer)) * 4
     if need > MEMORY_BUDGET:
         return f"the pooled vectors would take {need / 2**30:.1f} GiB (more than {MEMORY_BUDGET / 2**30:.0f} GiB)"
     return None
@@ -89,9 +94,16 @@ def pooled_shape(trainer: Trainer) -> tuple[int, ...]:
         return tuple(trainer.model.image.backbone.pool(torch.zeros(1, c, h, w)).shape[1:])
 
 
+def feature_columns(trainer: Trainer) -> int:
+    """Columns of the images' own features the table keeps (the maps' channels) when the
+    trainer's method reads them (``Method.uses_image_features``); 0 otherwise."""
+    return int(trainer.data.images.shape[1]) if getattr(trainer.method, "uses_image_features", False) else 0
+
+
 class PooledRows:
-    """Rows of the precomputed table by dataset row: ``rows[idx]`` -> (k, 2 * D + 1) float32,
-    [pooled attended | pooled unattended | mask density]; AdahError for a row not precomputed."""
+    """Rows of the precomputed table by dataset row: ``rows[idx]`` -> (k, 2 * D + 1 + F) float32,
+    [pooled attended | pooled unattended | mask density | own features (F columns, maybe none)];
+    AdahError for a row not precomputed."""
 
     def __init__(self, table: np.ndarray, rows: np.ndarray, num_items: int) -> None:
         self.table = table
@@ -123,27 +135,36 @@ class PooledData(NamedTuple):
 class PooledModel(nn.Module):
     """The model's trainable parts over precomputed rows: ``forward(rows, texts)`` gives the same
     (image, text) BranchOutputs as ``model(maps, texts)`` (the image mask as each item's mask
-    density); ``encode_image`` / ``encode_text`` as the model's, for :func:`adah.evaluation.retrieval.encode`."""
+    density), ``image(rows)`` the same as ``model.image(maps)``, ``image_features(rows)`` the same
+    as ``model.image_features(maps)`` (when the table keeps them); ``encode_image`` / ``encode_text``
+    as the model's, for :func:`adah.evaluation.retrieval.encode`."""
 
-    def __init__(self, model: nn.Module, pooled_shape: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, pooled_shape: tuple[int, ...], feature_columns: int = 0) -> None:
         super().__init__()
         self.model, self.pooled_shape = model, tuple(pooled_shape)
+        self.feature_columns = feature_columns
         self.cfg = model.cfg
         self.has_image_branch = True
 
-    def _image(self, rows: torch.Tensor) -> BranchOutput:
+    def image(self, rows: torch.Tensor) -> BranchOutput:
         d, b = math.prod(self.pooled_shape), rows.shape[0]
         hash_ = self.model.image.hash
         codes = hash_(rows[:, :d].reshape(b, *self.pooled_shape))
         codes_hat = hash_(rows[:, d : 2 * d].reshape(b, *self.pooled_shape))
-        density = rows[:, 2 * d :]
+        density = rows[:, 2 * d : 2 * d + 1]
         return BranchOutput(codes, codes_hat, density, density)
 
+    def image_features(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.feature_columns:
+            raise AdahError("the fast path's table holds no image features: the training method does not declare "
+                            "uses_image_features")
+        return rows[:, 2 * math.prod(self.pooled_shape) + 1 :]
+
     def forward(self, rows: torch.Tensor, texts: torch.Tensor) -> tuple[BranchOutput, BranchOutput]:
-        return self._image(rows), self.model.text(texts)  # image first: dropout draws in the same order
+        return self.image(rows), self.model.text(texts)  # image first: dropout draws in the same order
 
     def encode_image(self, rows: torch.Tensor) -> torch.Tensor:
-        return self._image(rows).codes
+        return self.image(rows).codes
 
     def encode_text(self, texts: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(texts)
@@ -159,7 +180,8 @@ class Precomputed:
         self.rows = np.union1d(trainer.split.train, trainer.split.val).astype(np.int64)
         self._data: PooledData | None = None
         self.pooled_shape = pooled_shape(trainer)
-        self.net = PooledModel(trainer.model, self.pooled_shape)
+        self.feature_columns = feature_columns(trainer)
+        self.net = PooledModel(trainer.model, self.pooled_shape, self.feature_columns)
         self._probes: dict | None = None
 
     @property
@@ -172,7 +194,7 @@ class Precomputed:
 
     @torch.no_grad()
     def _compute(self) -> np.ndarray:
-        """One pass over the cache: [pooled attended | pooled unattended | mask density] per row."""
+        """One pass over the cache: [pooled attended | pooled unattended | mask density | own features] per row."""
         from adah.utils.runtime import keep_freed_memory
 
         keep_freed_memory()  # a compact cache's last block runs on every read: no page faults per batch
@@ -181,7 +203,7 @@ class Precomputed:
         was_training = img.training
         img.eval()  # G's gate without noise, BatchNorm of the frozen backbone as always
         d = math.prod(self.pooled_shape)
-        table = np.empty((len(self.rows), 2 * d + 1), dtype=np.float32)
+        table = np.empty((len(self.rows), 2 * d + 1 + self.feature_columns), dtype=np.float32)
         bar = progress_bar(total=len(self.rows), unit="item", desc="pooled parts (once)",
                            disable=not t.config.train.progress or not t.dist.is_main, leave=False)
         try:
@@ -193,7 +215,8 @@ class Precomputed:
                     parts = tuple(img.backbone.pool(p) for p in parts)
                 b = maps.shape[0]
                 density = att.mask.detach().float().reshape(b, -1).mean(1, keepdim=True)
-                block = torch.cat([parts[0].reshape(b, -1), parts[1].reshape(b, -1), density], 1).float()
+                own = [t.model.image_features(maps)] if self.feature_columns else []
+                block = torch.cat([parts[0].reshape(b, -1), parts[1].reshape(b, -1), density, *own], 1).float()
                 if not torch.isfinite(block).all():
                     raise AdahError(f"rows {self.rows[lo]}..: the pooled parts of the cached maps are not finite")
                 table[lo : lo + b] = block.cpu().numpy()

@@ -163,6 +163,14 @@ class Trainer:
             self.net = self.fast.net
             self.probe_diagnostics = functools.partial(self.fast.probe_diagnostics, self.probe_diagnostics)
 
+    @property
+    def branches(self) -> torch.nn.Module:
+        """What a training step runs the branches with on the batches :meth:`_batch` gives: the model
+        over the data's images, or on the fast path :class:`adah.training.precomputed.PooledModel`
+        over the precomputed rows (the same parameters, the same outputs up to float rounding); both
+        answer ``branches(images, texts)``, ``branches.image(images)``, ``branches.image_features(images)``."""
+        return self.fast.net if self.fast else self.model
+
     def _set_learning_rates(self) -> None:
         """Step decay: base lr * gamma ** (epoch // lr_step_epochs) for both optimizers."""
         tc = self.config.train
@@ -293,7 +301,7 @@ class Trainer:
         if len(self.split.val) == 0:
             return {}
         kw = {"device": self.device, "batch_size": 256}
-        model, data = (self.fast.net, self.fast.data) if self.fast else (self.model, self.data)
+        model, data = self.branches, (self.fast.data if self.fast else self.data)
         q = encode_sharded(model, data, self.split.val, self.dist, **kw)
         db = encode_sharded(model, data, self.split.train, self.dist, **kw)
         return validation_scores(q, db, self.val_directions, self.config.loss.similarity)
