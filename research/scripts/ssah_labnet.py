@@ -7,15 +7,19 @@ items by label, the distinct codes and the items whose semantic features are all
 
 (BETA 1 is the quantization weight of SSAH before the fix; 1/32 its mean over 32 bits after it.)
 """
-import sys, json
-import numpy as np, torch
+import json
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from adah.config import Config
 from adah.data.registry import make_split
-from adah.features.dataset import load_dataset
-from adah.methods.ssah import LabelNet, ssah_terms
-from adah.methods.dcmh import batch_similarity, closed_form_codes
 from adah.evaluation.metrics import mean_average_precision as MAP
+from adah.features.dataset import load_dataset
+from adah.methods.dcmh import batch_similarity, closed_form_codes
+from adah.methods.ssah import LabelNet, ssah_terms
 
 lr = float(sys.argv[1]); steps = int(sys.argv[2]); beta = float(sys.argv[3]); init = sys.argv[4] if len(sys.argv) > 4 else "torch"
 cfg = Config.load("wiki").override({"data.root": "/work/shared/data"}).validate()

@@ -6,16 +6,27 @@ text losses on one batch. Usage (repository root, ADAH data under /work/shared/d
     PYTHONPATH=src python research/scripts/ssah_probe.py EPOCHS [dotted.key=JSON ...]
     e.g. ... ssah_probe.py 5 train.method_options.delta=0 'train.method_options.adversarial="nonsaturating"'
 """
-import sys, json
-import numpy as np, torch
+import json
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
+import torch.nn.functional as nnf
+
 from adah.config import Config
 from adah.data.registry import make_split
-from adah.features.dataset import load_dataset
-from adah.training.similarity import with_label_policy
-from adah.methods import method_overrides, build_method
-from adah.training.trainer import Trainer
 from adah.evaluation.metrics import mean_average_precision as MAP
+from adah.features.dataset import load_dataset
+from adah.methods import build_method, method_overrides
+from adah.training.similarity import with_label_policy
+from adah.training.trainer import Trainer
+
+try:
+    from adah.methods.ssah import adversarial_term
+except ImportError:  # ssah.py before the fix
+    adversarial_term = None
 
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 sets = dict(a.split("=", 1) for a in sys.argv[2:])
@@ -36,14 +47,18 @@ def grad_norms():
     images, texts, labels = tr._batch(rows)
     pos = m.positions(rows)
     from adah.methods.dcmh import batch_similarity
-    from adah.methods.ssah import adversarial_term, ssah_terms
+    from adah.methods.ssah import ssah_terms
     sim = batch_similarity(m.similarity, labels, m.labels, pos)
     res = {}
-    n, mm, o = len(m.train_rows), len(rows), m.opts
+    mm, o = len(rows), m.opts
     for k, fwd, params in (("image", lambda: m.model.image(images), m.image_params), ("text", lambda: m.model.text(texts), m.text_params)):
         out, f = m.taps[k].output_of(fwd)
         terms = ssah_terms(f, out.codes, torch.sigmoid(m.nets[f"head_{k}"](f)), m.buffers["F_label"], m.buffers["H_label"], sim, m.B[pos], labels)
-        _, terms["adversarial"] = adversarial_term(m.nets[f"disc_{k}"](f), o.adversarial)
+        logits = m.nets[f"disc_{k}"](f)
+        if adversarial_term is None:  # ssah.py before the fix (b263ee0): the non-saturating form only
+            terms["adversarial"] = nnf.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        else:
+            _, terms["adversarial"] = adversarial_term(logits, o.adversarial)
         zero = {t: torch.zeros(()) for t in ("j1", "j2", "quantization", "label")}
         for t, v in terms.items():
             weighted = o.delta * v if t == "adversarial" else m._weighted({**zero, t: v}, mm)  # the method's own weights
