@@ -52,7 +52,7 @@ def test_ssah_codes_retrieve_by_label_on_a_small_labelled_set(tmp_path):
         {"train.batch_size": 32, "train.method_options": {"label_hidden": 256, "disc_hidden": 64}})
     torch.manual_seed(0)
     trainer = Trainer(cfg, data, split, tmp_path / "run", method=build_method)
-    for _ in range(3):
+    for _ in range(6):
         trainer.run_epoch()
     method = trainer.method
     labels = method.labels.numpy()
@@ -63,7 +63,7 @@ def test_ssah_codes_retrieve_by_label_on_a_small_labelled_set(tmp_path):
     chance = mean_average_precision(*(sign(torch.randn(len(labels), 16, generator=g)) for _ in range(2)), labels, labels)
     assert mean_average_precision(sign(label_codes), sign(label_codes), labels, labels) > 0.95, "LabNet collapsed"
     image, text = sign(method.buffers["H_image"]), sign(method.buffers["H_text"])
-    # measured: 1.0, 0.61, 0.35 against chance ~0.21; with the old settings (LabNet lr 1e-2,
-    # non-saturating adversarial, quantization and label terms per item) 0.58, 0.40, 0.24
+    # measured: LabNet 1.0, image 0.66, text 0.34 against chance ~0.21; with the old settings (LabNet
+    # lr 1e-2, non-saturating adversarial, quantization per item) 0.81, 0.54, 0.26
     assert mean_average_precision(image, sign(label_codes), labels, labels) > chance + 0.25
-    assert mean_average_precision(text, sign(label_codes), labels, labels) > chance + 0.08
+    assert mean_average_precision(text, sign(label_codes), labels, labels) > chance + 0.09
