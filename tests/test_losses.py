@@ -124,11 +124,15 @@ def test_swapped_codes_give_a_positive_cross_modal_term():
 
 def test_detached_queries_stop_gradient_to_query_codes():
     labels = torch.tensor([[1.0, 0], [0, 1], [1, 0]])
-    img = torch.randn(3, 4, requires_grad=True)
-    txt = torch.randn(3, 4, requires_grad=True)
-    img_hat = torch.randn(3, 4, requires_grad=True)
+    sign = torch.tensor([[1.0], [-1.0], [1.0]])  # class 0: +, class 1: -
+    img = (sign * torch.ones(3, 4)).requires_grad_()
+    txt = (sign * torch.ones(3, 4)).requires_grad_()
+    # the unattended image codes sit on the other class: every t2i_hat triplet is violated, so the
+    # term is positive and must send gradient to img_hat (random codes could leave it at 0)
+    img_hat = (-sign * torch.ones(3, 4)).requires_grad_()
     terms = adah_objective(_branch(img, img_hat), _branch(txt, txt.detach()), labels, LossConfig(),
                            adversarial=("t2i_hat",), detach_queries_of_adversarial=True)
+    assert float(terms["t2i_hat"]) > 0
     terms["t2i_hat"].backward()
     assert txt.grad is None
     assert img_hat.grad is not None and img_hat.grad.abs().sum() > 0
