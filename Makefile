@@ -24,7 +24,7 @@ demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper
 
 # the whole suite runs in TEST_WORKERS pytest-xdist workers: many tests wait on servers and
 # subprocesses, so 3 workers keep 2 cores busy; the Milvus-server tests share one worker
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
