@@ -23,7 +23,7 @@ demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper
 	$(BIN)/adah demo --out runs/demo
 
 # the whole suite runs in TEST_WORKERS pytest-xdist workers: many tests wait on servers and
-# subprocesses, so 3 workers keep 2 cores busy; the Milvus-server tests share one worker
+# subprocesses, so 4 workers keep 2 cores busy; the Milvus-server tests run in two groups (a server each)
 TEST_WORKERS ?= 4
 
 test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
