@@ -26,7 +26,7 @@ demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper
 # subprocesses, so 4 workers keep 2 cores busy; the Milvus-server tests run in two groups (a server each)
 TEST_WORKERS ?= 4
 
-test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
+test: setup  ## the whole test suite, the browser test included (about 4.5 minutes on 2 CPU cores)
 	@$(MAKE) --no-print-directory e2e-setup || echo "warning: chromium could not be installed; tests/test_browser.py will be skipped"
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
