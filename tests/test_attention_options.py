@@ -18,7 +18,8 @@ from adah.config import PRESETS, AttentionConfig, Config
 from adah.errors import AdahError
 from adah.models.attention import ChannelAttention, FeatureAttention, SpatialAttention, attention_kwargs
 from adah.models.parts import check_parts
-from adah.training.trainer import Trainer, normalised_entropy
+from adah.training.diagnostics import normalised_entropy
+from adah.training.trainer import Trainer
 
 from helpers import tiny_config
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from adah.cli import app
 from adah.errors import AdahError
 from adah.recipes.fit import fit_config, held_out_warnings
-from adah.training.trainer import _format_record
+from adah.training.diagnostics import format_record
 from serve_support import COCO, needs_coco
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 220)}
@@ -155,9 +155,9 @@ def test_held_out_warnings():
 def test_epoch_line_names_the_selection_metric_and_only_attended_masks():
     r = {"epoch": 3, "objective": 0.5, "mask_image": 0.5, "mask_text": 1.0, "val_map": 0.4, "val_map_i2t": 0.3,
          "val_map_t2i": 0.5, "seconds": 1.0}
-    none = _format_record(r, "mean R@1/5/10", "")
+    none = format_record(r, "mean R@1/5/10", "")
     assert "val mean R@1/5/10 (selects best.pt) I->T 0.3000 T->I 0.5000" in none and "mask" not in none
-    assert "mask I 0.50 |" in _format_record(r, "MAP", "I") and "mask I/T 0.50/1.00" in _format_record(r, "MAP", "IT")
+    assert "mask I 0.50 |" in format_record(r, "MAP", "I") and "mask I/T 0.50/1.00" in format_record(r, "MAP", "IT")
 
 
 def _modes(out: Path) -> set[tuple[str, int]]:

@@ -29,14 +29,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from adah.errors import AdahError
-from adah.methods.base import (
-    METHODS,
-    LayerTap,
-    Method,
-    MethodSpec,
-    make_optimizer,
-    parse_options,
-)
+from adah.methods.base import METHODS, LayerTap, Method, MethodSpec, make_optimizer, parse_options
 from adah.methods.dcmh import batch_similarity, closed_form_codes, pairwise_nll
 
 ADVERSARIAL_FORMS = ("minimax", "nonsaturating")  # how the image and text nets meet the discriminators
@@ -100,7 +93,6 @@ def adversarial_term(logits: torch.Tensor, form: str) -> tuple[torch.Tensor, tor
         return disc_loss, -disc_loss
     fool = nnf.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
     return fool, fool
-
 
 
 def ssah_terms(feat: torch.Tensor, codes: torch.Tensor, labels_hat: torch.Tensor, label_feat_all: torch.Tensor,

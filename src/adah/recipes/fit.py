@@ -176,7 +176,8 @@ def prepare_out(out: Path, overwrite: bool) -> bool:
 
 def check_unfinished(out: Path, cfg: Config, data) -> None:
     """Refuse to continue an unfinished fit in ``out`` with other settings than it was started with."""
-    from adah.training.trainer import check_resume_config, complete_config
+    from adah.training.checkpoint import check_resume_config
+    from adah.training.trainer import complete_config
 
     saved = out / "config.json"
     try:

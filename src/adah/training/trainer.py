@@ -45,8 +45,6 @@ from adah.utils.runtime import amp_policy, autocast, batch_tensors, resolve_devi
 from adah.training.checkpoint import RESUMABLE_CHANGES, check_resume_config, link_atomically  # noqa: F401
 from adah.training.diagnostics import PROBE_ROWS, normalised_entropy  # noqa: F401
 
-_format_record = format_record  # the old private name (tests)
-
 
 @dataclass
 class TrainResult:
