@@ -37,6 +37,7 @@ from adah.errors import AdahError
 from adah.training.diagnostics import probe_diagnostics
 from adah.training.precomputed import BATCH, MEMORY_BUDGET, HeldData, HeldRows, fixed_maps_reason
 from adah.utils.progress import progress_bar
+from adah.utils.runtime import keep_freed_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from adah.training.trainer import Trainer
@@ -81,9 +82,7 @@ class HeldMaps:
         batches of :data:`BATCH` rows (the last one filled up with rows before it). A compact cache
         runs its 1x1 conv on each read; on the CPU that gives the same bits for a row in any batch of
         16 rows or more but not in smaller ones (measured on fashion_products448: up to 1e-5 apart), so
-        the held maps are exactly what the training batches of that size read over the cache."""
-        from adah.utils.runtime import keep_freed_memory
-
+        the held maps are exactly what training batches of 16 rows or more read over the cache."""
         keep_freed_memory()  # G's steps allocate and free maps-sized tensors: no page faults per batch
         t = self.trainer
         images = t.data.images
