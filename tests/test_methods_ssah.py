@@ -94,7 +94,8 @@ def test_ssah_codes_retrieve_by_label_on_a_small_labelled_set(tmp_path):
     chance = mean_average_precision(*(sign(torch.randn(len(labels), 16, generator=g)) for _ in range(2)), labels, labels)
     assert mean_average_precision(sign(label_codes), sign(label_codes), labels, labels) > 0.95, "LabNet collapsed"
     image, text = sign(method.buffers["H_image"]), sign(method.buffers["H_text"])
-    # measured: LabNet 1.0, image 0.66, text 0.34 against chance ~0.21; with the old settings (LabNet
-    # lr 1e-2, non-saturating adversarial, quantization per item) 0.81, 0.54, 0.26
-    assert mean_average_precision(image, sign(label_codes), labels, labels) > chance + 0.25
+    # measured: LabNet 1.0, image 0.86, text 0.37 against chance 0.22 (before issue 31's photo-set
+    # change, ReLU LabNet features, one LabNet step a batch, image lr 10^-4.5: 1.0, 0.66, 0.34; with the
+    # first settings, LabNet lr 1e-2, non-saturating adversarial, quantization per item: 0.81, 0.54, 0.26)
+    assert mean_average_precision(image, sign(label_codes), labels, labels) > chance + 0.5
     assert mean_average_precision(text, sign(label_codes), labels, labels) > chance + 0.09
