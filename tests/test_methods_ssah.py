@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from adah.errors import AdahError
 from adah.config import Config
 from adah.data.base import CrossModalData, random_split
+from adah.errors import AdahError
 from adah.evaluation.metrics import mean_average_precision
 from adah.methods import build_method, method_overrides
 from adah.methods.dcmh import pairwise_nll

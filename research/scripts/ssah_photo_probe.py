@@ -7,15 +7,14 @@ items by label, validation MAP.
 Usage (repository root; the 448-px map cache of the main checkout is read, never written):
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python research/scripts/ssah_photo_probe.py EPOCHS [dotted.key=JSON ...]
-    e.g. ... ssah_photo_probe.py 40 train.method_options.feature_act='"relu"'
+    e.g. ... ssah_photo_probe.py 40 train.method_options.label_act='"relu"' train.method_options.label_steps=1
 
-CONFIG=coco_mini (environment) probes coco_mini; FEATURES overrides the cache folder.
+CONFIG=coco_mini (environment) probes coco_mini; FEATURES overrides the cache folder; SEED the seed.
 """
 import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 torch.set_num_threads(1)
@@ -33,7 +32,7 @@ epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 sets = {k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
 cfg = with_label_policy(Config.load(name).override(method_overrides("ssah")).override(
     {"data.root": "/work/shared/data", "data.options.features": features, "train.epochs": epochs,
-     "train.seed": int(os.environ.get("SEED", 0)), "train.progress": False, **sets}).validate())
+     "train.seed": int(os.environ.get("SEED", "0")), "train.progress": False, **sets}).validate())
 data = load_dataset(cfg.data, progress=False)
 split = make_split(cfg.data, len(data))
 tr = Trainer(cfg, data, split, f"runs/ssah-photo-probe-{name}", method=build_method)
@@ -48,8 +47,8 @@ def features_of(k: str) -> torch.Tensor:
     out = []
     for lo in range(0, len(split.train), 256):
         images, texts, _ = tr._batch(split.train[lo:lo + 256])
-        fwd = (lambda: m.branches.image(images)) if k == "image" else (lambda: m.model.text(texts))
-        out.append(m.taps[k].output_of(fwd)[1])
+        x, net = (images, m.branches.image) if k == "image" else (texts, m.model.text)
+        out.append(m.taps[k].output_of(lambda: net(x))[1])  # noqa: B023 (called at once)
     return torch.cat(out)
 
 
