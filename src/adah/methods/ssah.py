@@ -13,8 +13,10 @@ with F^l, H^l of every training item kept as buffers. Two discriminators D^{v,l}
 tell a modality's semantic features (target 0) from LabNet's (target 1); the image and text
 networks maximise the discriminators' loss on theirs (the min-max of the paper's Eq. 7).
 B = sign(H^v + H^t + H^l) once an epoch. J1 and J2 are means over the batch x n pairs and the
-quantization a mean over the bits, as the authors' code takes them; the label term is summed over
-the classes (docs/methods.md lists this and the other deviations, with the measurements behind them).
+quantization a mean over the bits; the label term is summed over the classes. LabNet's semantic
+features are linear by default (the authors' code: ReLU; with ReLU on both sides Delta >= 0 and on
+one-label sets with many classes the supports go disjoint, every Delta 0) and LabNet takes several
+steps a batch (docs/methods.md lists these and the other deviations, with the measurements behind them).
 The semantic features of the image and text networks are the input of adah's hash layer (the
 last fc of the image head, the text MLP's output), so their sizes must agree; label prediction
 heads on them belong to this method. docs/methods.md lists the deviations.
@@ -39,7 +41,8 @@ LABEL_ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity, "tanh": nn.Tanh}  #
 @dataclass
 class SSAHOptions:
     """Weights as the authors' code (all 1); learning rates: its first values, held, except LabNet's
-    (docs/methods.md: at 1e-2 its ReLU features die and its codes collapse)."""
+    (docs/methods.md: at 1e-2 its codes collapse) and the image net's (the text net's 10^-3.5: adah's
+    image net is a fresh fc head, not a pretrained CNN-F); LabNet's features and steps: docs/methods.md."""
 
     alpha: float = 1.0  # J1, semantic features
     gamma: float = 1.0  # J2, codes
