@@ -5,9 +5,13 @@ items by label, the distinct codes and the items whose semantic features are all
 
     PYTHONPATH=src python research/scripts/ssah_labnet.py LR STEPS BETA [small]
 
+CONFIG=fashion_products (environment) takes that set's training labels (default wiki); ACT=linear
+or tanh LabNet's semantic feature activation (default relu, the authors' code).
+
 (BETA 1 is the quantization weight of SSAH before the fix; 1/32 its mean over 32 bits after it.)
 """
 import json
+import os
 import sys
 
 import numpy as np
@@ -22,13 +26,16 @@ from adah.methods.dcmh import batch_similarity, closed_form_codes
 from adah.methods.ssah import LabelNet, ssah_terms
 
 lr = float(sys.argv[1]); steps = int(sys.argv[2]); beta = float(sys.argv[3]); init = sys.argv[4] if len(sys.argv) > 4 else "torch"
-cfg = Config.load("wiki").override({"data.root": "/work/shared/data"}).validate()
+name = os.environ.get("CONFIG", "wiki")
+cfg = Config.load(name).override({"data.root": "/work/shared/data"}).validate()
+if name != "wiki":  # the labels only: read from the 448-px map cache of the main checkout
+    cfg = cfg.override({"data.options.features": f"/work/main/runs/features/{name}448"}).validate()
 data = load_dataset(cfg.data, progress=False)
 split = make_split(cfg.data, len(data))
 L = torch.from_numpy(np.asarray(data.labels[split.train], dtype=np.float32))
-n, C, d, bits = len(L), L.shape[1], 512, 32
+n, C, d, bits = len(L), L.shape[1], 512 if name == "wiki" else 256, 32
 torch.manual_seed(0)
-net = LabelNet(C, 4096, d, bits)
+net = LabelNet(C, 4096, d, bits, os.environ.get("ACT", "relu"))
 if init == "small":
     for mod in net.modules():
         if isinstance(mod, torch.nn.Linear):

@@ -13,8 +13,10 @@ with F^l, H^l of every training item kept as buffers. Two discriminators D^{v,l}
 tell a modality's semantic features (target 0) from LabNet's (target 1); the image and text
 networks maximise the discriminators' loss on theirs (the min-max of the paper's Eq. 7).
 B = sign(H^v + H^t + H^l) once an epoch. J1 and J2 are means over the batch x n pairs and the
-quantization a mean over the bits, as the authors' code takes them; the label term is summed over
-the classes (docs/methods.md lists this and the other deviations, with the measurements behind them).
+quantization a mean over the bits; the label term is summed over the classes. LabNet's semantic
+features are linear by default (the authors' code: ReLU; with ReLU on both sides Delta >= 0 and on
+one-label sets with many classes the supports go disjoint, every Delta 0) and LabNet takes several
+steps a batch (docs/methods.md lists these and the other deviations, with the measurements behind them).
 The semantic features of the image and text networks are the input of adah's hash layer (the
 last fc of the image head, the text MLP's output), so their sizes must agree; label prediction
 heads on them belong to this method. docs/methods.md lists the deviations.
@@ -33,12 +35,14 @@ from adah.methods.base import METHODS, LayerTap, Method, MethodSpec, make_optimi
 from adah.methods.dcmh import batch_similarity, closed_form_codes, pairwise_nll
 
 ADVERSARIAL_FORMS = ("minimax", "nonsaturating")  # how the image and text nets meet the discriminators
+LABEL_ACTIVATIONS = {"relu": nn.ReLU, "linear": nn.Identity, "tanh": nn.Tanh}  # LabNet's semantic feature layer
 
 
 @dataclass
 class SSAHOptions:
     """Weights as the authors' code (all 1); learning rates: its first values, held, except LabNet's
-    (docs/methods.md: at 1e-2 its ReLU features die and its codes collapse)."""
+    (docs/methods.md: at 1e-2 its codes collapse) and the image net's (the text net's 10^-3.5: adah's
+    image net is a fresh fc head, not a pretrained CNN-F); LabNet's features and steps: docs/methods.md."""
 
     alpha: float = 1.0  # J1, semantic features
     gamma: float = 1.0  # J2, codes
@@ -48,27 +52,33 @@ class SSAHOptions:
     label_hidden: int = 4096  # LabNet: labels -> 4096 -> semantic features
     disc_hidden: int = 512  # discriminators: features -> disc_hidden -> disc_hidden -> 1 (paper: 4096)
     lr_label: float = 1e-3  # the authors' code: 1e-2 (a deviation, docs/methods.md)
-    lr_image: float = 10 ** -4.5
+    lr_image: float = 10 ** -3.5  # the authors' code: 10^-4.5, fine-tuning CNN-F (a deviation, docs/methods.md)
     lr_text: float = 10 ** -3.5
     lr_disc: float = 1e-3
     adversarial: str = "minimax"  # the paper's Eq. 7 | "nonsaturating" (the nets aim at target 1)
+    label_steps: int = 5  # LabNet steps a batch (the authors' code: up to 10 passes over the data an epoch)
+    label_act: str = "linear"  # LabNet's semantic features: "relu" (the authors' code) | "linear" | "tanh"
 
     def validate(self) -> None:
         if min(self.alpha, self.gamma, self.beta, self.eta, self.delta) < 0:
             raise AdahError("train.method_options: SSAH's loss weights must be >= 0")
-        if self.label_hidden <= 0 or self.disc_hidden <= 0:
-            raise AdahError("train.method_options.label_hidden and .disc_hidden must be positive")
+        if min(self.label_hidden, self.disc_hidden, self.label_steps) <= 0:
+            raise AdahError("train.method_options.label_hidden, .disc_hidden and .label_steps must be positive")
         if self.adversarial not in ADVERSARIAL_FORMS:
             raise AdahError(f"train.method_options.adversarial must be one of {list(ADVERSARIAL_FORMS)}, "
                             f"got {self.adversarial!r}")
+        if self.label_act not in LABEL_ACTIVATIONS:
+            raise AdahError(f"train.method_options.label_act must be one of {list(LABEL_ACTIVATIONS)}, "
+                            f"got {self.label_act!r}")
 
 
 class LabelNet(nn.Module):
     """Labels (m, C) -> semantic features (m, d), codes (m, bits) in (-1, 1), labels_hat (m, C)."""
 
-    def __init__(self, num_labels: int, hidden: int, dim: int, bits: int) -> None:
+    def __init__(self, num_labels: int, hidden: int, dim: int, bits: int, act: str = "relu") -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Linear(num_labels, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU())
+        self.features = nn.Sequential(nn.Linear(num_labels, hidden), nn.ReLU(), nn.Linear(hidden, dim),
+                                      LABEL_ACTIVATIONS[act]())
         self.hash = nn.Linear(dim, bits)
         self.label = nn.Linear(dim, num_labels)
 
@@ -123,7 +133,7 @@ class SSAH(Method):
         n, bits, c = len(self.train_rows), cfg.model.bits, labels.shape[1]
         self.taps = {k: LayerTap(self.hash_layer(k), "input") for k in ("image", "text")}
         self.nets = nn.ModuleDict({
-            "label": LabelNet(c, o.label_hidden, dim_i, bits), "head_image": nn.Linear(dim_i, c),
+            "label": LabelNet(c, o.label_hidden, dim_i, bits, o.label_act), "head_image": nn.Linear(dim_i, c),
             "head_text": nn.Linear(dim_t, c), "disc_image": discriminator(dim_i, o.disc_hidden),
             "disc_text": discriminator(dim_t, o.disc_hidden)}).to(self.device)
         self.buffers = {"F_label": torch.randn(n, dim_i, device=self.device)}
@@ -162,11 +172,12 @@ class SSAH(Method):
         sim = batch_similarity(self.similarity, labels, self.labels, pos)
         out: dict[str, float] = {}
         # 1. LabNet
-        f_l, h_l, l_hat = self.nets["label"](labels)
-        terms = ssah_terms(f_l, h_l, l_hat, buf["F_label"], buf["H_label"], sim, self.B[pos], labels)
-        label_loss = self._weighted(terms, m)
-        self._update("label", label_loss)
-        buf["F_label"][pos], buf["H_label"][pos] = f_l.detach(), h_l.detach()
+        for _ in range(self.opts.label_steps):
+            f_l, h_l, l_hat = self.nets["label"](labels)
+            terms = ssah_terms(f_l, h_l, l_hat, buf["F_label"], buf["H_label"], sim, self.B[pos], labels)
+            label_loss = self._weighted(terms, m)
+            self._update("label", label_loss)
+            buf["F_label"][pos], buf["H_label"][pos] = f_l.detach(), h_l.detach()
         out["label_objective"] = float(label_loss.detach())
         # 2. the discriminators: LabNet's features (1) against each modality's (0)
         (image_out, f_i), (text_out, f_t) = (self.taps["image"].output_of(lambda: self.branches.image(images)),
