@@ -10,7 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch loads: one thread in each worker and each
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # process it starts
+        os.environ[_name] = "1"  # (4 workers on 2 cores: more threads only spin against each other)
+
+import torch  # noqa: E402
 
 from adah.data.base import random_split
 from adah.data.scenes import make_scenes
@@ -61,7 +66,29 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_group(nodeid, config.rootpath) or super()._split_scope(nodeid)
 
+    config.option.loadscopereorder = False  # keep the order of pytest_collection_modifyitems
     return Groups(config, log)
+
+
+def run_order(item: pytest.Item) -> int:
+    """Where a test goes in the run, so that under xdist the longest work starts first and the end
+    of the run is short tests on every worker: the two Milvus-server groups (minutes of waiting on
+    the server), then the slow and e2e tests, then the rest."""
+    if xdist_group(item.nodeid, item.config.rootpath) in ("milvus-server-a", "milvus-server-b"):
+        return 0
+    return 1 if item.get_closest_marker("slow") or item.get_closest_marker("e2e") else 2
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, each worker sorts its collection by :func:`run_order` (the controller schedules
+    in that order); a group's tests keep their order and go where its first test ranks."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank: dict[str, int] = {}
+    for item in items:
+        key = xdist_group(item.nodeid, config.rootpath) or item.nodeid
+        rank[key] = min(rank.get(key, 3), run_order(item))
+    items.sort(key=lambda item: rank[xdist_group(item.nodeid, config.rootpath) or item.nodeid])
 
 
 @pytest.fixture(scope="session")

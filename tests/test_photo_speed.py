@@ -83,10 +83,12 @@ def test_fast_path_gives_the_codes_of_the_path_over_the_maps(tmp_path, cache, mo
     ({"attention.soft_epochs": 1}, "soft_epochs"),
 ])
 def test_fast_path_switches_itself_off_and_says_why(tmp_path, cache, monkeypatch, overrides, reason):
+    """G's mask changes: the pooled path is off, saying why; the maps, still fixed, are held in
+    memory instead (adah.training.held_maps, tests/test_paper_g_speed.py)."""
     weights, folder = cache
     cfg = config(weights, folder, **{"train.epochs": 1, "train.max_batches_per_epoch": 1, **overrides})
     trainer, path = run(cfg, tmp_path / "run", monkeypatch, fast=True)
-    assert trainer.fast is None and path["path"] == "maps" and reason in path["reason"]
+    assert type(trainer.fast).__name__ == "HeldMaps" and path["path"] == "held_maps" and reason in path["reason"]
 
 
 def test_fast_path_is_off_on_pixels(tmp_path, cache, monkeypatch):

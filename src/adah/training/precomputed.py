@@ -19,7 +19,8 @@ features (DJSRH: the maps averaged over their cells, :meth:`adah.models.adah.ADA
 gets them from an extra block of the table (``tests/test_methods_fast_path.py`` compares both paths).
 
 :func:`fast_path_reason` says why the fast path does not apply (None when it does); the trainer
-then keeps its path over the maps. It is off when anything before D can change from step to step
+then tries :mod:`adah.training.held_maps` (G, pooling and D over the maps held in memory: what
+G steps need) before its path over the maps. It is off when anything before D can change from step to step
 or epoch to epoch: a trainable backbone or G, G steps, Gumbel noise or soft-mask epochs on the
 image mask, the data not being cached maps, a data-parallel run, bf16 autocast, or pooled vectors
 that would not fit in :data:`MEMORY_BUDGET`. ``ADAH_FAST_PATH=0`` in the environment switches it off.
@@ -51,8 +52,9 @@ MEMORY_BUDGET = 8 << 30  # bytes of pooled vectors (float32) the fast path may h
 BATCH = 32  # items per batch of the one pass over the cache
 
 
-def fast_path_reason(trainer: Trainer) -> str | None:
-    """Why training cannot run D on precomputed pooled vectors (None: it can)."""
+def fixed_maps_reason(trainer: Trainer) -> str | None:
+    """Why the backbone's maps of an item are not a fixed array the trainer may hold (None: they
+    are): what both fast paths need, this one and :mod:`adah.training.held_maps`."""
     cfg, model, data = trainer.config, trainer.model, trainer.data
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "off", "false", "no"):
         return f"switched off by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
@@ -62,16 +64,25 @@ def fast_path_reason(trainer: Trainer) -> str | None:
         return "the images are not cached backbone maps (data.options.features)"
     if not cfg.model.freeze_backbone:
         return "the backbone is trained (model.freeze_backbone=false)"
+    if (cfg.data.options or {}).get("augment"):
+        return "the images are augmented (data.options.augment)"
+    if trainer.dist.enabled:
+        return "a data-parallel run (torchrun)"
+    return None
+
+
+def fast_path_reason(trainer: Trainer) -> str | None:
+    """Why training cannot run D on precomputed pooled vectors (None: it can)."""
+    cfg, model = trainer.config, trainer.model
+    reason = fixed_maps_reason(trainer)
+    if reason is not None:
+        return reason
     if trainer.use_max_steps:
         return "G takes steps (train.steps_max > 0): its mask changes during training"
     if cfg.model.image_attention and cfg.attention.noise > 0:
         return "G's image mask is drawn afresh each step (attention.noise > 0)"
     if cfg.model.image_attention and cfg.attention.soft_epochs > 0:
         return "G's image mask is soft in the first epochs (attention.soft_epochs > 0)"
-    if (cfg.data.options or {}).get("augment"):
-        return "the images are augmented (data.options.augment)"
-    if trainer.dist.enabled:
-        return "a data-parallel run (torchrun)"
     if amp_policy(trainer.device, cfg.train.amp).autocast:
         return "bf16 autocast (train.amp on a GPU)"
     trained = {id(p) for p in trainer.min_params}
@@ -100,17 +111,18 @@ def feature_columns(trainer: Trainer) -> int:
     return int(trainer.data.images.shape[1]) if getattr(trainer.method, "uses_image_features", False) else 0
 
 
-class PooledRows:
-    """Rows of the precomputed table by dataset row: ``rows[idx]`` -> (k, 2 * D + 1 + F) float32,
-    [pooled attended | pooled unattended | mask density | own features (F columns, maybe none)];
-    AdahError for a row not precomputed."""
+class HeldRows:
+    """Rows of a table held in memory, by dataset row: ``rows[idx]`` -> (k, *table.shape[1:]).
+    Here the pooled table, (k, 2 * D + 1 + F) float32: [pooled attended | pooled unattended | mask
+    density | own features (F columns, maybe none)]; :mod:`adah.training.held_maps` holds the maps
+    themselves. AdahError for a row not held."""
 
     def __init__(self, table: np.ndarray, rows: np.ndarray, num_items: int) -> None:
         self.table = table
         self.where = np.full(num_items, -1, dtype=np.int64)
         self.where[rows] = np.arange(len(rows))
-        self.shape = (num_items, table.shape[1])
-        self.ndim, self.dtype = 2, table.dtype
+        self.shape = (num_items, *table.shape[1:])
+        self.ndim, self.dtype = table.ndim, table.dtype
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -123,11 +135,11 @@ class PooledRows:
         return self.table[pos]
 
 
-class PooledData(NamedTuple):
+class HeldData(NamedTuple):
     """What batching and encoding read of a dataset (``images``, ``texts``, ``labels``), with the
-    precomputed rows as its images."""
+    rows held in memory as its images."""
 
-    images: PooledRows
+    images: HeldRows
     texts: np.ndarray
     labels: np.ndarray
 
@@ -178,18 +190,18 @@ class Precomputed:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.rows = np.union1d(trainer.split.train, trainer.split.val).astype(np.int64)
-        self._data: PooledData | None = None
+        self._data: HeldData | None = None
         self.pooled_shape = pooled_shape(trainer)
         self.feature_columns = feature_columns(trainer)
         self.net = PooledModel(trainer.model, self.pooled_shape, self.feature_columns)
         self._probes: dict | None = None
 
     @property
-    def data(self) -> PooledData:
+    def data(self) -> HeldData:
         """The dataset's texts and labels with the precomputed rows as images (computed on first use)."""
         if self._data is None:
             t = self.trainer
-            self._data = PooledData(PooledRows(self._compute(), self.rows, len(t.data)), t.data.texts, t.data.labels)
+            self._data = HeldData(HeldRows(self._compute(), self.rows, len(t.data)), t.data.texts, t.data.labels)
         return self._data
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ from adah.models.parts import check_parts
 from adah.utils.distributed import DistContext, wrap_model
 from adah.evaluation.retrieval import encode_sharded, validation_metric, validation_scores
 from adah.utils.fileio import atomic_write_text
-from adah.training import precomputed
+from adah.training import held_maps, precomputed
 from adah.training.losses import MIN_TERMS, adah_objective, adversarial_objective, total_min_objective
 from adah.models import ADAH, build_model
 from adah.models.attention import gates
@@ -155,8 +155,9 @@ class Trainer:
         if self.method is None and tc.method != "adah":
             raise AdahError(f"train.method is {tc.method!r}: train it with adah.methods.train (adah train --method, "
                             "adah benchmark), not adah.training.train")
-        # the fast path (adah.training.precomputed): D over pooled parts computed once per item, or None
-        self.fast = precomputed.plan(self)  # also sets self.training_path (which path, and why)
+        # the fast paths on cached maps: D over pooled parts computed once per item (adah.training.precomputed),
+        # else G, pooling and D over maps held in memory (adah.training.held_maps), else None: over the maps
+        self.fast = precomputed.plan(self) or held_maps.plan(self)  # also set self.training_path (which path, why)
         if self.fast is not None:
             self.net = self.fast.net
             self.probe_diagnostics = functools.partial(self.fast.probe_diagnostics, self.probe_diagnostics)
@@ -164,8 +165,9 @@ class Trainer:
     @property
     def branches(self) -> torch.nn.Module:
         """What a training step runs the branches with on the batches :meth:`_batch` gives: the model
-        over the data's images, or on the fast path :class:`adah.training.precomputed.PooledModel`
-        over the precomputed rows (the same parameters, the same outputs up to float rounding); both
+        over the data's images (or the maps held in memory, :mod:`adah.training.held_maps`), or on the
+        pooled fast path :class:`adah.training.precomputed.PooledModel` over the precomputed rows (the
+        same parameters, the same outputs up to float rounding); all
         answer ``branches(images, texts)``, ``branches.image(images)``, ``branches.image_features(images)``."""
         return self.fast.net if self.fast else self.model
 
