@@ -72,3 +72,15 @@ def test_dcmh_learns_an_easy_set(prototypes, tmp_path):
                          "train.method_options.eta": 0.001})
     result = Trainer(cfg, data, split, tmp_path / "run", method=build_method).fit()
     assert result.best_val_map > 0.6
+
+
+def test_benchmark_keeps_the_users_batch_size():
+    """`adah benchmark --methods dcmh --set train.batch_size=32` trains at batch 32: DCMH's published
+    batch of 128 comes before the user's --set (the benchmark used to apply it last, so the user's
+    value was silently dropped); train.method and `none`'s attention always apply."""
+    from adah.experiments.benchmark import method_values
+
+    assert method_values("dcmh")["train.batch_size"] == 128
+    chosen = method_values("dcmh", frozenset({"train.batch_size", "train.method"}))
+    assert "train.batch_size" not in chosen and chosen["train.method"] == "dcmh"
+    assert method_values("none", frozenset({"model.attention"})) == {"model.attention": "none"}

@@ -157,14 +157,15 @@ def benchmark(
     from adah.training.similarity import with_label_policy
 
     name = config or (dataset if dataset in bundled_configs() else "scenes_demo")
+    sets = _parse_sets(set_)
     cfg = with_label_policy(Config.load(name, preset=preset).override({
-        "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **_parse_sets(set_)}).validate())
+        "data.name": dataset, "data.root": data_root, "train.epochs": epochs, **sets}).validate())
     if {"adah", "none"} & set(methods):  # the deep methods build the model
         require_image_weights(cfg.model.image_backbone, cfg.model.image_weights)
     out = check_output_folder(out or Path(f"runs/benchmark-{dataset}"))
     with run_folder_lock(out):
         result = run_benchmark(cfg, out, bits=tuple(bits), seeds=seeds, methods=tuple(methods), topk=topk,
-                               split_path=split, progress=not quiet)
+                               split_path=split, progress=not quiet, user_keys=frozenset(sets))
     typer.echo(result.table_md.read_text())
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -66,9 +66,21 @@ def degenerate_codes(codes: Codes, fraction: float = MIN_DISTINCT_FRACTION) -> d
     return out
 
 
+def method_values(method: str, user_keys: frozenset[str] = frozenset()) -> dict:
+    """The config values that select a deep ``method``. A registered baseline's published defaults
+    (DCMH's batch of 128, ...) come before the user's ``--set``, as ``adah train --method`` applies
+    them (``user_keys``: the keys the user set); ``train.method`` and ADAH's and ``none``'s attention
+    define the method and always apply."""
+    values = DEEP_METHODS[method]
+    if method in METHODS and method != "adah":
+        values = {k: v for k, v in values.items() if k == "train.method" or k not in user_keys}
+    return values
+
+
 def _deep_codes(config: Config, method: str, bits: int, seed: int, data: CrossModalData, split: Split,
-                run_dir: Path) -> tuple[Codes, Codes]:
-    cfg = config.override({**DEEP_METHODS[method], "model.bits": bits, "train.seed": seed, "train.progress": False})
+                run_dir: Path, user_keys: frozenset[str]) -> tuple[Codes, Codes]:
+    cfg = config.override({**method_values(method, user_keys), "model.bits": bits, "train.seed": seed,
+                           "train.progress": False})
     result = train(cfg, data, split, run_dir)
     return encode(result.model, data, split.query), encode(result.model, data, split.retrieval)
 
@@ -103,9 +115,11 @@ def _baseline_codes(method: str, bits: int, seed: int, data: CrossModalData, spl
 
 def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] = (16, 32, 64), seeds: int = 3,
                   methods: tuple[str, ...] = ALL_METHODS, topk: int | None = None,
-                  split_path: str | Path | None = None, progress: bool = True) -> BenchmarkResult:
+                  split_path: str | Path | None = None, progress: bool = True,
+                  user_keys: frozenset[str] = frozenset()) -> BenchmarkResult:
     """Run ``methods`` x ``bits`` x ``seeds`` on one split (``split_path`` or the dataset's
-    protocol split, saved to ``out_dir/split.json``); write table.md, results.json, pr_curves.png."""
+    protocol split, saved to ``out_dir/split.json``); write table.md, results.json, pr_curves.png.
+    ``user_keys``: the config keys the user set (``--set``), which a baseline's defaults leave alone."""
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown:
         raise AdahError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
@@ -131,7 +145,7 @@ def run_benchmark(config: Config, out_dir: str | Path, *, bits: tuple[int, ...] 
         if method in DEEP_METHODS:
             run_dir = out / "runs" / f"{method}-{b}bits-seed{seed}"
             shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark owns its run folders: rerun from scratch
-            q, db = _deep_codes(config, method, b, seed, data, split, run_dir)
+            q, db = _deep_codes(config, method, b, seed, data, split, run_dir, user_keys)
         else:
             q, db = _baseline_codes(method, b, seed, data, split)
         timings.setdefault(method, []).append(time.perf_counter() - t0)
