@@ -20,8 +20,8 @@ def tiny_features(seed: int = 0, n: int = 240) -> CrossModalData:
     return CrossModalData(images, texts, labels, name="tiny-features")
 
 
-if __name__ == "__main__":
-    out = sys.argv[1]
+def train_tiny_features(out) -> None:
+    """Train the paper's G on :func:`tiny_features` into ``out`` (alone, in-process or under torchrun)."""
     data = tiny_features()
     split = random_split(len(data), num_query=40, num_train=180, val_fraction=0.1, seed=0)
     cfg = Config().with_preset("paper").override({  # the paper's G: G steps and its optimiser state too
@@ -30,3 +30,7 @@ if __name__ == "__main__":
         "train.progress": False, "train.device": "cpu",
     })
     Trainer(cfg, data, split, out).fit()
+
+
+if __name__ == "__main__":
+    train_tiny_features(sys.argv[1])

@@ -31,7 +31,9 @@ def _history(run: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(tmp_path):
-    _run([sys.executable, str(HERE / "ddp_worker.py"), str(tmp_path / "one")], tmp_path)
+    from ddp_worker import train_tiny_features
+
+    train_tiny_features(tmp_path / "one")  # the one-process run, here (the worker runs one thread too)
     _run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(tmp_path / "two")],
          tmp_path)
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
