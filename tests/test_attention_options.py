@@ -395,7 +395,7 @@ def test_diagnostics_per_epoch_picture_and_adah_plot(scenes_small, tmp_path):
 def test_study_table_selects_on_validation_and_resumes(tmp_path, monkeypatch):
     from adah.experiments import study
 
-    cfg = tiny_config(**{"data.num_items": 400, "data.num_query": 40, "data.num_train": 250,
+    cfg = tiny_config(**{"data.num_items": 240, "data.num_query": 40, "data.num_train": 150,
                          "train.max_batches_per_epoch": 3})
     out = tmp_path / "study"
     result = study.run_study(cfg, out, variants=("paper", "erase_fixed_g"), seeds=2, bits=(16,), progress=False)

@@ -127,7 +127,10 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Pat
     panels = [(t, s) for t, s in panels if s]
     cols = 3
     rows = max(1, -(-len(panels) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    # fixed spacing instead of tight_layout (a third of the figure's cost, paid by every run); the
+    # saved PNG is cropped to its content either way (finish_figure -> _save, bbox_inches="tight")
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False,
+                             gridspec_kw={"wspace": 0.3, "hspace": 0.55})
     for ax, (name, series) in zip(axes.flat, panels):
         for key, label in series:
             xs = [e for e, r in zip(epochs, history) if key in r]
@@ -141,7 +144,7 @@ def plot_training(history: list[dict], path: str | Path, title: str = "") -> Pat
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    return finish_figure(fig, path, title)
+    return finish_figure(fig, path, title, tight=False)
 
 
 def finish_figure(fig, path: str | Path, title: str = "", tight: bool = True) -> Path:
