@@ -27,7 +27,7 @@ demo: setup  ## generate scenes, train ADAH (adah default), none and ADAH (paper
 TEST_WORKERS ?= 4
 # glibc's malloc keeps freed blocks up to 256 MB for reuse in the test processes and every process
 # they start, as adah's keep_freed_memory does in extraction and training on caches: the suite's many
-# short trainings otherwise fault in fresh pages for each big tensor (about 7% of its CPU time)
+# short trainings otherwise fault in fresh pages for each big tensor (about 8% of its CPU time, measured)
 TEST_MALLOC := GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=268435456
 
 test: setup  ## the whole test suite, the browser test included (about 4 minutes on 2 CPU cores)
