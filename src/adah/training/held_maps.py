@@ -35,7 +35,7 @@ import numpy as np
 
 from adah.errors import AdahError
 from adah.training.diagnostics import probe_diagnostics
-from adah.training.precomputed import BATCH, MEMORY_BUDGET, HeldData, HeldRows, fixed_maps_reason
+from adah.training.precomputed import BATCH, MEMORY_BUDGET, HeldTable, fixed_maps_reason
 from adah.utils.progress import progress_bar
 from adah.utils.runtime import keep_freed_memory
 
@@ -58,26 +58,16 @@ def held_maps_reason(trainer: Trainer) -> str | None:
     return None
 
 
-class HeldMaps:
+class HeldMaps(HeldTable):
     """The held-maps path of one trainer: the maps of its training and validation rows (read on
     first use), the dataset view over them (:attr:`data`) and the model that runs on them
     (:attr:`net`: the trainer's model itself)."""
 
     def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.rows = np.union1d(trainer.split.train, trainer.split.val).astype(np.int64)
+        super().__init__(trainer)
         self.net = trainer.model
-        self._data: HeldData | None = None
 
-    @property
-    def data(self) -> HeldData:
-        """The dataset's texts and labels with the held maps as images (read on first use)."""
-        if self._data is None:
-            t = self.trainer
-            self._data = HeldData(HeldRows(self._read(), self.rows, len(t.data)), t.data.texts, t.data.labels)
-        return self._data
-
-    def _read(self) -> np.ndarray:
+    def _compute(self) -> np.ndarray:
         """One pass over the cache: the maps of every held row, float32 as the cache gives them, in
         batches of :data:`BATCH` rows (the last one filled up with rows before it). A compact cache
         runs its 1x1 conv on each read; on the CPU that gives the same bits for a row in any batch of
@@ -92,7 +82,7 @@ class HeldMaps:
         n = len(self.rows)
         try:
             for lo in range(0, n, BATCH):
-                start = max(0, min(lo, n - BATCH))  # the last batch too is a full one: see _read's docstring
+                start = max(0, min(lo, n - BATCH))  # the last batch too is a full one: see this docstring
                 block = np.asarray(images[self.rows[start : lo + BATCH]], dtype=np.float32)[lo - start :]
                 if not np.isfinite(block).all():
                     raise AdahError(f"rows {self.rows[lo]}..: the cached maps are not finite")

@@ -182,27 +182,39 @@ class PooledModel(nn.Module):
         return self.model.encode_text(texts)
 
 
-class Precomputed:
-    """The fast path of one trainer: the pooled parts of its training and validation rows
-    (computed on first use), the dataset view over them (:attr:`data`) and the model over them
-    (:attr:`net`)."""
+class HeldTable:
+    """A table of one trainer's training and validation rows held in memory, made on first use by
+    the subclass's ``_compute()`` (one pass over the cache), and the dataset view over it
+    (:attr:`data`): the base of both fast paths (this module's and :mod:`adah.training.held_maps`)."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.rows = np.union1d(trainer.split.train, trainer.split.val).astype(np.int64)
         self._data: HeldData | None = None
-        self.pooled_shape = pooled_shape(trainer)
-        self.feature_columns = feature_columns(trainer)
-        self.net = PooledModel(trainer.model, self.pooled_shape, self.feature_columns)
-        self._probes: dict | None = None
 
     @property
     def data(self) -> HeldData:
-        """The dataset's texts and labels with the precomputed rows as images (computed on first use)."""
+        """The dataset's texts and labels with the held rows as images (computed on first use)."""
         if self._data is None:
             t = self.trainer
             self._data = HeldData(HeldRows(self._compute(), self.rows, len(t.data)), t.data.texts, t.data.labels)
         return self._data
+
+    def _compute(self) -> np.ndarray:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+
+class Precomputed(HeldTable):
+    """The fast path of one trainer: the pooled parts of its training and validation rows
+    (computed on first use), the dataset view over them (:attr:`data`) and the model over them
+    (:attr:`net`)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.pooled_shape = pooled_shape(trainer)
+        self.feature_columns = feature_columns(trainer)
+        self.net = PooledModel(trainer.model, self.pooled_shape, self.feature_columns)
+        self._probes: dict | None = None
 
     @torch.no_grad()
     def _compute(self) -> np.ndarray:
